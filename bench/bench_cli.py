@@ -1,0 +1,324 @@
+"""Compare the start-up and per-step cost of `cpf` with checkpointflow 1.10.0's CLI.
+
+Run by hand from the repository root:
+
+    python bench/bench_cli.py                 # 15 iterations
+    python bench/bench_cli.py -n 30 --cpf /path/to/cpf
+
+On first use it creates bench/.venv-checkpointflow with checkpointflow==1.10.0 from PyPI.
+Both tools run the same generated workflows, alternating per iteration, each measurement in
+a fresh CHECKPOINTFLOW_BASE_DIR. Exit codes are checked so a broken run is never timed as a
+fast one. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CF_VERSION = "1.10.0"
+CF_VENV = REPO / "bench" / ".venv-checkpointflow"
+BIN = "Scripts" if os.name == "nt" else "bin"
+EXE = ".exe" if os.name == "nt" else ""
+
+RESUME_EVENT = "go"
+RESUME_PAYLOAD = '{"decision": "approve"}'
+
+
+class BenchError(RuntimeError):
+    """A command did not behave as expected; its timing would be meaningless."""
+
+
+# -- workflows ---------------------------------------------------------------------------
+
+
+def steps_workflow(wf_id: str, n_steps: int) -> str:
+    """A workflow with n trivial cli steps and an end step."""
+    lines = [
+        "schema_version: checkpointflow/v1",
+        "workflow:",
+        f"  id: {wf_id}",
+        '  version: "1.0"',
+        "  inputs:",
+        "    type: object",
+        "  steps:",
+    ]
+    for i in range(n_steps):
+        lines += [f"    - id: s{i}", "      kind: cli", '      command: "true"']
+    lines += ["    - id: done", "      kind: end", "      result:", "        ok: true"]
+    return "\n".join(lines) + "\n"
+
+
+WAIT_WORKFLOW = f"""\
+schema_version: checkpointflow/v1
+workflow:
+  id: bench_wait
+  version: "1.0"
+  inputs:
+    type: object
+  steps:
+    - id: before
+      kind: cli
+      command: "true"
+    - id: gate
+      kind: await_event
+      audience: agent
+      event_name: {RESUME_EVENT}
+      input_schema:
+        type: object
+        required: [decision]
+        properties:
+          decision: {{type: string, enum: [approve, reject]}}
+    - id: after
+      kind: cli
+      command: "true"
+    - id: done
+      kind: end
+      result:
+        decision: ${{steps.gate.outputs.decision}}
+"""
+
+
+def write_workflows(folder: Path) -> dict[str, Path]:
+    files = {
+        "run1": steps_workflow("bench_run1", 1),
+        "run20": steps_workflow("bench_run20", 20),
+        "run200": steps_workflow("bench_run200", 200),
+        "validate20": steps_workflow("bench_validate20", 20),
+        "wait": WAIT_WORKFLOW,
+    }
+    paths = {}
+    for name, text in files.items():
+        path = folder / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        paths[name] = path
+    return paths
+
+
+# -- tools -------------------------------------------------------------------------------
+
+
+def ensure_checkpointflow() -> Path:
+    """Return the checkpointflow `cpf` executable, creating its venv when missing."""
+    exe = CF_VENV / BIN / f"cpf{EXE}"
+    if exe.exists() and tool_version(exe) == CF_VERSION:
+        return exe
+    if not (CF_VENV / BIN / f"python{EXE}").exists():
+        print(f"creating {CF_VENV.relative_to(REPO)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(CF_VENV)], check=True)
+    print(f"installing checkpointflow=={CF_VERSION} from PyPI ...", file=sys.stderr)
+    subprocess.run(
+        [
+            str(CF_VENV / BIN / f"python{EXE}"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"checkpointflow=={CF_VERSION}",
+        ],
+        check=True,
+    )
+    if tool_version(exe) != CF_VERSION:
+        raise BenchError(f"{exe} does not report version {CF_VERSION}")
+    return exe
+
+
+def tool_version(exe: Path) -> str | None:
+    try:
+        proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def default_cpf() -> Path:
+    return REPO / ".venv" / BIN / f"cpf{EXE}"
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+def clean_env(base_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CHECKPOINTFLOW_BASE_DIR"] = str(base_dir)
+    env.pop("CPF_DATABASE_URL", None)  # cpf must use the fresh base dir too
+    return env
+
+
+def timed(argv: list[str], env: dict[str, str], expect: int) -> tuple[float, str]:
+    """Run argv; return (seconds, stdout). Raise BenchError on an unexpected exit code."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != expect:
+        tail = (proc.stderr or proc.stdout).strip()[-800:]
+        raise BenchError(
+            f"{' '.join(argv)}\n  exited {proc.returncode}, expected {expect}\n  {tail}"
+        )
+    return elapsed, proc.stdout
+
+
+def run_id_of(stdout: str) -> str:
+    try:
+        run_id = json.loads(stdout)["run_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"no run_id in the waiting envelope: {stdout[:300]!r}") from exc
+    return str(run_id)
+
+
+Case = Callable[[str, dict[str, str]], float]
+
+
+def make_cases(wf: dict[str, Path]) -> dict[str, Case]:
+    def version(exe: str, env: dict[str, str]) -> float:
+        return timed([exe, "--version"], env, 0)[0]
+
+    def validate(exe: str, env: dict[str, str]) -> float:
+        return timed([exe, "validate", "-f", str(wf["validate20"])], env, 0)[0]
+
+    def run(name: str) -> Case:
+        def case(exe: str, env: dict[str, str]) -> float:
+            return timed([exe, "run", "-f", str(wf[name])], env, 0)[0]
+
+        return case
+
+    def run_resume(exe: str, env: dict[str, str]) -> float:
+        t_run, out = timed([exe, "run", "-f", str(wf["wait"])], env, 40)
+        argv = [
+            exe,
+            "resume",
+            "--run-id",
+            run_id_of(out),
+            "--event",
+            RESUME_EVENT,
+            "--input",
+            RESUME_PAYLOAD,
+        ]
+        t_resume, _ = timed(argv, env, 0)
+        return t_run + t_resume
+
+    return {
+        "--version": version,
+        "validate (20 steps)": validate,
+        "run (1 step)": run("run1"),
+        "run (20 steps)": run("run20"),
+        "run (200 steps)": run("run200"),
+        "run + resume": run_resume,
+    }
+
+
+def measure(
+    tools: dict[str, str], cases: dict[str, Case], iterations: int, warmup: int, scratch: Path
+) -> dict[str, dict[str, list[float]]]:
+    """times[case][tool] = seconds per iteration. Tools alternate who goes first."""
+    times: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
+    names = list(tools)
+    counter = 0
+    for it in range(warmup + iterations):
+        order = names if it % 2 == 0 else names[::-1]
+        for case_name, case in cases.items():
+            for tool in order:
+                counter += 1
+                base = scratch / f"base{counter}"
+                base.mkdir()
+                try:
+                    elapsed = case(tools[tool], clean_env(base))
+                finally:
+                    shutil.rmtree(base, ignore_errors=True)
+                if it >= warmup:
+                    times[case_name][tool].append(elapsed)
+        done = it + 1 - warmup
+        if done > 0:
+            print(f"iteration {done}/{iterations} done", file=sys.stderr)
+    return times
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b > 0 else "n/a"
+
+
+def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n: int) -> str:
+    med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in times.items()}
+    out = [
+        f"cpf {versions['cpf']} vs checkpointflow {versions['checkpointflow']}, "
+        f"{n} iterations, Python {platform.python_version()}, {platform.platform()}",
+        "",
+        "| case | cpf median ms | checkpointflow median ms | cpf / checkpointflow |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for case, m in med.items():
+        out.append(
+            f"| {case} | {ms(m['cpf'])} | {ms(m['checkpointflow'])} | "
+            f"{ratio(m['cpf'], m['checkpointflow'])} |"
+        )
+    per_step = {
+        tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
+        for tool in ("cpf", "checkpointflow")
+    }
+    out.append(
+        f"| per-step overhead ((run200 - run1) / 199) | {ms(per_step['cpf'])} | "
+        f"{ms(per_step['checkpointflow'])} | "
+        f"{ratio(per_step['cpf'], per_step['checkpointflow'])} |"
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--iterations", type=int, default=15, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    parser.add_argument("--cpf", type=Path, default=None, help="cpf executable to time")
+    parser.add_argument(
+        "--checkpointflow",
+        type=Path,
+        default=None,
+        help=f"checkpointflow cpf executable (default: bench/.venv-checkpointflow, "
+        f"created with checkpointflow=={CF_VERSION})",
+    )
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.warmup < 0:
+        parser.error("--iterations must be >= 1 and --warmup >= 0")
+
+    cpf = (args.cpf or default_cpf()).resolve()
+    if not cpf.exists():
+        parser.error(f"cpf not found at {cpf} (install the project venv or pass --cpf)")
+    try:
+        cf = args.checkpointflow.resolve() if args.checkpointflow else ensure_checkpointflow()
+        tools = {"cpf": str(cpf), "checkpointflow": str(cf)}
+        versions = {name: tool_version(Path(exe)) or "?" for name, exe in tools.items()}
+        with tempfile.TemporaryDirectory(prefix="cpf-bench-") as tmp:
+            scratch = Path(tmp)
+            wf_dir = scratch / "workflows"
+            wf_dir.mkdir()
+            cases = make_cases(write_workflows(wf_dir))
+            times = measure(tools, cases, args.iterations, args.warmup, scratch)
+    except BenchError as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
+    print(report(times, versions, args.iterations))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The headless `cpf` command: argument parsing and dispatch only.
+
+argparse rather than Click/Typer: `cpf --version` must cost little more than the
+interpreter's start-up, and each command imports only what it needs (the store and
+SQLModel only for commands that touch runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from core import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors: exit 2, no JSON (as Click does)
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cpf", description="cpf: resumable workflows for people and agents.")
+    p.add_argument("-v", "--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    c = cmd("validate", "Validate a workflow file (schema, duplicate ids, warnings).")
+    c.add_argument("-f", "--file", required=True)
+
+    c = cmd("run", "Start a run and execute it until it ends, waits or fails.")
+    c.add_argument("-f", "--file", required=True)
+    c.add_argument("--input", default="{}", help="JSON, @path or - for stdin")
+    c.add_argument("--actor", help="who starts the run (default: the OS user)")
+
+    c = cmd("resume", "Deliver an event to a waiting run and continue it.")
+    c.add_argument("--run-id", required=True)
+    c.add_argument("--event", required=True)
+    c.add_argument("--input", required=True, help="JSON, @path or - for stdin")
+    c.add_argument("--actor", help="who answers (default: the OS user)")
+
+    for name, text in (("status", "Summary of a run."), ("inspect", "Full history of a run.")):
+        cmd(name, text).add_argument("--run-id", required=True)
+
+    c = cmd("cancel", "Cancel a waiting or running run.")
+    c.add_argument("--run-id", required=True)
+    c.add_argument("--reason", required=True)
+    c.add_argument("--actor", help="who cancels (default: the OS user)")
+
+    cmd("delete", "Delete a finished run and its artifacts.").add_argument("--run-id", required=True)
+
+    c = cmd("retry", "Continue a failed or interrupted run from its failed step.")
+    c.add_argument("--run-id", required=True)
+    c.add_argument("--from-step", help="step id to continue from")
+    c.add_argument("--actor", help="who retries (default: the OS user)")
+
+    c = cmd("runs", "List runs, newest first.")
+    c.add_argument("--status", choices=["created", "running", "waiting", "completed", "failed", "cancelled"])
+    c.add_argument("--workflow", help="workflow id")
+    c.add_argument("--limit", type=int)
+
+    c = cmd("logs", "Print the stored output of a run (raw text).")
+    c.add_argument("--run-id", required=True)
+    c.add_argument("--step", help="only this step's output")
+    c.add_argument("--stream", choices=["stdout", "stderr"])
+    c.add_argument("--follow", action="store_true", help="keep printing until the run stops running")
+
+    c = cmd("init", "Write a starter workflow file.")
+    c.add_argument("--file", default="checkpointflow.yaml")
+    c.add_argument("--force", action="store_true")
+
+    cmd("guide", "Print the cpf guide (Markdown).")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "guide":
+        from importlib.resources import files
+
+        sys.stdout.write(files("core").joinpath("guide.md").read_text(encoding="utf-8"))
+        return 0
+    if args.command == "logs":
+        return _logs(args)
+
+    from core import engine
+    from core.envelope import emit
+
+    handlers = {
+        "validate": lambda a: engine.validate(a.file),
+        "run": lambda a: engine.start_run(a.file, a.input, actor=a.actor),
+        "resume": lambda a: engine.resume_run(a.run_id, a.event, a.input, actor=a.actor),
+        "status": lambda a: engine.status(a.run_id),
+        "inspect": lambda a: engine.inspect(a.run_id),
+        "cancel": lambda a: engine.cancel_run(a.run_id, a.reason, actor=a.actor),
+        "delete": lambda a: engine.delete_run(a.run_id),
+        "retry": lambda a: engine.retry_run(a.run_id, a.from_step, actor=a.actor),
+        "runs": lambda a: engine.list_runs(a.status, a.workflow, a.limit),
+        "init": lambda a: engine.init_workflow(a.file, a.force),
+    }
+    return emit(handlers[args.command](args))
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from core import engine
+    from core.envelope import CpfError, Envelope, emit
+
+    try:
+        for text in engine.follow_output(
+            args.run_id, step_id=args.step, stream=args.stream, follow=args.follow
+        ):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except CpfError as err:
+        return emit(Envelope.failure("logs", err, run_id=None))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

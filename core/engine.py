@@ -1,0 +1,749 @@
+"""The engine API: what the CLI, the TUI and the HTTP service call.
+
+Every function returns an `Envelope` (the checkpointflow-run/v1 result object);
+errors inside become failure envelopes with the contract's codes, never tracebacks.
+Only this module and `runner` talk to the store for runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.envelope import (
+    ConcurrencyError,
+    CpfError,
+    Envelope,
+    ErrorCode,
+    ExitCode,
+    RuntimeStateError,
+    ValidationError,
+)
+
+SURFACES = ("cli", "tui", "api")
+INSTRUCTIONS = [
+    "Ask the intended audience for input using the prompt.",
+    "Collect JSON that matches input_schema.",
+    "Resume with the provided run_id and event_name.",
+]
+_UNSET: Any = object()
+F = TypeVar("F", bound=Callable[..., Envelope])
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _guarded(command: str) -> Callable[[F], F]:
+    """Turn any error inside an engine call into the contract's failure envelope."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Envelope:
+            try:
+                return fn(*args, **kwargs)
+            except CpfError as err:
+                return Envelope.failure(command, err, run_id=getattr(err, "run_id", None))
+            except Exception as exc:
+                err = CpfError(ErrorCode.ERR_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+                return Envelope.failure(command, err, run_id=getattr(exc, "run_id", None))
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def _with_run(err: CpfError, run_id: str) -> CpfError:
+    err.run_id = run_id  # type: ignore[attr-defined]
+    return err
+
+
+# -- envelopes from runs --------------------------------------------------------------
+
+
+def _run_fields(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run["run_id"],
+        "workflow_id": run["workflow_id"],
+        "workflow_name": run.get("workflow_name"),
+        "workflow_description": run.get("workflow_description"),
+        "workflow_version": run.get("workflow_version"),
+        "current_step_id": run.get("current_step_id"),
+    }
+
+
+def wait_block(run: dict[str, Any]) -> dict[str, Any] | None:
+    wait = run.get("wait")
+    if not wait:
+        return None
+    return {
+        "kind": "external_event",
+        "audience": wait.get("audience") or "user",
+        "event_name": wait["event_name"],
+        "prompt": wait.get("prompt"),
+        "summary": wait.get("summary"),
+        "input_schema": wait.get("input_schema") or {},
+        "instructions": list(INSTRUCTIONS),
+        "timeout_at": wait.get("timeout_at"),
+        "risk_level": wait.get("risk_level"),
+        "resume": {
+            "command": (
+                f"cpf resume --run-id {run['run_id']} --event {wait['event_name']}"
+                " --input @event.json"
+            )
+        },
+    }
+
+
+def _has_result(result: Any) -> bool:
+    return result not in (None, "", {}, [])
+
+
+STATUS_EXIT = {
+    "completed": ExitCode.SUCCESS,
+    "waiting": ExitCode.WAITING,
+    "failed": ExitCode.STEP_FAILED,
+    "cancelled": ExitCode.CANCELLED,
+    "running": ExitCode.INTERNAL_ERROR,
+    "created": ExitCode.INTERNAL_ERROR,
+}
+
+
+def _outcome_envelope(command: str, run: dict[str, Any], exit_code: int | None = None) -> Envelope:
+    """The envelope of run/resume/retry after the executor stopped driving the run."""
+    fields = _run_fields(run)
+    status = run["status"]
+    if status == "completed":
+        if _has_result(run.get("result")):
+            fields["result"] = run["result"]
+        return Envelope.success(command, **fields)
+    if status == "waiting":
+        return Envelope.success(
+            command, status="waiting", exit_code=ExitCode.WAITING, wait=wait_block(run), **fields
+        )
+    if status == "cancelled":
+        reason = (run.get("error") or {}).get("message") or "Run was cancelled"
+        return Envelope(
+            ok=False,
+            command=command,
+            status="cancelled",
+            exit_code=ExitCode.CANCELLED,
+            error={"code": ErrorCode.ERR_CANCELLED.value, "message": reason},
+            **fields,
+        )
+    error = run.get("error") or {"code": ErrorCode.ERR_STEP_FAILED.value, "message": "Run failed"}
+    return Envelope(
+        ok=False,
+        command=command,
+        status="failed",
+        exit_code=int(exit_code or ExitCode.STEP_FAILED),
+        error=error,
+        **fields,
+    )
+
+
+# -- store access ---------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from core.store.store import open_store
+
+    return open_store()
+
+
+def _load_run(store: Any, run_id: str) -> dict[str, Any]:
+    run = store.get_run(run_id)
+    if run is None:
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+    return reap(store, run)
+
+
+def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Mark a run whose executor died as failed/ERR_RUN_INTERRUPTED (and return it fresh)."""
+    if run["status"] not in ("running", "created"):
+        return run
+    from core.liveness import executor_alive
+    from core.store.store import now_iso
+
+    if executor_alive(run.get("executor"), run.get("heartbeat_at")):
+        return run
+    step = run.get("current_step_id")
+    who = (run.get("executor") or "unknown").rsplit(":", 1)[0]
+    err = {
+        "code": ErrorCode.ERR_RUN_INTERRUPTED.value,
+        "message": (
+            f"The process executing this run ({who}) stopped"
+            + (f" during step '{step}'" if step else "")
+            + "; `cpf retry` continues it"
+        ),
+        "step_id": step,
+    }
+    with store.write() as conn:
+        if store.cas_run(
+            conn, run["run_id"], run["version"], status="failed", error=err, finished_at=now_iso()
+        ):
+            store.fail_open_attempts(conn, run["run_id"], err["code"], err["message"])
+    return store.get_run(run["run_id"]) or run
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+@_guarded("validate")
+def validate(path: str | Path) -> Envelope:
+    from core.workflow.loader import load_workflow
+
+    wf = load_workflow(path)
+    return Envelope.success(
+        "validate",
+        workflow_id=wf.id,
+        workflow_version=wf.version,
+        warnings=list(wf.warnings) or None,
+    )
+
+
+def _check_inputs(wf: Any, inputs: Any) -> Any:
+    from core.payload import apply_defaults, check_payload
+
+    errors = check_payload(wf.inputs_schema, inputs)
+    if errors:
+        raise ValidationError(
+            ErrorCode.ERR_VALIDATION_INPUT,
+            f"Input validation failed: {errors[0]}",
+            details=[str(e) for e in errors],
+        )
+    return apply_defaults(wf.inputs_schema, inputs)
+
+
+@_guarded("run")
+def start_run(
+    path: str | Path,
+    raw_input: str | None = None,
+    *,
+    inputs: Any = _UNSET,
+    actor: str | None = None,
+    surface: str = "cli",
+) -> Envelope:
+    """Validate the workflow and inputs, create the run and execute it in this process."""
+    from core.inputs import read_input
+    from core.workflow.loader import load_workflow
+
+    wf = load_workflow(path)
+    if inputs is _UNSET:
+        inputs = read_input(raw_input or "{}", error_code=ErrorCode.ERR_VALIDATION_INPUT)
+    inputs = _check_inputs(wf, inputs)
+    store = _store()
+    from core.liveness import current_executor
+    from core.store.store import new_id, now_iso
+
+    run_id = new_id()
+    now = now_iso()
+    executor = current_executor()
+    run = {
+        "run_id": run_id,
+        "account": "local",
+        "workflow_id": wf.id,
+        "workflow_name": wf.name,
+        "workflow_description": wf.description,
+        "workflow_version": wf.version,
+        "workflow_path": str(wf.path),
+        "workflow_hash": wf.sha256,
+        "status": "running",
+        "inputs": inputs,
+        "step_outputs": {},
+        "version": 0,
+        "executor": executor,
+        "heartbeat_at": now,
+        "attempt_seq": 0,
+        "checkpoint_step": -1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    with store.write() as conn:
+        store.insert_run(conn, run)
+        store.insert_event(
+            conn,
+            run_id=run_id,
+            kind="start",
+            data={"inputs": inputs},
+            actor=actor or default_actor(),
+            surface=surface,
+        )
+    return _execute("run", _runner(store, wf, run), wf.steps[0]["id"])
+
+
+def _runner(store: Any, wf: Any, run: dict[str, Any]) -> Any:
+    from core.liveness import current_executor
+    from core.paths import run_dir
+    from core.runner import Runner
+
+    return Runner(store, wf, run, current_executor(), run_dir(run["run_id"]))
+
+
+def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
+    store = runner.store
+    with _interrupts_as_cancel(runner):
+        final = runner.drive(start_step)
+    if runner.interrupted:
+        final = _mark_interrupted(store, final, runner.interrupted)
+    return _outcome_envelope(command, final, runner.exit_code)
+
+
+class _interrupts_as_cancel:
+    """SIGINT/SIGTERM stop the running step (its whole process group) instead of
+    leaving it orphaned; the run is then recorded as interrupted."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.runner.interrupted = signal.Signals(signum).name
+        self.runner.cancel.set()
+
+    def __enter__(self) -> None:
+        self.runner.interrupted = None
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handle)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _mark_interrupted(store: Any, run: dict[str, Any], signame: str) -> dict[str, Any]:
+    from core.store.store import now_iso
+
+    fresh = store.get_run(run["run_id"]) or run
+    if fresh["status"] != "running":
+        return fresh
+    step = fresh.get("current_step_id")
+    err = {
+        "code": ErrorCode.ERR_RUN_INTERRUPTED.value,
+        "message": f"cpf received {signame}" + (f" during step '{step}'" if step else ""),
+        "step_id": step,
+    }
+    with store.write() as conn:
+        store.cas_run(
+            conn, fresh["run_id"], fresh["version"], status="failed", error=err, finished_at=now_iso()
+        )
+        store.fail_open_attempts(conn, fresh["run_id"], err["code"], err["message"])
+    return store.get_run(run["run_id"]) or fresh
+
+
+def _load_run_workflow(run: dict[str, Any], *, allow_changed: bool = False) -> tuple[Any, bool]:
+    """The run's workflow file, checked against the hash taken at `run`."""
+    from core.workflow.loader import load_workflow, sha256_file
+
+    path = Path(run["workflow_path"])
+    if not path.is_file():
+        raise _with_run(
+            ValidationError(ErrorCode.ERR_FILE_NOT_FOUND, f"Workflow file not found: {path}"),
+            run["run_id"],
+        )
+    changed = sha256_file(path) != run["workflow_hash"]
+    if changed and not allow_changed:
+        raise _with_run(
+            ValidationError(
+                ErrorCode.ERR_VALIDATION_WORKFLOW,
+                f"Workflow file changed since the run started: {path}",
+            ),
+            run["run_id"],
+        )
+    try:
+        return load_workflow(path), changed
+    except CpfError as err:
+        raise _with_run(err, run["run_id"]) from err
+
+
+@_guarded("resume")
+def resume_run(
+    run_id: str,
+    event_name: str,
+    raw_input: str | None = None,
+    *,
+    payload: Any = _UNSET,
+    actor: str | None = None,
+    surface: str = "cli",
+) -> Envelope:
+    """Deliver an event to a waiting run and continue it (contract §9 order)."""
+    from core.inputs import read_input
+    from core.payload import check_payload
+
+    store = _store()
+    run = _load_run(store, run_id)
+    if run["status"] != "waiting":
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id} is not waiting (status: {run['status']})",
+            ),
+            run_id,
+        )
+    wait = run.get("wait") or {}
+    if event_name != wait.get("event_name"):
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RESUME_EVENT_MISMATCH,
+                f"Expected event '{wait.get('event_name')}', got '{event_name}'",
+            ),
+            run_id,
+        )
+    try:
+        if payload is _UNSET:
+            payload = read_input(raw_input or "", error_code=ErrorCode.ERR_VALIDATION_EVENT_INPUT)
+        errors = check_payload(wait.get("input_schema"), payload)
+    except CpfError as err:
+        raise _with_run(err, run_id) from err
+    if errors:
+        raise _with_run(
+            ValidationError(
+                ErrorCode.ERR_VALIDATION_EVENT_INPUT,
+                f"Event validation failed: {errors[0]}",
+                details=[str(e) for e in errors],
+            ),
+            run_id,
+        )
+    # Integrity before anything is recorded: a refused resume leaves no event behind.
+    wf, _ = _load_run_workflow(run)
+    from core.runner import RunTaken
+
+    runner = _runner(store, wf, run)
+    try:
+        next_step = runner.accept_event(
+            wait, event_name, payload, actor=actor or default_actor(), surface=surface
+        )
+    except RunTaken:
+        fresh = store.get_run(run_id) or run
+        if fresh["status"] != "waiting":
+            raise _with_run(
+                RuntimeStateError(
+                    ErrorCode.ERR_RUN_NOT_WAITING,
+                    f"Run {run_id} is not waiting (status: {fresh['status']}): "
+                    "another resume or cancel got there first",
+                ),
+                run_id,
+            ) from None
+        raise _with_run(
+            ConcurrencyError(f"Run {run_id} changed while resuming; try again"), run_id
+        ) from None
+    if runner.run["status"] != "running":
+        return _outcome_envelope("resume", runner.run)
+    return _execute("resume", runner, next_step)
+
+
+def _lookup(command: str) -> Callable[[str], Envelope]:
+    def query(run_id: str) -> Envelope:
+        store = _store()
+        run = _load_run(store, run_id)
+        fields = _run_fields(run)
+        status = run["status"]
+        extra: dict[str, Any] = {}
+        if command == "status":
+            if status == "waiting":
+                extra["wait"] = wait_block(run)
+            elif status == "completed" and _has_result(run.get("result")):
+                extra["result"] = run["result"]
+        else:
+            extra["result"] = history(store, run)
+        if status in ("failed", "cancelled") and run.get("error"):
+            extra["error"] = run["error"]
+        return Envelope.success(
+            command,
+            status=status,
+            exit_code=STATUS_EXIT.get(status, ExitCode.INTERNAL_ERROR),
+            started_at=run.get("created_at"),
+            updated_at=run.get("updated_at"),
+            **fields,
+            **extra,
+        )
+
+    return _guarded(command)(query)
+
+
+status = _lookup("status")
+inspect = _lookup("inspect")
+
+
+def history(store: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """The `inspect` result: inputs, outputs, every attempt, events, checkpoints."""
+    run_id = run["run_id"]
+    attempts = store.attempts(run_id)
+    events = store.events(run_id)
+    return {
+        "inputs": run.get("inputs") or {},
+        "step_outputs": run.get("step_outputs") or {},
+        "result": run.get("result"),
+        "error": run.get("error"),
+        "step_results": [
+            {
+                "step_id": a["step_id"],
+                "step_kind": a["step_kind"],
+                "attempt": a["attempt"],
+                "status": a["status"],
+                "exit_code": a["exit_code"],
+                "error_code": a["error_code"],
+                "error_message": a["error_message"],
+                "outputs": a["outputs"],
+                "stdout_path": a["stdout_path"],
+                "stderr_path": a["stderr_path"],
+                "output_bytes": a["output_bytes"],
+                "truncated": bool(a["truncated"]),
+                "parent_id": a["parent_id"],
+                "id": a["id"],
+                "started_at": a["started_at"],
+                "finished_at": a["finished_at"],
+                "created_at": a["started_at"],
+            }
+            for a in attempts
+        ],
+        "events": [
+            {
+                "event_name": e["event_name"],
+                "event_data": e["data"],
+                "step_id": e["step_id"],
+                "actor": e["actor"],
+                "surface": e["surface"],
+                "created_at": e["created_at"],
+            }
+            for e in events
+            if e["kind"] == "event"
+        ],
+        "actions": [
+            {
+                "kind": e["kind"],
+                "data": e["data"],
+                "step_id": e["step_id"],
+                "actor": e["actor"],
+                "surface": e["surface"],
+                "created_at": e["created_at"],
+            }
+            for e in events
+            if e["kind"] != "event"
+        ],
+        "checkpoints": store.checkpoint_count(run_id),
+    }
+
+
+@_guarded("cancel")
+def cancel_run(
+    run_id: str, reason: str, *, actor: str | None = None, surface: str = "cli"
+) -> Envelope:
+    from core.store.store import now_iso
+
+    store = _store()
+    run = _load_run(store, run_id)
+    if run["status"] not in ("waiting", "running", "created"):
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id} cannot be cancelled (status: {run['status']})",
+            ),
+            run_id,
+        )
+    who = actor or default_actor()
+    err = {"code": ErrorCode.ERR_CANCELLED.value, "message": f"Cancelled by {who}: {reason}"}
+    with store.write() as conn:
+        if not store.cas_run(
+            conn, run_id, run["version"], status="cancelled", error=err, finished_at=now_iso()
+        ):
+            fresh = store.get_run(run_id, conn) or run
+            if fresh["status"] not in ("waiting", "running", "created"):
+                raise _with_run(
+                    RuntimeStateError(
+                        ErrorCode.ERR_RUN_NOT_WAITING,
+                        f"Run {run_id} cannot be cancelled (status: {fresh['status']})",
+                    ),
+                    run_id,
+                )
+            raise _with_run(ConcurrencyError(f"Run {run_id} changed while cancelling"), run_id)
+        store.close_waiting_attempts(conn, run_id)
+        store.insert_event(
+            conn,
+            run_id=run_id,
+            step_id=run.get("current_step_id"),
+            kind="cancel",
+            data={"reason": reason},
+            actor=who,
+            surface=surface,
+        )
+    return Envelope.success(
+        "cancel", status="cancelled", result={"reason": reason}, **_run_fields(run)
+    )
+
+
+@_guarded("delete")
+def delete_run(run_id: str) -> Envelope:
+    from core.paths import run_dir
+
+    store = _store()
+    run = _load_run(store, run_id)
+    if run["status"] in ("created", "running", "waiting"):
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Cannot delete active run {run_id} (status: {run['status']})",
+            ),
+            run_id,
+        )
+    with store.write() as conn:
+        store.delete_run(conn, run_id)
+    shutil.rmtree(run_dir(run_id), ignore_errors=True)
+    return Envelope.success("delete", result={"deleted": True}, **_run_fields(run))
+
+
+@_guarded("retry")
+def retry_run(
+    run_id: str,
+    from_step: str | None = None,
+    *,
+    actor: str | None = None,
+    surface: str = "cli",
+) -> Envelope:
+    """Continue a failed or interrupted run from its failed step (or `from_step`)."""
+    from core.liveness import current_executor
+    from core.store.store import now_iso
+
+    store = _store()
+    run = _load_run(store, run_id)
+    if run["status"] != "failed":
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id} is not failed (status: {run['status']}); only failed runs retry",
+            ),
+            run_id,
+        )
+    wf, changed = _load_run_workflow(run, allow_changed=True)
+    start = from_step or (run.get("error") or {}).get("step_id") or run.get("current_step_id")
+    start = start or wf.steps[0]["id"]
+    if start not in wf.index_of:
+        raise _with_run(
+            ValidationError(
+                ErrorCode.ERR_VALIDATION_INPUT, f"Step '{start}' is not in workflow {wf.id}"
+            ),
+            run_id,
+        )
+    values: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "finished_at": None,
+        "executor": current_executor(),
+        "heartbeat_at": now_iso(),
+        "current_step_id": start,
+    }
+    if changed:
+        values.update(workflow_hash=wf.sha256, workflow_version=wf.version)
+    with store.write() as conn:
+        if not store.cas_run(conn, run_id, run["version"], **values):
+            raise _with_run(ConcurrencyError(f"Run {run_id} changed while retrying"), run_id)
+        store.insert_event(
+            conn,
+            run_id=run_id,
+            step_id=start,
+            kind="retry",
+            data={"from_step": start, "workflow_changed": changed},
+            actor=actor or default_actor(),
+            surface=surface,
+        )
+    run = store.get_run(run_id) or run
+    envelope = _execute("retry", _runner(store, wf, run), start)
+    if changed:
+        envelope.warnings = ["The workflow file changed since the run started; retried with it"]
+    return envelope
+
+
+@_guarded("runs")
+def list_runs(
+    status: str | None = None, workflow_id: str | None = None, limit: int | None = None
+) -> Envelope:
+    store = _store()
+    rows = store.list_runs(status=status, workflow_id=workflow_id, limit=limit)
+    out = []
+    for run in rows:
+        run = reap(store, run)
+        if status and run["status"] != status:
+            continue
+        out.append(
+            {
+                "run_id": run["run_id"],
+                "workflow_id": run["workflow_id"],
+                "workflow_name": run.get("workflow_name"),
+                "status": run["status"],
+                "current_step_id": run.get("current_step_id"),
+                "created_at": run["created_at"],
+                "updated_at": run["updated_at"],
+                "finished_at": run.get("finished_at"),
+                "error_code": (run.get("error") or {}).get("code"),
+            }
+        )
+    return Envelope.success("runs", result={"runs": out})
+
+
+@_guarded("init")
+def init_workflow(file: str | Path, force: bool = False) -> Envelope:
+    from importlib.resources import files
+
+    from core.envelope import PersistenceError
+
+    path = Path(file)
+    if path.exists() and not force:
+        raise ValidationError(
+            ErrorCode.ERR_FILE_EXISTS, f"File already exists: {path}. Use --force to overwrite."
+        )
+    template = files("core").joinpath("init_template.yaml").read_text(encoding="utf-8")
+    try:
+        path.write_text(template, encoding="utf-8")
+    except OSError as exc:
+        raise PersistenceError(f"Failed to write file: {exc}") from exc
+    return Envelope.success("init", result={"file": str(path)})
+
+
+def follow_output(
+    run_id: str,
+    *,
+    step_id: str | None = None,
+    stream: str | None = None,
+    follow: bool = False,
+    poll: float = 0.1,
+) -> Iterator[str]:
+    """Yield the stored output text of a run; with `follow`, until the run stops running.
+
+    Raises CpfError (ERR_RUN_NOT_FOUND) for an unknown run.
+    """
+    store = _store()
+    _load_run(store, run_id)
+    last = 0
+    while True:
+        chunks = store.output(run_id, after_id=last, step_id=step_id, stream=stream, limit=1000)
+        for chunk in chunks:
+            last = chunk["id"]
+            yield chunk["text"]
+        if chunks:
+            continue
+        if not follow:
+            return
+        run = store.get_run(run_id)
+        if run is None:
+            return
+        if reap(store, run)["status"] not in ("running", "created"):
+            # One more read: output committed just before the final transition.
+            tail = store.output(run_id, after_id=last, step_id=step_id, stream=stream)
+            for chunk in tail:
+                yield chunk["text"]
+            return
+        time.sleep(poll)

@@ -1,0 +1,92 @@
+"""The one payload validator (JSON Schema Draft 2020-12).
+
+`cpf run` inputs, `cpf resume` events, step `outputs` schemas, the TUI forms and the
+HTTP API all call `check_payload` and get the same paths and messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: tuple[str | int, ...]  # where in the payload; () is the payload itself
+    message: str
+
+    @property
+    def location(self) -> str:
+        out = "$"
+        for part in self.path:
+            out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(schema_json)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def check_payload(schema: dict[str, Any] | None, data: Any) -> list[FieldError]:
+    """Errors of `data` against `schema`, shallowest first; [] when valid.
+
+    An invalid schema is reported as one error at the root rather than raised.
+    """
+    if not schema:
+        return []
+    import json
+
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+    except SchemaError as exc:
+        return [FieldError((), f"the schema itself is invalid: {exc.message}")]
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.message))
+    return [FieldError(_path(e), _message(e)) for e in errors]
+
+
+def _path(err: Any) -> tuple[str | int, ...]:
+    path = tuple(err.absolute_path)
+    # A missing property belongs to that property's field, not to its parent object.
+    if err.validator == "required" and err.message.endswith(" is a required property"):
+        import ast
+
+        try:
+            name = ast.literal_eval(err.message[: -len(" is a required property")])
+        except (ValueError, SyntaxError):
+            return path
+        if isinstance(name, str):
+            return (*path, name)
+    return path
+
+
+def _message(err: Any) -> str:
+    # jsonschema's message embeds the whole instance for some validators; keep it one line.
+    msg = err.message.replace("\n", " ")
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def apply_defaults(schema: dict[str, Any] | None, data: Any) -> Any:
+    """Fill top-level `properties.*.default` values missing from an object payload."""
+    if not schema or not isinstance(data, dict):
+        return data
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return data
+    out = dict(data)
+    for key, sub in props.items():
+        if key not in out and isinstance(sub, dict) and "default" in sub:
+            out[key] = sub["default"]
+    return out

@@ -1,0 +1,342 @@
+"""Run one command in its own process group, streaming and capping its output.
+
+POSIX only. One call = one child started with `start_new_session=True`, so the child
+and everything it spawns share a process group that can be signalled as a whole
+(checkpointflow killed only the direct child on timeout; grandchildren survived).
+
+Both pipes are read in the calling thread with a poll selector, 64 KiB at a time, so
+there is no thread per step and a trivial command costs little more than fork/exec.
+The direct child's exit is watched through a pidfd (Linux >= 5.3) so a background
+grandchild that keeps a pipe open cannot make us hang; elsewhere we poll.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+DEFAULT_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+SYSTEM_SHELL = "/bin/sh"
+
+_READ_SIZE = 64 * 1024
+# How long we keep reading after the direct child exited, for output still in flight;
+# a background grandchild holding the pipe must not keep the step open forever.
+_LINGER = 0.3
+# Granularity for what cannot be waited on: the cancel Event, a dying process group,
+# and the child's exit where pidfd_open is missing.
+_POLL = 0.05
+_TRUNCATION_MARKER = "\n[cpf: output truncated at {} bytes; further output discarded]\n"
+
+_PWSH_NAMES = ("pwsh", "pwsh.exe", "powershell", "powershell.exe")
+
+Batch = list[tuple[str, str]]
+
+
+class ShellError(ValueError):
+    """The `shell` of a cli step is not one we know how to run."""
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int  # negative signal number when killed by a signal (like Popen)
+    timed_out: bool
+    cancelled: bool
+    stdout: str  # kept stdout text (decoded, capped)
+    stderr: str
+    truncated: bool
+    bytes_out: int  # total bytes the process wrote (stdout+stderr), kept or not
+    pid: int
+
+
+def build_argv(command: str | list[str], shell: str | None) -> list[str]:
+    """The argv that runs `command` with `shell`, following checkpointflow's shell rules.
+
+    A list is joined with " && ". Shell names compare case-insensitively and an empty
+    name means the system shell, as in checkpointflow.
+    """
+    cmd = " && ".join(command) if isinstance(command, list) else command
+    if not shell:
+        return [SYSTEM_SHELL, "-c", cmd]
+    name = shell.lower()
+    if name in ("bash", "sh"):
+        # checkpointflow silently falls back to the system shell when the binary is missing.
+        return [shutil.which(name) or SYSTEM_SHELL, "-c", cmd]
+    if name in _PWSH_NAMES:
+        exe = "pwsh" if name.startswith("pwsh") else "powershell"
+        return [shutil.which(exe) or exe, "-NoProfile", "-NonInteractive", "-Command", cmd]
+    if name in ("cmd", "cmd.exe"):
+        return [SYSTEM_SHELL, "-c", cmd]  # "the system shell" on POSIX
+    raise ShellError(f"unknown shell '{shell}'")
+
+
+class _Stream:
+    __slots__ = ("decoder", "name", "parts")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.parts: list[str] = []
+
+
+class _Output:
+    """Decoding, the output cap, and batching for on_output."""
+
+    def __init__(
+        self,
+        on_output: Callable[[Batch], None] | None,
+        max_output_bytes: int,
+        flush_interval: float,
+    ) -> None:
+        self.on_output = on_output
+        self.max_output_bytes = max(0, max_output_bytes)
+        self.flush_interval = flush_interval
+        self.kept = 0
+        self.bytes_out = 0
+        self.truncated = False
+        # [stream name, text pieces]; pieces are joined at flush time, not per read.
+        self.pending: list[tuple[str, list[str]]] = []
+        self.last_flush = -math.inf  # so the first output is delivered at once
+
+    def feed(self, stream: _Stream, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.truncated:
+            return  # keep draining so the writer never blocks on a full pipe
+        room = self.max_output_bytes - self.kept
+        if len(data) <= room:
+            self.kept += len(data)
+            self._emit(stream, stream.decoder.decode(data))
+            return
+        cut = _utf8_boundary(data, room)
+        self.kept += cut
+        self.truncated = True
+        text = stream.decoder.decode(data[:cut], final=True)
+        self._emit(stream, text + _TRUNCATION_MARKER.format(self.max_output_bytes))
+
+    def finish(self, streams: list[_Stream]) -> None:
+        for stream in streams:  # an incomplete sequence at EOF becomes U+FFFD
+            self._emit(stream, stream.decoder.decode(b"", final=True))
+        self.flush(math.inf)
+
+    def _emit(self, stream: _Stream, text: str) -> None:
+        if not text:
+            return
+        stream.parts.append(text)
+        if self.on_output is None:
+            return
+        if self.pending and self.pending[-1][0] == stream.name:
+            self.pending[-1][1].append(text)
+        else:
+            self.pending.append((stream.name, [text]))
+
+    def flush_due(self) -> float:
+        """Monotonic time at which pending output must be delivered (inf if none)."""
+        return self.last_flush + self.flush_interval if self.pending else math.inf
+
+    def flush(self, now: float) -> None:
+        if not self.pending or self.on_output is None:
+            return
+        batch = [(name, "".join(parts)) for name, parts in self.pending]
+        self.pending = []
+        self.last_flush = now
+        self.on_output(batch)
+
+
+def _utf8_boundary(data: bytes, cut: int) -> int:
+    """Move `cut` back to the start of the UTF-8 sequence it would split, if any."""
+    i = cut
+    while i > 0 and cut - i < 3 and i < len(data) and data[i] & 0xC0 == 0x80:
+        i -= 1
+    return i if i < cut and data[i] >= 0xC0 else cut
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg also finds zombies nobody has reaped yet (a lazy init in containers);
+    # they are dead already, so look at /proc where it exists.
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _open_pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:  # old kernel, or a sandbox that forbids it
+        return None
+
+
+def run_process(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    on_output: Callable[[Batch], None] | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    flush_interval: float = 0.2,
+    kill_grace: float = 3.0,
+    on_start: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    """Run `argv` in a new process group and wait for it, streaming its output.
+
+    `env` is the complete environment (None inherits ours). `timeout` <= 0 or None means
+    no limit. On timeout or cancel the group gets SIGTERM, then SIGKILL after
+    `kill_grace` seconds unless every member is gone by then. Failure to start the
+    process (missing executable or cwd) raises OSError. If a callback raises, the group
+    is killed and the exception propagates.
+    """
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    pgid = proc.pid  # session leader => its pid is the group id
+    assert proc.stdout is not None and proc.stderr is not None
+    out = _Output(on_output, max_output_bytes, flush_interval)
+    streams = [_Stream("stdout"), _Stream("stderr")]
+    sel = selectors.PollSelector()  # no epoll fd to create for a short-lived child
+    pidfd: int | None = None
+    timed_out = cancelled = False
+    try:
+        sel.register(proc.stdout.fileno(), selectors.EVENT_READ, streams[0])
+        sel.register(proc.stderr.fileno(), selectors.EVENT_READ, streams[1])
+        open_pipes = 2
+        pidfd = _open_pidfd(proc.pid)
+        if pidfd is not None:
+            sel.register(pidfd, selectors.EVENT_READ, None)
+        if on_start is not None:
+            on_start(proc.pid)
+
+        start = time.monotonic()
+        deadline = start + timeout if timeout is not None and timeout > 0 else math.inf
+        exited_at = math.inf  # when the direct child was reaped
+        term_at = math.inf  # when SIGTERM went to the group
+        kill_sent = False
+        while True:
+            now = time.monotonic()
+            if exited_at == math.inf and proc.poll() is not None:
+                exited_at = now
+            running = exited_at == math.inf
+            if running and term_at == math.inf:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                elif now >= deadline:
+                    timed_out = True
+                if cancelled or timed_out:
+                    _signal_group(pgid, signal.SIGTERM)
+                    term_at = now
+            killing = term_at != math.inf and not kill_sent
+            if killing and now >= term_at + kill_grace:
+                _signal_group(pgid, signal.SIGKILL)
+                kill_sent = killing = False
+            # After a kill, the rest of the group gets its grace period too.
+            if (
+                not running
+                and (open_pipes == 0 or now >= exited_at + _LINGER)
+                and (not killing or not _group_alive(pgid))
+            ):
+                break
+
+            # Sleep until the next thing we must act on, or until a pipe/pidfd is ready.
+            wake = out.flush_due()
+            if running:
+                if term_at == math.inf:
+                    wake = min(wake, deadline)
+                    if cancel is not None:
+                        wake = min(wake, now + _POLL)
+                if pidfd is None:
+                    wake = min(wake, now + _POLL)
+            elif now < exited_at + _LINGER:
+                wake = min(wake, exited_at + _LINGER)
+            if killing:
+                wake = min(wake, term_at + kill_grace)
+                if not running:
+                    wake = min(wake, now + _POLL)  # watch the group die
+            wait = None if wake == math.inf else max(0.0, wake - now)
+
+            if not sel.get_map():  # both pipes closed, and no pidfd or the child is gone
+                if running:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(wait)  # polls finely, unlike a fixed sleep
+                else:
+                    time.sleep(wait or 0.0)  # bounded by _POLL: waiting for the group
+                continue
+            for key, _ in sel.select(wait):
+                if key.data is None:  # pidfd: the child exited; reaped at the loop top
+                    sel.unregister(key.fd)
+                    continue
+                data = os.read(key.fd, _READ_SIZE)
+                if data:
+                    out.feed(key.data, data)
+                else:
+                    sel.unregister(key.fd)
+                    open_pipes -= 1
+            if out.pending:
+                now = time.monotonic()
+                if now >= out.flush_due():
+                    out.flush(now)
+        out.finish(streams)
+    except BaseException:
+        if proc.returncode is None:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        proc.stdout.close()
+        proc.stderr.close()
+
+    return ProcessResult(
+        exit_code=proc.returncode,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        stdout="".join(streams[0].parts),
+        stderr="".join(streams[1].parts),
+        truncated=out.truncated,
+        bytes_out=out.bytes_out,
+        pid=proc.pid,
+    )

@@ -1,0 +1,67 @@
+"""What a step kind receives (`StepContext`) and returns (`StepOutcome`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.envelope import CpfError, ErrorCode, StepFailure
+
+OutputSink = Callable[[list[tuple[str, str]]], None]
+
+
+@dataclass
+class StepContext:
+    run_id: str
+    step: dict[str, Any]
+    attempt: int
+    scope: dict[str, Any]  # expression roots: inputs, steps, run, (event, item, ...)
+    defaults: dict[str, Any]
+    workflow_path: Path
+    run_dir: Path
+    cancel: threading.Event
+    output: OutputSink
+    on_pid: Callable[[int], None] = lambda _pid: None
+
+    @property
+    def step_id(self) -> str:
+        return str(self.step["id"])
+
+    def interpolate(self, value: Any, what: str) -> Any:
+        """Interpolate `value`; a bad reference is a step failure naming the field."""
+        from core.expr import ExprError, interpolate
+
+        try:
+            return interpolate(value, self.scope)
+        except ExprError as exc:
+            raise StepFailure(
+                ErrorCode.ERR_STEP_FAILED,
+                f"Step '{self.step_id}': cannot resolve {what}: {exc}",
+                step_id=self.step_id,
+            ) from exc
+
+
+Status = Literal["completed", "failed", "waiting", "end", "cancelled"]
+
+
+@dataclass
+class StepOutcome:
+    status: Status
+    outputs: Any = None
+    next_step_id: str | None = None  # a jump; None continues with the next step in the list
+    error: CpfError | None = None
+    wait: dict[str, Any] | None = None
+    result: Any = None
+    exit_code: int | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    output_bytes: int = 0
+    truncated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, error: CpfError, **kw: Any) -> StepOutcome:
+        return cls(status="failed", error=error, **kw)

@@ -1,0 +1,155 @@
+"""`cli`: run a shell command in its own process group, streaming its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from core.envelope import CpfError, ErrorCode, StepFailure
+from core.steps.base import StepContext, StepOutcome
+
+DEFAULT_MAX_OUTPUT = 10 * 1024 * 1024
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _max_output(ctx: StepContext) -> int:
+    for value in (
+        ctx.step.get("max_output_bytes"),
+        ctx.defaults.get("max_output_bytes"),
+        os.environ.get("CPF_MAX_OUTPUT_BYTES"),
+    ):
+        if value not in (None, ""):
+            try:
+                return max(1024, int(value))
+            except (TypeError, ValueError):
+                continue
+    return DEFAULT_MAX_OUTPUT
+
+
+def _fail(ctx: StepContext, code: str, message: str, **kw: Any) -> StepOutcome:
+    return StepOutcome.failed(StepFailure(code, message, step_id=ctx.step_id), **kw)
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    from core.process import ShellError, build_argv, run_process
+
+    step, sid = ctx.step, ctx.step_id
+    try:
+        command = ctx.interpolate(step["command"], "command")
+        cwd_value = ctx.interpolate(step.get("cwd"), "cwd")
+        env_values = ctx.interpolate(step.get("env") or {}, "env")
+    except CpfError as exc:
+        return StepOutcome.failed(exc)
+    if isinstance(command, list):
+        command = [c if isinstance(c, str) else json.dumps(c) for c in command]
+    elif not isinstance(command, str):
+        command = json.dumps(command)
+    try:
+        argv = build_argv(command, step.get("shell") or ctx.defaults.get("shell"))
+    except ShellError as exc:
+        return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}': {exc}")
+
+    cwd = None
+    if cwd_value not in (None, ""):
+        cwd = str(Path(str(cwd_value)).expanduser())
+        if not Path(cwd).is_dir():
+            return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}': cwd not found: {cwd}")
+
+    env = dict(os.environ)
+    env["CPF_RUN_ID"] = ctx.run_id
+    env["CPF_STEP_ID"] = sid
+    env.update({str(k): _env_value(v) for k, v in env_values.items()})
+
+    timeout = step.get("timeout_seconds") or None
+    res = run_process(
+        argv,
+        cwd=cwd,
+        env=env,
+        timeout=float(timeout) if timeout else None,
+        cancel=ctx.cancel,
+        on_output=ctx.output,
+        max_output_bytes=_max_output(ctx),
+        on_start=ctx.on_pid,
+    )
+    stdout_path, stderr_path = _write_artifacts(ctx, res.stdout, res.stderr)
+    common: dict[str, Any] = {
+        "exit_code": res.exit_code,
+        "stdout_path": stdout_path,
+        "stderr_path": stderr_path,
+        "output_bytes": res.bytes_out,
+        "truncated": res.truncated,
+    }
+    if res.cancelled:
+        return StepOutcome(status="cancelled", **common)
+    if res.timed_out:
+        return _fail(ctx, ErrorCode.ERR_TIMEOUT, f"Step '{sid}' timed out after {timeout}s", **common)
+    ok_codes = (step.get("success") or {}).get("exit_codes") or [0]
+    if res.exit_code not in ok_codes:
+        return _fail(
+            ctx,
+            ErrorCode.ERR_STEP_FAILED,
+            f"Step '{sid}' exited with code {res.exit_code}",
+            **common,
+        )
+    outputs = _parse_outputs(res.stdout)
+    schema = step.get("outputs")
+    if schema:
+        error = _check_outputs(sid, schema, outputs)
+        if error is not None:
+            return StepOutcome.failed(error, outputs=outputs, **common)
+    return StepOutcome(status="completed", outputs=outputs, **common)
+
+
+def _parse_outputs(stdout: str) -> dict[str, Any] | None:
+    """The whole stdout, stripped, as one JSON object; anything else gives no outputs."""
+    text = stdout.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_outputs(sid: str, schema: dict[str, Any], outputs: Any) -> CpfError | None:
+    from core.payload import check_payload
+
+    if outputs is None:
+        return StepFailure(
+            ErrorCode.ERR_STEP_OUTPUT_INVALID,
+            f"Step '{sid}' declares an outputs schema but its stdout is not a JSON object",
+            step_id=sid,
+        )
+    errors = check_payload(schema, outputs)
+    if errors:
+        return StepFailure(
+            ErrorCode.ERR_STEP_OUTPUT_INVALID,
+            f"Step '{sid}' outputs do not match the schema: {errors[0]}",
+            step_id=sid,
+            details=[str(e) for e in errors],
+        )
+    return None
+
+
+def _write_artifacts(ctx: StepContext, stdout: str, stderr: str) -> tuple[str, str]:
+    """The contract's per-step files: runs/<run_id>/stdout/<step>.txt and stderr/<step>.txt."""
+    # Step ids are free text: keep the file inside the run folder whatever they hold.
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", ctx.step_id).lstrip(".") or "_"
+    name = f"{safe}.txt"
+    paths = []
+    for stream, text in (("stdout", stdout), ("stderr", stderr)):
+        folder = ctx.run_dir / stream
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        path.write_text(text, encoding="utf-8", errors="replace")
+        paths.append(str(path))
+    return paths[0], paths[1]

@@ -1,0 +1,177 @@
+"""Read a workflow file, parse its YAML and validate it: `load_workflow(path)`.
+
+Failures raise `core.envelope.ValidationError` in the order of the checkpointflow
+contract (§4): file missing -> not a file -> YAML -> schema -> duplicate step ids.
+A document that passes gets its non-fatal warnings attached (`LoadedWorkflow.warnings`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.envelope import ErrorCode, ValidationError
+from core.workflow import validation
+
+# libyaml's loader is several times faster; same YAML 1.1 semantics as yaml.safe_load.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class LoadedWorkflow:
+    path: Path  # absolute
+    text: str
+    sha256: str  # hex sha256 of the file bytes
+    doc: dict[str, Any]  # the whole YAML document
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def workflow(self) -> dict[str, Any]:
+        wf: dict[str, Any] = self.doc["workflow"]
+        return wf
+
+    @property
+    def id(self) -> str:
+        wid: str = self.workflow["id"]
+        return wid
+
+    @property
+    def name(self) -> str | None:
+        return self.workflow.get("name")
+
+    @property
+    def description(self) -> str | None:
+        return self.workflow.get("description")
+
+    @property
+    def version(self) -> str | None:
+        return self.workflow.get("version")
+
+    @property
+    def inputs_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = self.workflow["inputs"]
+        return schema
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        steps: list[dict[str, Any]] = self.workflow["steps"]
+        return steps
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.workflow.get("defaults") or {}
+
+    @cached_property
+    def step_by_id(self) -> dict[str, dict[str, Any]]:
+        """Top-level steps by id (foreach body steps are not jump targets here)."""
+        return {s["id"]: s for s in self.steps}
+
+    @cached_property
+    def index_of(self) -> dict[str, int]:
+        """Position of each top-level step in `steps`."""
+        return {s["id"]: i for i, s in enumerate(self.steps)}
+
+    def iter_steps(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(JSON path, step) for every step, foreach bodies included, in document order."""
+        for path, step in validation.iter_steps(self.steps):
+            yield validation.format_path(path), step
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_workflow(path: str | Path) -> LoadedWorkflow:
+    """Read, parse and validate the workflow file at `path`."""
+    shown = str(path)  # messages name the path as the user gave it
+    p = Path(path)
+    if not p.exists():
+        raise ValidationError(ErrorCode.ERR_FILE_NOT_FOUND, f"Workflow file not found: {shown}")
+    if p.is_dir():
+        raise ValidationError(
+            ErrorCode.ERR_VALIDATION_WORKFLOW, f"Expected a file, got a directory: {shown}"
+        )
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ValidationError(
+            ErrorCode.ERR_FILE_NOT_FOUND, f"Workflow file not readable: {shown} ({reason})"
+        ) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            ErrorCode.ERR_YAML_PARSE,
+            f"YAML parse error: the file is not valid UTF-8 (byte {exc.start})",
+        ) from exc
+    return _load(text, p, hashlib.sha256(data).hexdigest())
+
+
+def load_workflow_text(text: str, path: str | Path) -> LoadedWorkflow:
+    """Parse and validate workflow text read earlier from `path`.
+
+    `sha256` is computed over the UTF-8 encoding of `text`, which equals the file's hash
+    for any file `load_workflow` accepted.
+    """
+    return _load(text, Path(path), hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _load(text: str, path: Path, digest: str) -> LoadedWorkflow:
+    doc = parse_yaml(text)
+    errors = validation.schema_errors(doc)
+    if errors:
+        raise ValidationError(
+            ErrorCode.ERR_VALIDATION_WORKFLOW,
+            f"Workflow validation failed with {len(errors)} error(s).",
+            details=errors,
+        )
+    dups, details = validation.duplicate_step_ids(doc)
+    if dups:
+        raise ValidationError(
+            ErrorCode.ERR_DUPLICATE_STEP_ID,
+            f"Duplicate step ID(s): {', '.join(dups)}",
+            details=details,
+        )
+    return LoadedWorkflow(
+        path=Path(os.path.abspath(path)),
+        text=text,
+        sha256=digest,
+        doc=doc,
+        warnings=validation.workflow_warnings(doc),
+    )
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML 1.1 safe load; errors become ERR_YAML_PARSE with a one-line message."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a safe loader (no Python tags)
+    except yaml.YAMLError as exc:
+        raise ValidationError(ErrorCode.ERR_YAML_PARSE, yaml_error_message(exc)) from exc
+
+
+def yaml_error_message(exc: yaml.YAMLError) -> str:
+    """`YAML parse error at line 4, column 17: mapping values are not allowed here (...)`."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return "YAML parse error: " + " ".join(str(exc).split())
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+    msg = f"YAML parse error{where}: {problem}"
+    if exc.context and exc.problem:
+        ctx = " ".join(exc.context.split())
+        cmark = exc.context_mark
+        if cmark and mark and (cmark.line, cmark.column) != (mark.line, mark.column):
+            ctx += f" at line {cmark.line + 1}, column {cmark.column + 1}"
+        msg += f" ({ctx})"
+    if exc.problem and "mapping values are not allowed" in exc.problem:
+        msg += "; a plain value containing ': ' must be quoted or written as a block scalar"
+    return msg

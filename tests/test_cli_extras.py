@@ -1,0 +1,594 @@
+"""Black-box tests of what cpf adds to the checkpointflow CLI.
+
+`runs`, `logs` (+ `--follow`), `retry`, crash safety after kill -9, locking of
+concurrent resumes (defect 10), cancel of a running run, and lazy imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    CpfRunner,
+    all_gone,
+    parse_envelope,
+    pid_gone,
+    step_results_for,
+    wait_for,
+)
+
+
+def _wf(steps_yaml: str, *, wf_id: str = "wf") -> str:
+    return (
+        "schema_version: checkpointflow/v1\n"
+        "workflow:\n"
+        f"  id: {wf_id}\n"
+        "  inputs: {type: object}\n"
+        "  steps:\n" + steps_yaml.strip("\n") + "\n"
+    )
+
+
+WAIT_THEN_APPEND = _wf(
+    """
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      input_schema: {type: object}
+    - id: append
+      kind: cli
+      command: echo line >> appended.txt
+    - id: finish
+      kind: end
+      result: {done: true}
+""",
+    wf_id="wait-append",
+)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, dict[str, Any] | None]:
+    out, err = proc.communicate(timeout=timeout)
+    assert "Traceback (most recent call last)" not in err, err
+    completed = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return proc.returncode, parse_envelope(completed)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_runs_newest_first_and_filters(cpf: CpfRunner, write_workflow) -> None:
+    alpha = write_workflow(
+        _wf(
+            """
+    - id: a
+      kind: cli
+      command: echo hi
+""",
+            wf_id="alpha",
+        ),
+        name="alpha.yaml",
+    )
+    beta = write_workflow(
+        _wf(
+            """
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      input_schema: {type: object}
+""",
+            wf_id="beta",
+        ),
+        name="beta.yaml",
+    )
+    env = cpf.ok("runs")
+    assert env["ok"] is True
+    assert env["command"] == "runs"
+    assert env["result"]["runs"] == []
+
+    r1 = cpf.ok("run", "-f", str(alpha))["run_id"]
+    r2 = cpf.ok("run", "-f", str(beta), exit_code=40)["run_id"]
+    r3 = cpf.ok("run", "-f", str(alpha))["run_id"]
+
+    runs = cpf.ok("runs")["result"]["runs"]
+    assert [r["run_id"] for r in runs] == [r3, r2, r1]
+    for r in runs:
+        assert {
+            "run_id",
+            "workflow_id",
+            "status",
+            "current_step_id",
+            "created_at",
+            "updated_at",
+        } <= set(r)
+    by_id = {r["run_id"]: r for r in runs}
+    assert by_id[r2]["status"] == "waiting"
+    assert by_id[r2]["current_step_id"] == "ask"
+    assert by_id[r2]["workflow_id"] == "beta"
+    assert by_id[r1]["status"] == "completed"
+
+    waiting = cpf.ok("runs", "--status", "waiting")["result"]["runs"]
+    assert [r["run_id"] for r in waiting] == [r2]
+    completed = cpf.ok("runs", "--status", "completed")["result"]["runs"]
+    assert [r["run_id"] for r in completed] == [r3, r1]
+    assert cpf.ok("runs", "--status", "cancelled")["result"]["runs"] == []
+
+    alpha_runs = cpf.ok("runs", "--workflow", "alpha")["result"]["runs"]
+    assert [r["run_id"] for r in alpha_runs] == [r3, r1]
+    assert cpf.ok("runs", "--workflow", "nope")["result"]["runs"] == []
+
+    assert [r["run_id"] for r in cpf.ok("runs", "--limit", "1")["result"]["runs"]] == [r3]
+    limited = cpf.ok("runs", "--workflow", "alpha", "--limit", "1")["result"]["runs"]
+    assert [r["run_id"] for r in limited] == [r3]
+
+
+# --------------------------------------------------------------------------- logs
+
+TALKER = _wf(
+    """
+    - id: talk
+      kind: cli
+      command: echo out-line; echo err-line >&2
+    - id: more
+      kind: cli
+      command: echo second-step
+""",
+    wf_id="talker",
+)
+
+
+def test_logs(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(TALKER)
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+
+    proc, env = cpf("logs", "--run-id", run_id)
+    assert proc.returncode == 0, proc.stderr
+    assert env is None
+    assert "out-line" in proc.stdout
+    assert "second-step" in proc.stdout
+
+    proc, _ = cpf("logs", "--run-id", run_id, "--step", "talk")
+    assert proc.returncode == 0
+    assert "out-line" in proc.stdout
+    assert "second-step" not in proc.stdout
+
+    proc, _ = cpf("logs", "--run-id", run_id, "--step", "talk", "--stream", "stderr")
+    assert proc.returncode == 0
+    assert "err-line" in proc.stdout
+    assert "out-line" not in proc.stdout
+
+    proc, _ = cpf("logs", "--run-id", run_id, "--stream", "stdout")
+    assert "err-line" not in proc.stdout
+
+    env = cpf.ok("logs", "--run-id", "9" * 32, exit_code=10)
+    assert env["ok"] is False
+    assert env["error"]["code"] == "ERR_RUN_NOT_FOUND"
+
+
+def _line_reader(stream: Any, sink: queue.Queue[tuple[float, str | None]]) -> None:
+    for line in iter(stream.readline, ""):
+        sink.put((time.monotonic(), line))
+    sink.put((time.monotonic(), None))
+
+
+def _wait_running_run(cpf: CpfRunner, timeout: float = 30) -> str:
+    def find() -> str | None:
+        runs = cpf.ok("runs", "--status", "running")["result"]["runs"]
+        return runs[0]["run_id"] if runs else None
+
+    return wait_for(find, timeout=timeout, interval=0.05, what="a running run")
+
+
+def test_logs_follow_streams_while_running(cpf: CpfRunner, write_workflow) -> None:
+    lines = 80
+    path = write_workflow(
+        _wf(
+            f"""
+    - id: ticker
+      kind: cli
+      command: for i in $(seq 1 {lines}); do echo "tick $i"; sleep 0.05; done
+""",
+            wf_id="ticker",
+        )
+    )
+    run_proc = cpf.popen("run", "-f", str(path))
+    follow = None
+    try:
+        run_id = _wait_running_run(cpf)
+        follow = cpf.popen("logs", "--run-id", run_id, "--follow")
+        got: queue.Queue[tuple[float, str | None]] = queue.Queue()
+        threading.Thread(target=_line_reader, args=(follow.stdout, got), daemon=True).start()
+
+        _, first = got.get(timeout=30)
+        assert first is not None and first.startswith("tick "), first
+        # The first lines arrive while the step is still printing.
+        assert run_proc.poll() is None, "the run finished before logs --follow showed anything"
+
+        rc, env = _finish(run_proc)
+        assert rc == 0 and env is not None and env["status"] == "completed"
+        # --follow stops by itself once the run stops running.
+        follow.wait(timeout=30)
+        assert follow.returncode == 0
+        received = [first]
+        while True:
+            _, line = got.get(timeout=10)
+            if line is None:
+                break
+            received.append(line)
+        ticks = [ln.strip() for ln in received if ln.startswith("tick ")]
+        # Every line exactly once, in order, from wherever following started.
+        start = int(ticks[0].split()[1])
+        assert ticks == [f"tick {i}" for i in range(start, lines + 1)]
+        assert start <= lines // 2
+    finally:
+        for p in (run_proc, follow):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+# --------------------------------------------------------------------------- retry
+
+RETRYABLE = _wf(
+    """
+    - id: first
+      kind: cli
+      command: >-
+        echo x >> first-count;
+        printf '{"token": "%s"}' "$(date +%s%N)"
+    - id: gate
+      kind: cli
+      command: test -f marker
+    - id: finish
+      kind: end
+      result:
+        token: ${steps.first.outputs.token}
+""",
+    wf_id="retryable",
+)
+
+
+def test_retry_continues_from_failed_step(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(RETRYABLE)
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    run_id = env["run_id"]
+    assert env["current_step_id"] == "gate"
+    token = cpf.inspect(run_id)["result"]["step_outputs"]["first"]["token"]
+
+    (workdir / "marker").touch()
+    env = cpf.ok("retry", "--run-id", run_id)
+    assert env["ok"] is True
+    assert env["command"] == "retry"
+    assert env["status"] == "completed"
+    assert env["run_id"] == run_id
+    assert env["workflow_id"] == "retryable"
+    assert env["current_step_id"] == "finish"
+    assert env["result"] == {"token": token}
+    # The first step did not run again.
+    assert (workdir / "first-count").read_text().count("x") == 1
+    history = cpf.inspect(run_id)
+    assert history["status"] == "completed"
+    assert len(step_results_for(history, "first")) == 1
+    gate = step_results_for(history, "gate")
+    assert len(gate) == 2
+    assert gate[0]["status"] == "failed"
+    assert gate[1]["status"] != "failed"
+    assert gate[1]["exit_code"] == 0
+
+    # A completed run cannot be retried.
+    env = cpf.ok("retry", "--run-id", run_id, exit_code=20)
+    assert env["ok"] is False
+    assert env["error"]["code"] == "ERR_RUN_NOT_WAITING"
+
+
+def test_retry_errors_and_from_step(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    env = cpf.ok("retry", "--run-id", "1" * 32, exit_code=10)
+    assert env["error"]["code"] == "ERR_RUN_NOT_FOUND"
+
+    path = write_workflow(RETRYABLE)
+    run_id = cpf.ok("run", "-f", str(path), exit_code=30)["run_id"]
+    env = cpf.ok("retry", "--run-id", run_id, "--from-step", "ghost", exit_code=10)
+    assert env["error"]["code"] == "ERR_VALIDATION_INPUT"
+    assert cpf.ok("status", "--run-id", run_id, exit_code=30)["status"] == "failed"
+
+    # Retrying while the cause persists fails again (exit 30) and stays retryable.
+    env = cpf.ok("retry", "--run-id", run_id, exit_code=30)
+    assert env["error"]["code"] == "ERR_STEP_FAILED"
+
+    (workdir / "marker").touch()
+    env = cpf.ok("retry", "--run-id", run_id, "--from-step", "first", "--actor", "ops")
+    assert env["status"] == "completed"
+    assert (workdir / "first-count").read_text().count("x") == 2
+
+    # A waiting run is not retryable.
+    waiting = write_workflow(WAIT_THEN_APPEND, name="wait.yaml")
+    run_id = cpf.ok("run", "-f", str(waiting), exit_code=40)["run_id"]
+    env = cpf.ok("retry", "--run-id", run_id, exit_code=20)
+    assert env["error"]["code"] == "ERR_RUN_NOT_WAITING"
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def test_kill_9_marks_run_interrupted_and_retry_completes(
+    cpf: CpfRunner, write_workflow, workdir: Path
+) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: setup
+      kind: cli
+      command: >-
+        echo '{"v": 7}'
+    - id: long
+      kind: cli
+      command: echo $$ > long.pid; test -f marker || sleep 30
+    - id: finish
+      kind: end
+      result:
+        v: ${steps.setup.outputs.v}
+""",
+            wf_id="crashy",
+        )
+    )
+    pidfile = workdir / "long.pid"
+    run_proc = cpf.popen("run", "-f", str(path))
+    step_pid = None
+    try:
+        step_pid = wait_for(lambda: _read_pid(pidfile), timeout=30, what="the long step to start")
+        run_id = cpf.ok("runs", "--status", "running")["result"]["runs"][0]["run_id"]
+        run_proc.send_signal(signal.SIGKILL)
+        run_proc.wait(timeout=30)
+
+        def interrupted() -> dict[str, Any] | None:
+            env = cpf.status(run_id)
+            return env if env["status"] == "failed" else None
+
+        status = wait_for(interrupted, timeout=30, interval=0.2, what="status failed")
+        assert status["ok"] is True
+        assert status["exit_code"] == 30
+        assert status["error"]["code"] == "ERR_RUN_INTERRUPTED"
+        assert status["current_step_id"] == "long"
+
+        runs = cpf.ok("runs")["result"]["runs"]
+        assert [(r["run_id"], r["status"]) for r in runs] == [(run_id, "failed")]
+        history = cpf.ok("inspect", "--run-id", run_id, exit_code=30)
+        assert history["status"] == "failed"
+        assert history["result"]["step_outputs"]["setup"] == {"v": 7}
+
+        (workdir / "marker").touch()
+        _kill_group(step_pid)
+        env = cpf.ok("retry", "--run-id", run_id)
+        assert env["status"] == "completed"
+        assert env["result"] == {"v": 7}
+        assert cpf.ok("status", "--run-id", run_id)["status"] == "completed"
+    finally:
+        if run_proc.poll() is None:
+            run_proc.kill()
+            run_proc.wait()
+        if step_pid is not None:
+            _kill_group(step_pid)
+
+
+# --------------------------------------------------------------------------- cancel a running run
+
+
+def test_cancel_running_run_kills_step(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: long
+      kind: cli
+      command: sh -c 'sleep 60 & echo $! > child.pid; wait' & echo $$ > long.pid; wait
+    - id: after
+      kind: cli
+      command: touch after-ran
+""",
+            wf_id="cancellable",
+        )
+    )
+    run_proc = cpf.popen("run", "-f", str(path))
+    pids: list[int] = []
+    try:
+        wait_for(
+            lambda: _read_pid(workdir / "long.pid") and _read_pid(workdir / "child.pid"),
+            timeout=30,
+            what="the step to start",
+        )
+        pids = [_read_pid(workdir / "long.pid") or 0, _read_pid(workdir / "child.pid") or 0]
+        run_id = cpf.ok("runs", "--status", "running")["result"]["runs"][0]["run_id"]
+        started = time.monotonic()
+        env = cpf.ok("cancel", "--run-id", run_id, "--reason", "taking too long")
+        assert env["status"] == "cancelled"
+        assert env["result"] == {"reason": "taking too long"}
+        _rc, run_env = _finish(run_proc, timeout=30)
+        assert time.monotonic() - started < 20
+        assert run_env is not None and run_env["ok"] is False
+        wait_for(lambda: all_gone(pids), timeout=10, what="step processes to die")
+        assert not (workdir / "after-ran").exists()
+        assert cpf.ok("status", "--run-id", run_id, exit_code=50)["status"] == "cancelled"
+    finally:
+        if run_proc.poll() is None:
+            run_proc.kill()
+            run_proc.wait()
+        for pid in pids:
+            if pid and not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ concurrency (defect 10)
+
+
+def test_concurrent_resumes_exactly_one_wins(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(WAIT_THEN_APPEND)
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    procs = [
+        cpf.popen("resume", "--run-id", run_id, "--event", "go", "--input", json.dumps({"n": i}))
+        for i in range(10)
+    ]
+    outcomes = [_finish(p, timeout=120) for p in procs]
+    winners = [i for i, (rc, _) in enumerate(outcomes) if rc == 0]
+    assert len(winners) == 1, [rc for rc, _ in outcomes]
+    for i, (rc, env) in enumerate(outcomes):
+        assert env is not None, f"resume {i} printed no envelope"
+        if i in winners:
+            assert env["ok"] is True and env["status"] == "completed"
+            continue
+        assert rc in (20, 70), env
+        assert env["ok"] is False
+        expected = "ERR_RUN_NOT_WAITING" if rc == 20 else "ERR_CONCURRENCY"
+        assert env["error"]["code"] == expected
+    assert (workdir / "appended.txt").read_text().splitlines() == ["line"]
+    history = cpf.inspect(run_id)
+    assert history["status"] == "completed"
+    assert [e["event_data"] for e in history["result"]["events"]] == [{"n": winners[0]}]
+    assert len(step_results_for(history, "append")) == 1
+
+
+def test_cancel_races_resume(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(WAIT_THEN_APPEND)
+    for _ in range(4):
+        (workdir / "appended.txt").unlink(missing_ok=True)
+        run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+        resume = cpf.popen("resume", "--run-id", run_id, "--event", "go", "--input", "{}")
+        cancel = cpf.popen("cancel", "--run-id", run_id, "--reason", "race")
+        resume_rc, resume_env = _finish(resume)
+        cancel_rc, cancel_env = _finish(cancel)
+        assert resume_env is not None and cancel_env is not None
+        assert [resume_env["ok"], cancel_env["ok"]].count(True) == 1, (resume_env, cancel_env)
+        final = cpf.status(run_id)
+        if cancel_env["ok"]:
+            assert cancel_rc == 0
+            assert resume_rc in (20, 50, 70), resume_env
+            assert final["status"] == "cancelled"
+        else:
+            assert resume_rc == 0
+            assert cancel_rc in (20, 70), cancel_env
+            assert final["status"] == "completed"
+            assert (workdir / "appended.txt").read_text().splitlines() == ["line"]
+
+
+# --------------------------------------------------------------------------- misc cli behaviour
+
+
+def test_step_environment_has_run_and_step_ids(
+    cpf: CpfRunner, write_workflow, workdir: Path
+) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: whoami
+      kind: cli
+      command: printf '%s %s' "$CPF_RUN_ID" "$CPF_STEP_ID" > ids.txt
+"""
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+    assert (workdir / "ids.txt").read_text() == f"{run_id} whoami"
+
+
+def test_resume_actor_defaults_to_os_user(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(WAIT_THEN_APPEND)
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    cpf.ok("resume", "--run-id", run_id, "--event", "go", "--input", "{}")
+    (event,) = cpf.inspect(run_id)["result"]["events"]
+    assert event["actor"] == getpass.getuser()
+    assert event["surface"] == "cli"
+
+
+def test_max_output_bytes_truncates(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: noisy
+      kind: cli
+      max_output_bytes: 1024
+      command: head -c 100000 /dev/zero | tr '\\0' x
+"""
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+    (noisy,) = step_results_for(cpf.inspect(run_id), "noisy")
+    text = Path(noisy["stdout_path"]).read_text()
+    assert "output truncated" in text
+    assert len(text) < 4096
+
+
+# --------------------------------------------------------------------------- lazy imports
+
+HEAVY = ("sqlalchemy", "sqlmodel", "textual")
+
+
+def _imported_modules(args: list[str], cwd: Path, env: dict[str, str]) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    names = set()
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        names.add(line.rsplit("|", 1)[-1].strip())
+    assert names, "no -X importtime output"
+    return names
+
+
+def _heavy(names: set[str]) -> list[str]:
+    return sorted(n for n in names if n.split(".")[0] in HEAVY)
+
+
+@pytest.mark.parametrize("command", ["--version", "guide", "init", "validate"])
+def test_light_commands_do_not_import_heavy_modules(
+    cpf: CpfRunner, write_workflow, command: str
+) -> None:
+    args = ["-m", "core", command]
+    if command == "validate":
+        path = write_workflow(
+            _wf(
+                """
+    - id: a
+      kind: cli
+      command: echo hi
+"""
+            )
+        )
+        args += ["-f", str(path)]
+    names = _imported_modules(args, cpf.cwd, cpf.env)
+    assert "core" in names or any(n.startswith("core.") for n in names)
+    assert _heavy(names) == []
+
+
+def test_import_core_is_cheap(cpf: CpfRunner) -> None:
+    names = _imported_modules(["-c", "import core"], cpf.cwd, cpf.env)
+    assert "core" in names
+    assert _heavy(names) == []
