@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--file", required=True)
     c.add_argument("--input", default="{}", help="JSON, @path or - for stdin")
     c.add_argument("--actor", help="who starts the run (default: the OS user)")
+    # Used by the TUI, which picks the id before spawning the executor process.
+    c.add_argument("--run-id", dest="new_run_id", help=argparse.SUPPRESS)
 
     c = cmd("resume", "Deliver an event to a waiting run and continue it.")
     c.add_argument("--run-id", required=True)
@@ -52,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", required=True)
     c.add_argument("--actor", help="who cancels (default: the OS user)")
 
-    cmd("delete", "Delete a finished run and its artifacts.").add_argument("--run-id", required=True)
+    cmd("delete", "Delete a finished run and its artifacts.").add_argument(
+        "--run-id", required=True
+    )
 
     c = cmd("retry", "Continue a failed or interrupted run from its failed step.")
     c.add_argument("--run-id", required=True)
@@ -60,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--actor", help="who retries (default: the OS user)")
 
     c = cmd("runs", "List runs, newest first.")
-    c.add_argument("--status", choices=["created", "running", "waiting", "completed", "failed", "cancelled"])
+    c.add_argument(
+        "--status", choices=["created", "running", "waiting", "completed", "failed", "cancelled"]
+    )
     c.add_argument("--workflow", help="workflow id")
     c.add_argument("--limit", type=int)
 
@@ -68,13 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run-id", required=True)
     c.add_argument("--step", help="only this step's output")
     c.add_argument("--stream", choices=["stdout", "stderr"])
-    c.add_argument("--follow", action="store_true", help="keep printing until the run stops running")
+    c.add_argument(
+        "--follow", action="store_true", help="keep printing until the run stops running"
+    )
 
     c = cmd("init", "Write a starter workflow file.")
     c.add_argument("--file", default="checkpointflow.yaml")
     c.add_argument("--force", action="store_true")
 
     cmd("guide", "Print the cpf guide (Markdown).")
+    for name in ("run", "resume", "retry", "cancel"):
+        sub.choices[name].add_argument(
+            "--surface", choices=["cli", "tui", "api"], default="cli", help=argparse.SUPPRESS
+        )
     return p
 
 
@@ -97,13 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {
         "validate": lambda a: engine.validate(a.file),
-        "run": lambda a: engine.start_run(a.file, a.input, actor=a.actor),
-        "resume": lambda a: engine.resume_run(a.run_id, a.event, a.input, actor=a.actor),
+        "run": lambda a: engine.start_run(
+            a.file, a.input, actor=a.actor, surface=a.surface, run_id=a.new_run_id
+        ),
+        "resume": lambda a: engine.resume_run(
+            a.run_id, a.event, a.input, actor=a.actor, surface=a.surface
+        ),
         "status": lambda a: engine.status(a.run_id),
         "inspect": lambda a: engine.inspect(a.run_id),
-        "cancel": lambda a: engine.cancel_run(a.run_id, a.reason, actor=a.actor),
+        "cancel": lambda a: engine.cancel_run(a.run_id, a.reason, actor=a.actor, surface=a.surface),
         "delete": lambda a: engine.delete_run(a.run_id),
-        "retry": lambda a: engine.retry_run(a.run_id, a.from_step, actor=a.actor),
+        "retry": lambda a: engine.retry_run(
+            a.run_id, a.from_step, actor=a.actor, surface=a.surface
+        ),
         "runs": lambda a: engine.list_runs(a.status, a.workflow, a.limit),
         "init": lambda a: engine.init_workflow(a.file, a.force),
     }

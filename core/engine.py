@@ -55,7 +55,9 @@ def _guarded(command: str) -> Callable[[F], F]:
             except CpfError as err:
                 return Envelope.failure(command, err, run_id=getattr(err, "run_id", None))
             except Exception as exc:
-                err = CpfError(ErrorCode.ERR_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+                err = CpfError(
+                    ErrorCode.ERR_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}"
+                )
                 return Envelope.failure(command, err, run_id=getattr(exc, "run_id", None))
 
         return inner  # type: ignore[return-value]
@@ -233,8 +235,11 @@ def start_run(
     inputs: Any = _UNSET,
     actor: str | None = None,
     surface: str = "cli",
+    run_id: str | None = None,
 ) -> Envelope:
-    """Validate the workflow and inputs, create the run and execute it in this process."""
+    """Validate the workflow and inputs, create the run and execute it in this process.
+
+    `run_id` lets a caller that spawns the executor (the TUI) know the id beforehand."""
     from core.inputs import read_input
     from core.workflow.loader import load_workflow
 
@@ -246,7 +251,10 @@ def start_run(
     from core.liveness import current_executor
     from core.store.store import new_id, now_iso
 
-    run_id = new_id()
+    if run_id is None:
+        run_id = new_id()
+    elif not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
+        raise ValidationError(ErrorCode.ERR_VALIDATION_INPUT, "--run-id must be 32 hex digits")
     now = now_iso()
     executor = current_executor()
     run = {
@@ -339,7 +347,12 @@ def _mark_interrupted(store: Any, run: dict[str, Any], signame: str) -> dict[str
     }
     with store.write() as conn:
         store.cas_run(
-            conn, fresh["run_id"], fresh["version"], status="failed", error=err, finished_at=now_iso()
+            conn,
+            fresh["run_id"],
+            fresh["version"],
+            status="failed",
+            error=err,
+            finished_at=now_iso(),
         )
         store.fail_open_attempts(conn, fresh["run_id"], err["code"], err["message"])
     return store.get_run(run["run_id"]) or fresh

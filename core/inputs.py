@@ -18,9 +18,7 @@ def read_input(raw: str, *, error_code: str) -> Any:
     elif raw.startswith("@"):
         rel = raw[1:]
         if ".." in PurePath(rel).parts:
-            raise ValidationError(
-                error_code, f"Input file path must not contain '..': {rel}"
-            )
+            raise ValidationError(error_code, f"Input file path must not contain '..': {rel}")
         path = Path(rel)
         if not path.is_file():
             raise ValidationError(ErrorCode.ERR_FILE_NOT_FOUND, f"Input file not found: {rel}")

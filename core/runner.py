@@ -432,9 +432,12 @@ class Runner:
         while not stop.wait(WATCH_SECONDS):
             try:
                 state = self.store.run_status(self.run_id)
-                if state is None or state[0] in ("cancelled", "failed", "completed"):
-                    if state is None or state[1] != self.run["version"]:
-                        self.cancel.set()
+                # Someone else ended the run (cancel, or a reaper): stop the step.
+                if state is None or (
+                    state[0] in ("cancelled", "failed", "completed")
+                    and state[1] != self.run["version"]
+                ):
+                    self.cancel.set()
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.touch_heartbeat(self.run_id, self.executor)
                     last_beat = time.monotonic()

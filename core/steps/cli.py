@@ -90,7 +90,9 @@ def run(ctx: StepContext) -> StepOutcome:
     if res.cancelled:
         return StepOutcome(status="cancelled", **common)
     if res.timed_out:
-        return _fail(ctx, ErrorCode.ERR_TIMEOUT, f"Step '{sid}' timed out after {timeout}s", **common)
+        return _fail(
+            ctx, ErrorCode.ERR_TIMEOUT, f"Step '{sid}' timed out after {timeout}s", **common
+        )
     ok_codes = (step.get("success") or {}).get("exit_codes") or [0]
     if res.exit_code not in ok_codes:
         return _fail(

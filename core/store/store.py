@@ -108,7 +108,8 @@ class Store:
             if self.is_sqlite:
                 self._prepare_sqlite_dir(url)
                 self.engine = create_engine(
-                    url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+                    url,
+                    connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
                 )
                 _install_sqlite_pragmas(self.engine)
             else:
@@ -117,7 +118,9 @@ class Store:
         except PersistenceError:
             raise
         except (SQLAlchemyError, OSError, ValueError) as exc:
-            raise PersistenceError(f"Cannot open the store at {_safe_url(url)}: {_one_line(exc)}") from exc
+            raise PersistenceError(
+                f"Cannot open the store at {_safe_url(url)}: {_one_line(exc)}"
+            ) from exc
 
     @staticmethod
     def _prepare_sqlite_dir(url: str) -> None:
@@ -164,7 +167,9 @@ class Store:
                     select(META.c.value).where(META.c.key == "schema_version")
                 ).scalar()
                 if have is None:
-                    conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    conn.execute(
+                        insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
                     version = SCHEMA_VERSION
                 else:
                     version = int(have)
@@ -244,9 +249,7 @@ class Store:
         conn.execute(delete(CHUNKS).where(CHUNKS.c.run_id == run_id))
         conn.execute(delete(EVENTS).where(EVENTS.c.run_id == run_id))
         conn.execute(delete(CHECKPOINTS).where(CHECKPOINTS.c.run_id == run_id))
-        conn.execute(
-            update(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id).values(parent_id=None)
-        )
+        conn.execute(update(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id).values(parent_id=None))
         conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id))
         conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
 
@@ -272,14 +275,10 @@ class Store:
         conn.execute(
             update(ATTEMPTS)
             .where(ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.status == "running")
-            .values(
-                status="failed", error_code=code, error_message=message, finished_at=now_iso()
-            )
+            .values(status="failed", error_code=code, error_message=message, finished_at=now_iso())
         )
 
-    def close_waiting_attempts(
-        self, conn: Connection, run_id: str, *, outputs: Any = None
-    ) -> None:
+    def close_waiting_attempts(self, conn: Connection, run_id: str, *, outputs: Any = None) -> None:
         """Close the attempt that waited for an event: completed with the payload
         (resume), or cancelled (no payload)."""
         values: dict[str, Any] = {"finished_at": now_iso()}
@@ -408,7 +407,9 @@ class Store:
         with self.read() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(CHECKPOINTS).where(CHECKPOINTS.c.run_id == run_id)
+                    select(func.count())
+                    .select_from(CHECKPOINTS)
+                    .where(CHECKPOINTS.c.run_id == run_id)
                 ).scalar()
                 or 0
             )

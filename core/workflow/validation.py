@@ -122,6 +122,12 @@ def _bare_message(err: SchemaError) -> str:
     if kw == "pattern":
         return f"{_short(inst)} does not match {val!r}"
     if kw in ("oneOf", "anyOf"):
+        if err.context:  # say what the closest alternative wanted
+            from jsonschema.exceptions import best_match
+
+            best = best_match(err.context)
+            if best is not None:
+                return _bare_message(best)
         return "does not match any of the allowed forms"
     # Any other keyword: jsonschema's text, cut to one short line.
     return _truncate(" ".join(str(err.message).split()), 160)
@@ -179,6 +185,7 @@ def workflow_warnings(doc: dict[str, Any]) -> list[str]:
     all_ids = {step["id"] for _, step in iter_steps(wf["steps"])}
     warnings: list[str] = []
     warnings += _defaults_warnings(wf.get("defaults"))
+    warnings += _schema_warnings(wf["inputs"], ("workflow", "inputs"))
 
     def scan(steps: list[dict[str, Any]], base: tuple[PathPart, ...]) -> None:
         scope = {s["id"] for s in steps}
@@ -192,6 +199,9 @@ def workflow_warnings(doc: dict[str, Any]) -> list[str]:
                     check_expression(text)
                 except ExprError as exc:
                     warnings.append(f"{format_path(epath)}: {_one_line(exc)}")
+            for field in ("outputs", "input_schema"):
+                if isinstance(step.get(field), dict):
+                    warnings.extend(_schema_warnings(step[field], (*path, field)))
             for field in _TEMPLATE_FIELDS:
                 if field == "body" and step.get("kind") == "foreach":
                     continue  # a list of steps, scanned below
@@ -284,13 +294,35 @@ def _unreachable(steps: list[dict[str, Any]], base: tuple[PathPart, ...]) -> lis
         todo.extend(index[t] for _, t in _jump_targets(step, (*base, i)) if t in index)
     out = []
     for i, step in enumerate(steps):
-        if i not in reached:
-            prev = steps[i - 1]["kind"] if i else ""
-            why = f"it follows {'an' if prev == 'end' else 'a'} {prev!r} step" if prev else ""
-            out.append(
-                f"{format_path((*base, i))}: step {step['id']!r} is unreachable "
-                f"({why} and no reachable step jumps to it)"
-            )
+        if i in reached:
+            continue
+        prev = steps[i - 1]  # never step 0: it is always reached
+        after = (
+            f"{prev['kind']} step {prev['id']!r}"
+            if i - 1 in reached
+            else f"unreachable step {prev['id']!r}"
+        )
+        out.append(
+            f"{format_path((*base, i))}: step {step['id']!r} is unreachable "
+            f"(it follows {after} and no reachable step jumps to it)"
+        )
+    return out
+
+
+@cache
+def _meta_validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(Draft202012Validator.META_SCHEMA)
+
+
+def _schema_warnings(schema: dict[str, Any], path: tuple[PathPart, ...]) -> list[str]:
+    """A JSON Schema the run will use that is itself invalid (it would fail only at run time)."""
+    out = []
+    errors = sorted(_meta_validator().iter_errors(schema), key=lambda e: _sort_key(e.absolute_path))
+    for err in errors:
+        out.append(f"{format_path((*path, *err.absolute_path))}: not a valid JSON Schema: "
+                   f"{_bare_message(err)}")
     return out
 
 
