@@ -83,6 +83,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true")
 
     cmd("guide", "Print the cpf guide (Markdown).")
+
+    c = cmd("tui", "Open the terminal UI on workflow files and the run store.")
+    c.add_argument("paths", nargs="*", default=["."], help="files or folders of workflows")
+
+    c = cmd("serve", "Serve the SnapState checkpoint HTTP API over the store.")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=3000)
+    c.add_argument("--rate-limit", type=int, default=100, help="requests per minute per key")
+
+    c = cmd("keys", "Manage API keys of `cpf serve`.")
+    keys = c.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
+    keys.required = True
+    k = keys.add_parser("create", help="Create a key for an account (printed once).")
+    k.add_argument("--account", required=True)
+    k = keys.add_parser("list", help="List keys (never the secrets).")
+    k.add_argument("--account")
+    k = keys.add_parser("revoke", help="Revoke a key.")
+    k.add_argument("--key-id", required=True)
     for name in ("run", "resume", "retry", "cancel"):
         sub.choices[name].add_argument(
             "--surface", choices=["cli", "tui", "api"], default="cli", help=argparse.SUPPRESS
@@ -103,6 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "logs":
         return _logs(args)
+    if args.command == "tui":
+        import os
+
+        # Exec rather than import: the engine never imports the TUI package.
+        argv_tui = [sys.executable, "-m", "cpf_tui", *args.paths]
+        os.execv(sys.executable, argv_tui)
+    if args.command in ("serve", "keys"):
+        from core.service import commands
+
+        return commands.main(args)
 
     from core import engine
     from core.envelope import emit

@@ -158,26 +158,37 @@ class Store:
 
     def _ensure_schema(self) -> None:
         version = self._read_schema_version()
-        if version is None:
-            from sqlmodel import SQLModel
-
-            with self.write() as conn:
-                SQLModel.metadata.create_all(conn)
-                have = conn.execute(
-                    select(META.c.value).where(META.c.key == "schema_version")
-                ).scalar()
-                if have is None:
-                    conn.execute(
-                        insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
-                    )
-                    version = SCHEMA_VERSION
-                else:
-                    version = int(have)
-        if version > SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
             raise PersistenceError(
                 f"The store at {_safe_url(self.url)} has schema version {version}, newer than this "
                 f"cpf understands ({SCHEMA_VERSION}); upgrade cpf to use it"
             )
+        # New store, or an older one: create what is missing, under the write lock so
+        # concurrent first runs do not race. Migrations so far only add tables.
+        from sqlmodel import SQLModel
+
+        with self.write() as conn:
+            SQLModel.metadata.create_all(conn)
+            have = conn.execute(
+                select(META.c.value).where(META.c.key == "schema_version")
+            ).scalar()
+            if have is None:
+                conn.execute(
+                    insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            elif int(have) < SCHEMA_VERSION:
+                conn.execute(
+                    update(META)
+                    .where(META.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+            elif int(have) > SCHEMA_VERSION:
+                raise PersistenceError(
+                    f"The store has schema version {have}, newer than this cpf understands "
+                    f"({SCHEMA_VERSION}); upgrade cpf to use it"
+                )
 
     def _read_schema_version(self) -> int | None:
         try:
