@@ -7,6 +7,7 @@ Only this module and `runner` talk to the store for runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import os
@@ -190,12 +191,42 @@ def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
         ),
         "step_id": step,
     }
+    orphans = [
+        a["pid"] for a in store.attempts(run["run_id"]) if a["status"] == "running" and a["pid"]
+    ]
     with store.write() as conn:
         if store.cas_run(
             conn, run["run_id"], run["version"], status="failed", error=err, finished_at=now_iso()
         ):
             store.fail_open_attempts(conn, run["run_id"], err["code"], err["message"])
+    if orphans and _same_host(run.get("executor")):
+        _stop_groups(orphans)
     return store.get_run(run["run_id"]) or run
+
+
+def _same_host(executor: str | None) -> bool:
+    import socket
+
+    return bool(executor) and executor.split(":", 1)[0] == socket.gethostname()
+
+
+def _stop_groups(pgids: list[int], grace: float = 1.0) -> None:
+    """Stop step process groups left behind by a dead executor (TERM, grace, KILL)."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 # -- commands -------------------------------------------------------------------------

@@ -44,6 +44,11 @@ class Runner:
         self.cancel = threading.Event()
         self.exit_code: int | None = None  # set when a step fails with a non-30 code
         self.interrupted: str | None = None  # the signal that stopped this executor
+        # (attempt id, process group) of the step process running now; the watcher
+        # records it in the store once the step outlives one tick, so a reaper can
+        # stop the group if this executor dies (trivial steps never pay for it).
+        self._child: tuple[int, int] | None = None
+        self._child_recorded = False
         self.inputs = run.get("inputs") or {}
         self.step_outputs: dict[str, Any] = dict(run.get("step_outputs") or {})
         self.steps_scope = {k: {"outputs": v} for k, v in self.step_outputs.items()}
@@ -178,6 +183,7 @@ class Runner:
             run_dir=self.run_dir,
             cancel=self.cancel,
             output=sink,
+            on_pid=lambda pid: self._set_child(attempt_id, pid),
         )
         try:
             return handler(ctx)
@@ -425,6 +431,10 @@ class Runner:
 
     # -- liveness and cancellation -------------------------------------------------------
 
+    def _set_child(self, attempt_id: int, pid: int) -> None:
+        self._child = (attempt_id, pid)
+        self._child_recorded = False
+
     def _watch(self) -> None:
         """Beat the heartbeat, and notice a cancel written by another process."""
         last_beat = time.monotonic()
@@ -438,6 +448,11 @@ class Runner:
                     and state[1] != self.run["version"]
                 ):
                     self.cancel.set()
+                child = self._child
+                if child is not None and not self._child_recorded:
+                    with self.store.write() as conn:
+                        self.store.update_attempt(conn, child[0], pid=child[1])
+                    self._child_recorded = True
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.touch_heartbeat(self.run_id, self.executor)
                     last_beat = time.monotonic()
