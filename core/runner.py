@@ -1,34 +1,62 @@
 """The one step loop.
 
-Every context (the top level now; foreach bodies, parallel branches and sub-workflows
-as they arrive) runs its steps through `Runner.drive`: `if`, retry, attempts, output
-streaming and the committed transition are handled here once, for every kind.
+Every context runs its steps through `Runner.run_frame`: the top level of a run, a
+foreach iteration, a parallel branch, a sub-workflow. `if`, retry, attempts, output
+streaming, jumps and the committed transition are handled here once, for every kind.
 
 Each attempt costs two write transactions: `begin` (compare-and-set the run to
 running at this step, insert the attempt) and `commit` (compare-and-set the run's
 next state, close the attempt, write the checkpoint). Output chunks are appended in
-their own small transactions while the step runs.
+their own small transactions while the step runs. Parallel branches commit from
+several threads; one lock keeps the run's compare-and-set sequence in order.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.envelope import CpfError, ErrorCode, ExitCode, StepFailure
 from core.liveness import HEARTBEAT_SECONDS
 from core.steps import handler_for
-from core.steps.base import StepContext, StepOutcome
+from core.steps.base import FrameResult, StepContext, StepOutcome
 from core.store.store import Store, now_iso
 from core.workflow.loader import LoadedWorkflow
 
 WATCH_SECONDS = 0.25
+# A backward jump can loop; past this many visits of one step, the run fails.
+MAX_VISITS = 10_000
 
 
 class RunTaken(Exception):
     """The run was changed by someone else (cancelled, or another executor): stop."""
+
+
+@dataclass
+class Frame:
+    """One context of the step loop: a list of steps, its scope and where it records."""
+
+    steps: list[dict[str, Any]]
+    scope: dict[str, Any]  # expression roots; scope["steps"] is this frame's map
+    workflow: LoadedWorkflow
+    top: bool = False
+    parent_id: int | None = None  # the attempt of the step that opened this frame
+    label: str = ""  # "loop[2]/", "fan/", "deploy/": prefixes records of nested steps
+    outputs: dict[str, Any] = field(default_factory=dict)
+    depth: int = 0
+
+    def __post_init__(self) -> None:
+        self.index_of = {s["id"]: i for i, s in enumerate(self.steps)}
+        # Steps that are parallel branch targets run only as branches, never by the walk.
+        self.branch_only = {
+            b["start_at"]
+            for s in self.steps
+            if s.get("kind") == "parallel"
+            for b in s.get("branches") or []
+        }
 
 
 class Runner:
@@ -44,30 +72,37 @@ class Runner:
         self.cancel = threading.Event()
         self.exit_code: int | None = None  # set when a step fails with a non-30 code
         self.interrupted: str | None = None  # the signal that stopped this executor
-        # (attempt id, process group) of the step process running now; the watcher
-        # records it in the store once the step outlives one tick, so a reaper can
-        # stop the group if this executor dies (trivial steps never pay for it).
-        self._child: tuple[int, int] | None = None
-        self._child_recorded = False
+        self._lock = threading.RLock()
+        # (attempt id, process group) of step processes running now; the watcher records
+        # them once they outlive one tick, so a reaper can stop the groups if this
+        # executor dies (trivial steps never pay for it).
+        self._children: dict[int, int] = {}
+        self._recorded: set[int] = set()
         self.inputs = run.get("inputs") or {}
         self.step_outputs: dict[str, Any] = dict(run.get("step_outputs") or {})
-        self.steps_scope = {k: {"outputs": v} for k, v in self.step_outputs.items()}
-        self.scope: dict[str, Any] = {
-            "inputs": self.inputs,
-            "steps": self.steps_scope,
-            "run": {"id": self.run_id, "workflow_id": wf.id},
-        }
+        self.top = Frame(
+            steps=wf.steps,
+            scope={
+                "inputs": self.inputs,
+                "steps": {k: {"outputs": v} for k, v in self.step_outputs.items()},
+                "run": {"id": self.run_id, "workflow_id": wf.id},
+            },
+            workflow=wf,
+            top=True,
+            outputs=self.step_outputs,
+        )
 
     # -- state -------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "step_outputs": self.step_outputs}
+        return {"inputs": self.inputs, "step_outputs": dict(self.step_outputs)}
 
-    def _set_output(self, step_id: str, outputs: Any) -> None:
+    @staticmethod
+    def _set_output(frame: Frame, step_id: str, outputs: Any) -> None:
         if outputs is None:
             return
-        self.step_outputs = {**self.step_outputs, step_id: outputs}
-        self.steps_scope[step_id] = {"outputs": outputs}
+        frame.outputs[step_id] = outputs
+        frame.scope["steps"][step_id] = {"outputs": outputs}
 
     def _cas(self, conn: Any, **values: Any) -> None:
         values.setdefault("updated_at", now_iso())
@@ -76,78 +111,121 @@ class Runner:
         self.run.update(values)
         self.run["version"] += 1
 
-    def _next_id(self, index: int, jump: str | None) -> str | None:
+    @staticmethod
+    def _next_id(frame: Frame, index: int, jump: str | None) -> str | None:
         if jump is not None:
             return jump
-        steps = self.wf.steps
+        steps = frame.steps
         return steps[index + 1]["id"] if index + 1 < len(steps) else None
 
     # -- the loop ----------------------------------------------------------------------
 
     def drive(self, start_step_id: str | None) -> dict[str, Any]:
-        """Run from `start_step_id` until the run waits, ends, fails or is taken away."""
-        watcher = threading.Thread(target=self._watch, name="cpf-watch", daemon=True)
+        """Run the top level from `start_step_id` until it waits, ends, fails or is
+        taken away; return the run row as it stands."""
         stop = threading.Event()
         self._stop_watch = stop
-        watcher.start()
+        threading.Thread(target=self._watch, name="cpf-watch", daemon=True).start()
         try:
-            return self._drive(start_step_id)
+            result = self.run_frame(self.top, start_step_id)
+            if result.status == "completed":
+                self._complete_implicitly()
+            return self.run
         except RunTaken:
             return self._reload()
         finally:
             stop.set()
 
-    def _drive(self, step_id: str | None) -> dict[str, Any]:
-        index_of = self.wf.index_of
-        steps = self.wf.steps
+    def run_frame(self, frame: Frame, step_id: str | None) -> FrameResult:
+        """Walk `frame` from `step_id`. Top frame: run-level transitions are committed as
+        they happen. Nested frames: their steps are recorded under `frame.parent_id`,
+        and the result goes back to the step that opened the frame."""
+        visits: dict[str, int] = {}
+        first = True
         while step_id is not None:
-            if step_id not in index_of:
-                return self._fail_run(
-                    step_id,
-                    StepFailure(
-                        ErrorCode.ERR_STEP_FAILED,
-                        f"Jump to unknown step '{step_id}'",
-                        step_id=step_id,
-                    ),
+            if step_id not in frame.index_of:
+                err = StepFailure(
+                    ErrorCode.ERR_STEP_FAILED, f"Jump to unknown step '{step_id}'", step_id=step_id
                 )
-            index = index_of[step_id]
-            step = steps[index]
+                return self._frame_failure(frame, step_id, err)
+            index = frame.index_of[step_id]
+            step = frame.steps[index]
+            # A branch target is skipped by the walk (its parallel step ran it), except
+            # when a frame is opened on it: a parallel branch, or a retry from it.
+            if step_id in frame.branch_only and not first:
+                step_id = self._next_id(frame, index, None)
+                continue
+            first = False
+            visits[step_id] = visits.get(step_id, 0) + 1
+            if visits[step_id] > MAX_VISITS:
+                err = StepFailure(
+                    ErrorCode.ERR_STEP_FAILED,
+                    f"Step '{step_id}' ran {MAX_VISITS} times in one context: a jump loops",
+                    step_id=step_id,
+                )
+                return self._frame_failure(frame, step_id, err)
             cond = step.get("if")
             if cond is not None:
                 from core.expr import ExprError, evaluate_condition
 
                 try:
-                    take = evaluate_condition(cond, self.scope)
+                    take = evaluate_condition(cond, frame.scope)
                 except ExprError as exc:
-                    return self._fail_run(
-                        step_id,
-                        StepFailure(
-                            ErrorCode.ERR_STEP_FAILED,
-                            f"Step '{step_id}' has an invalid if-condition '{cond}': {exc}",
-                            step_id=step_id,
-                        ),
+                    err = StepFailure(
+                        ErrorCode.ERR_STEP_FAILED,
+                        f"Step '{step_id}' has an invalid if-condition '{cond}': {exc}",
+                        step_id=step_id,
                     )
+                    return self._frame_failure(frame, step_id, err)
                 if not take:
-                    step_id = self._next_id(index, None)
+                    step_id = self._next_id(frame, index, None)
                     continue
-            outcome, attempt_id = self._attempts(step)
-            next_id = self._next_id(index, outcome.next_step_id)
-            self._commit(step, attempt_id, outcome, next_id)
+            outcome, attempt_id = self._attempts(frame, step)
+            if (
+                outcome.status == "completed"
+                and outcome.next_step_id is not None
+                and outcome.next_step_id not in frame.index_of
+            ):
+                outcome = StepOutcome.failed(
+                    StepFailure(
+                        ErrorCode.ERR_STEP_FAILED,
+                        f"Step '{step_id}' jumps to unknown step '{outcome.next_step_id}'",
+                        step_id=step_id,
+                    ),
+                    outputs=outcome.outputs,
+                )
+            next_id = self._next_id(frame, index, outcome.next_step_id)
+            self._commit(frame, step, attempt_id, outcome, next_id)
+            if outcome.status == "end":
+                return FrameResult("end", result=outcome.result, outputs=frame.outputs)
+            if outcome.status == "failed":
+                err = outcome.error
+                return FrameResult(
+                    "failed", error=err, outputs=frame.outputs, exit_code=self._exit_code(err)
+                )
             if outcome.status != "completed":
-                return self.run
+                return FrameResult(outcome.status, outputs=frame.outputs)
             step_id = next_id
-        self._complete_implicitly()
-        return self.run
+        return FrameResult("completed", outputs=frame.outputs)
 
-    def _attempts(self, step: dict[str, Any]) -> tuple[StepOutcome, int]:
+    def _frame_failure(self, frame: Frame, step_id: str, err: CpfError) -> FrameResult:
+        if frame.top:
+            self._fail_run(step_id, err)
+        return FrameResult("failed", error=err, outputs=frame.outputs)
+
+    @staticmethod
+    def _exit_code(err: CpfError | None) -> int:
+        return int(err.exit_code) if err is not None else int(ExitCode.STEP_FAILED)
+
+    def _attempts(self, frame: Frame, step: dict[str, Any]) -> tuple[StepOutcome, int]:
         retry = step.get("retry") or {}
         max_attempts = max(1, int(retry.get("max_attempts", 1)))
         backoff = float(retry.get("backoff_seconds", 0) or 0)
         exponential = retry.get("strategy") == "exponential"
         attempt = 1
         while True:
-            attempt_id = self._begin(step, attempt)
-            outcome = self._execute(step, attempt, attempt_id)
+            attempt_id = self._begin(frame, step, attempt)
+            outcome = self._execute(frame, step, attempt, attempt_id)
             if outcome.status != "failed" or attempt >= max_attempts or self.cancel.is_set():
                 return outcome, attempt_id
             self._close_attempt(attempt_id, outcome)
@@ -156,37 +234,76 @@ class Runner:
                 return StepOutcome(status="cancelled"), attempt_id
             attempt += 1
 
-    def _execute(self, step: dict[str, Any], attempt: int, attempt_id: int) -> StepOutcome:
+    def _execute(
+        self, frame: Frame, step: dict[str, Any], attempt: int, attempt_id: int
+    ) -> StepOutcome:
         kind = step["kind"]
+        sid = step["id"]
+        if kind == "await_event" and not frame.top:
+            return StepOutcome.failed(
+                StepFailure(
+                    ErrorCode.ERR_STEP_FAILED,
+                    f"Step '{sid}': await_event can only run at the top level of a workflow",
+                    step_id=sid,
+                )
+            )
         handler = handler_for(kind)
         if handler is None:
             return StepOutcome.failed(
                 CpfError(
                     ErrorCode.ERR_UNSUPPORTED_STEP,
-                    f"Step '{step['id']}': kind '{kind}' is not supported by this cpf",
+                    f"Step '{sid}': kind '{kind}' is not supported by this cpf",
                     exit_code=ExitCode.UNSUPPORTED,
-                    step_id=step["id"],
+                    step_id=sid,
                 )
             )
-        sid = step["id"]
 
         def sink(batch: list[tuple[str, str]]) -> None:
             self.store.append_output(self.run_id, attempt_id, sid, batch)
+
+        def nested(
+            steps: list[dict[str, Any]],
+            start: str | None,
+            scope: dict[str, Any],
+            label: str,
+            workflow: LoadedWorkflow | None = None,
+        ) -> FrameResult:
+            child = Frame(
+                steps=steps,
+                scope=scope,
+                workflow=workflow or frame.workflow,
+                parent_id=attempt_id,
+                label=f"{frame.label}{label}",
+                depth=frame.depth + 1,
+            )
+            if child.depth > 20:
+                err = StepFailure(
+                    ErrorCode.ERR_STEP_FAILED,
+                    f"Step '{sid}': contexts nested more than 20 deep",
+                    step_id=sid,
+                )
+                return FrameResult("failed", error=err)
+            return self.run_frame(child, start)
 
         ctx = StepContext(
             run_id=self.run_id,
             step=step,
             attempt=attempt,
-            scope=self.scope,
-            defaults=self.wf.defaults,
-            workflow_path=self.wf.path,
+            scope=frame.scope,
+            defaults=frame.workflow.defaults,
+            workflow_path=frame.workflow.path,
             run_dir=self.run_dir,
             cancel=self.cancel,
             output=sink,
             on_pid=lambda pid: self._set_child(attempt_id, pid),
+            artifact_name=f"{frame.label}{sid}",
+            nested=nested,
+            siblings=frame.steps,
         )
         try:
             return handler(ctx)
+        except RunTaken:
+            raise
         except CpfError as exc:
             return StepOutcome.failed(exc)
         except Exception as exc:  # a bug in a kind must still leave the run consistent
@@ -198,21 +315,24 @@ class Runner:
                     step_id=sid,
                 )
             )
+        finally:
+            self._children.pop(attempt_id, None)
 
     # -- transactions ------------------------------------------------------------------
 
-    def _begin(self, step: dict[str, Any], attempt: int) -> int:
+    def _begin(self, frame: Frame, step: dict[str, Any], attempt: int) -> int:
         now = now_iso()
-        with self.store.write() as conn:
+        with self._lock, self.store.write() as conn:
             seq = int(self.run.get("attempt_seq") or 0) + 1
-            self._cas(
-                conn,
-                status="running",
-                current_step_id=step["id"],
-                attempt_seq=seq,
-                heartbeat_at=now,
-                updated_at=now,
-            )
+            values: dict[str, Any] = {
+                "status": "running",
+                "attempt_seq": seq,
+                "heartbeat_at": now,
+                "updated_at": now,
+            }
+            if frame.top:
+                values["current_step_id"] = step["id"]
+            self._cas(conn, **values)
             return self.store.insert_attempt(
                 conn,
                 {
@@ -221,6 +341,8 @@ class Runner:
                     "step_id": step["id"],
                     "step_kind": step["kind"],
                     "attempt": attempt,
+                    "parent_id": frame.parent_id,
+                    "context": frame.label.rstrip("/") or None,
                     "status": "running",
                     "started_at": now,
                 },
@@ -245,80 +367,118 @@ class Runner:
         with self.store.write() as conn:
             self.store.update_attempt(conn, attempt_id, **self._attempt_values(outcome, "failed"))
 
-    def _commit(
-        self, step: dict[str, Any], attempt_id: int, outcome: StepOutcome, next_id: str | None
-    ) -> None:
+    def _run_values(
+        self, frame: Frame, step: dict[str, Any], outcome: StepOutcome, next_id: str | None
+    ) -> tuple[dict[str, Any], str]:
+        """The run-row changes and the attempt status of one committed outcome."""
         sid = step["id"]
         status = outcome.status
-        previous = self._state()
-        run_values: dict[str, Any]
+        if status in ("completed", "end"):
+            self._set_output(frame, sid, outcome.outputs)
+            for child_id, child_out in (outcome.extra.get("set_outputs") or {}).items():
+                self._set_output(frame, child_id, child_out)
+        if not frame.top:
+            if status == "failed" and outcome.error is not None and outcome.error.step_id is None:
+                outcome.error.step_id = sid
+            return {}, "failed" if status == "failed" else "completed"
         if status == "completed":
-            self._set_output(sid, outcome.outputs)
-            run_values = {"current_step_id": next_id, "step_outputs": self.step_outputs}
-            attempt_status = "completed"
-        elif status == "waiting":
-            run_values = {"status": "waiting", "wait": outcome.wait, "current_step_id": sid}
-            attempt_status = "waiting"
-        elif status == "end":
-            result = outcome.result
-            self._set_output(sid, result)
-            run_values = {
+            return {"current_step_id": next_id, "step_outputs": dict(self.step_outputs)}, status
+        if status == "waiting":
+            return {"status": "waiting", "wait": outcome.wait, "current_step_id": sid}, "waiting"
+        if status == "end":
+            error = self._check_workflow_outputs(outcome.result)
+            if error is not None:
+                outcome.status, outcome.error = "failed", error
+                return self._failed_values(sid, error), "completed"
+            values = {
                 "status": "completed",
-                "result": result,
-                "step_outputs": self.step_outputs,
+                "result": outcome.result,
+                "step_outputs": dict(self.step_outputs),
                 "current_step_id": sid,
                 "finished_at": now_iso(),
                 "wait": None,
             }
-            attempt_status = "completed"
-        elif status == "cancelled":
+            return values, "completed"
+        err = outcome.error or StepFailure(ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' failed")
+        if err.step_id is None:
+            err.step_id = sid
+        outcome.error = err
+        return self._failed_values(sid, err), "failed"
+
+    def _failed_values(self, sid: str, err: CpfError) -> dict[str, Any]:
+        if err.exit_code != ExitCode.STEP_FAILED:
+            self.exit_code = err.exit_code
+        return {
+            "status": "failed",
+            "error": err.to_error(),
+            "current_step_id": sid,
+            "step_outputs": dict(self.step_outputs),
+            "finished_at": now_iso(),
+        }
+
+    def _commit(
+        self,
+        frame: Frame,
+        step: dict[str, Any],
+        attempt_id: int,
+        outcome: StepOutcome,
+        next_id: str | None,
+    ) -> None:
+        sid = step["id"]
+        if outcome.status == "cancelled":
             # Only a cancel from elsewhere stops a step; the run row already says so.
             with self.store.write() as conn:
                 self.store.update_attempt(
                     conn, attempt_id, **self._attempt_values(outcome, "cancelled")
                 )
             raise RunTaken()
-        else:
-            err = outcome.error or StepFailure(ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' failed")
-            if err.step_id is None:
-                err.step_id = sid
-            if err.exit_code != ExitCode.STEP_FAILED:
-                self.exit_code = err.exit_code
-            run_values = {
-                "status": "failed",
-                "error": err.to_error(),
-                "current_step_id": sid,
-                "finished_at": now_iso(),
-            }
-            attempt_status = "failed"
-        cp_step = int(self.run.get("checkpoint_step", -1)) + 1
-        run_values["checkpoint_step"] = cp_step
-        try:
-            with self.store.write() as conn:
-                self._cas(conn, **run_values)
-                self.store.update_attempt(
-                    conn, attempt_id, **self._attempt_values(outcome, attempt_status)
-                )
-                self.store.insert_run_checkpoint(
-                    conn,
-                    run_id=self.run_id,
-                    step=cp_step,
-                    label=sid,
-                    state=self._state(),
-                    previous_state=previous,
-                    metadata={
-                        "run_id": self.run_id,
-                        "step_kind": step["kind"],
-                        "status": self.run["status"],
-                        "attempt_id": attempt_id,
-                    },
-                )
-        except RunTaken:
-            with self.store.write() as conn:
-                self.store.update_attempt(
-                    conn, attempt_id, **self._attempt_values(outcome, attempt_status)
-                )
-            raise
+        with self._lock:
+            previous = self._state()
+            run_values, attempt_status = self._run_values(frame, step, outcome, next_id)
+            cp_step = int(self.run.get("checkpoint_step", -1)) + 1
+            run_values["checkpoint_step"] = cp_step
+            try:
+                with self.store.write() as conn:
+                    self._cas(conn, **run_values)
+                    self.store.update_attempt(
+                        conn, attempt_id, **self._attempt_values(outcome, attempt_status)
+                    )
+                    self.store.insert_run_checkpoint(
+                        conn,
+                        run_id=self.run_id,
+                        step=cp_step,
+                        label=f"{frame.label}{sid}",
+                        state=self._state(),
+                        previous_state=previous,
+                        metadata={
+                            "run_id": self.run_id,
+                            "step_kind": step["kind"],
+                            "status": self.run["status"],
+                            "attempt_id": attempt_id,
+                        },
+                    )
+            except RunTaken:
+                with self.store.write() as conn:
+                    self.store.update_attempt(
+                        conn, attempt_id, **self._attempt_values(outcome, attempt_status)
+                    )
+                raise
+
+    def _check_workflow_outputs(self, result: Any) -> CpfError | None:
+        """Workflow-level `outputs`: the final result must match it."""
+        schema = self.wf.workflow.get("outputs")
+        if not schema:
+            return None
+        from core.payload import check_payload
+
+        errors = check_payload(schema, {} if result is None else result)
+        if not errors:
+            return None
+        return StepFailure(
+            ErrorCode.ERR_STEP_OUTPUT_INVALID,
+            f"The workflow result does not match workflow.outputs: {errors[0]}",
+            details=[str(e) for e in errors],
+        )
 
     def accept_event(
         self,
@@ -335,10 +495,11 @@ class Runner:
         Returns the next step id; on a bad transition the run is left failed."""
         from core.expr import ExprError, evaluate_condition
 
+        frame = self.top
         sid = wait["step_id"]
-        index = self.wf.index_of[sid]
-        step = self.wf.steps[index]
-        scope = {**self.scope, "event": payload}
+        index = frame.index_of[sid]
+        step = frame.steps[index]
+        scope = {**frame.scope, "event": payload}
         jump: str | None = None
         error: CpfError | None = None
         for i, tr in enumerate(step.get("transitions") or []):
@@ -353,20 +514,20 @@ class Runner:
                     step_id=sid,
                 )
                 break
-        if error is None and jump is not None and jump not in self.wf.index_of:
+        if error is None and jump is not None and jump not in frame.index_of:
             error = StepFailure(
                 ErrorCode.ERR_STEP_FAILED,
                 f"Step '{sid}': transition target '{jump}' does not exist",
                 step_id=sid,
             )
         previous = self._state()
-        self._set_output(sid, payload)
-        next_id = self._next_id(index, jump)
+        self._set_output(frame, sid, payload)
+        next_id = self._next_id(frame, index, jump)
         now = now_iso()
         values: dict[str, Any] = {
             "status": "running",
             "wait": None,
-            "step_outputs": self.step_outputs,
+            "step_outputs": dict(self.step_outputs),
             "current_step_id": next_id,
             "executor": self.executor,
             "heartbeat_at": now,
@@ -407,20 +568,20 @@ class Runner:
             )
         return next_id
 
-    def _fail_run(self, step_id: str, err: CpfError) -> dict[str, Any]:
+    def _fail_run(self, step_id: str, err: CpfError) -> None:
         """A failure outside any attempt (bad `if`, bad jump): mark the run failed."""
-        with self.store.write() as conn:
-            self._cas(
-                conn,
-                status="failed",
-                error=err.to_error(),
-                current_step_id=step_id,
-                finished_at=now_iso(),
-            )
-        return self.run
+        with self._lock, self.store.write() as conn:
+            self._cas(conn, **self._failed_values(step_id, err))
 
     def _complete_implicitly(self) -> None:
-        with self.store.write() as conn:
+        error = self._check_workflow_outputs(None)
+        with self._lock, self.store.write() as conn:
+            if error is not None:
+                self.exit_code = error.exit_code
+                values = self._failed_values(self.run.get("current_step_id") or "", error)
+                values["current_step_id"] = None
+                self._cas(conn, **values)
+                return
             self._cas(conn, status="completed", current_step_id=None, finished_at=now_iso())
 
     def _reload(self) -> dict[str, Any]:
@@ -432,27 +593,27 @@ class Runner:
     # -- liveness and cancellation -------------------------------------------------------
 
     def _set_child(self, attempt_id: int, pid: int) -> None:
-        self._child = (attempt_id, pid)
-        self._child_recorded = False
+        self._children[attempt_id] = pid
 
     def _watch(self) -> None:
-        """Beat the heartbeat, and notice a cancel written by another process."""
+        """Beat the heartbeat, record long-lived step processes, and notice a cancel
+        written by another process."""
         last_beat = time.monotonic()
         stop = self._stop_watch
         while not stop.wait(WATCH_SECONDS):
             try:
                 state = self.store.run_status(self.run_id)
-                # Someone else ended the run (cancel, or a reaper): stop the step.
+                # Someone else ended the run (cancel, or a reaper): stop the steps.
                 if state is None or (
                     state[0] in ("cancelled", "failed", "completed")
                     and state[1] != self.run["version"]
                 ):
                     self.cancel.set()
-                child = self._child
-                if child is not None and not self._child_recorded:
-                    with self.store.write() as conn:
-                        self.store.update_attempt(conn, child[0], pid=child[1])
-                    self._child_recorded = True
+                for attempt_id, pid in list(self._children.items()):
+                    if attempt_id not in self._recorded:
+                        with self.store.write() as conn:
+                            self.store.update_attempt(conn, attempt_id, pid=pid)
+                        self._recorded.add(attempt_id)
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.touch_heartbeat(self.run_id, self.executor)
                     last_beat = time.monotonic()

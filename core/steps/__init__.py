@@ -19,6 +19,11 @@ KINDS: dict[str, str] = {
     "cli": "core.steps.cli:run",
     "await_event": "core.steps.await_event:run",
     "end": "core.steps.end:run",
+    "api": "core.steps.api:run",
+    "switch": "core.steps.switch:run",
+    "foreach": "core.steps.foreach:run",
+    "parallel": "core.steps.parallel:run",
+    "workflow": "core.steps.workflow:run",
 }
 
 _loaded: dict[str, Handler] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,28 @@ class StepContext:
     cancel: threading.Event
     output: OutputSink
     on_pid: Callable[[int], None] = lambda _pid: None
+    # Name of this step's artifact files (unique per context: "loop[2]/build").
+    artifact_name: str = ""
+    # Run a list of steps as a nested context of this step (foreach, parallel,
+    # sub-workflow) through the one step loop: nested(steps, start_id, scope, label,
+    # workflow=None) -> FrameResult.
+    nested: Callable[..., FrameResult] | None = None
+    # The steps of the context this step stands in (parallel finds its branches here).
+    siblings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def step_id(self) -> str:
         return str(self.step["id"])
+
+    def write_artifact(self, stream: str, text: str) -> str:
+        """Write the contract's per-step file runs/<run_id>/<stream>/<step>.txt."""
+        # Step ids are free text: keep the file inside the run folder whatever they hold.
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.artifact_name or self.step_id)
+        folder = self.run_dir / stream
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name.lstrip('.') or '_'}.txt"
+        path.write_text(text, encoding="utf-8", errors="replace")
+        return str(path)
 
     def interpolate(self, value: Any, what: str) -> Any:
         """Interpolate `value`; a bad reference is a step failure naming the field."""
@@ -45,6 +64,18 @@ class StepContext:
 
 
 Status = Literal["completed", "failed", "waiting", "end", "cancelled"]
+
+
+@dataclass
+class FrameResult:
+    """How a nested context ended: "completed" (ran off its end), "end" (an end step),
+    "failed" or "cancelled"."""
+
+    status: str
+    result: Any = None
+    error: CpfError | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +68,21 @@ def run(ctx: StepContext) -> StepOutcome:
     env.update({str(k): _env_value(v) for k, v in env_values.items()})
 
     timeout = step.get("timeout_seconds") or None
-    res = run_process(
-        argv,
-        cwd=cwd,
-        env=env,
-        timeout=float(timeout) if timeout else None,
-        cancel=ctx.cancel,
-        on_output=ctx.output,
-        max_output_bytes=_max_output(ctx),
-        on_start=ctx.on_pid,
-    )
-    stdout_path, stderr_path = _write_artifacts(ctx, res.stdout, res.stderr)
+    try:
+        res = run_process(
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout=float(timeout) if timeout else None,
+            cancel=ctx.cancel,
+            on_output=ctx.output,
+            max_output_bytes=_max_output(ctx),
+            on_start=ctx.on_pid,
+        )
+    except OSError as exc:
+        return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' could not start: {exc}")
+    stdout_path = ctx.write_artifact("stdout", res.stdout)
+    stderr_path = ctx.write_artifact("stderr", res.stderr)
     common: dict[str, Any] = {
         "exit_code": res.exit_code,
         "stdout_path": stdout_path,
@@ -140,18 +143,3 @@ def _check_outputs(sid: str, schema: dict[str, Any], outputs: Any) -> CpfError |
             details=[str(e) for e in errors],
         )
     return None
-
-
-def _write_artifacts(ctx: StepContext, stdout: str, stderr: str) -> tuple[str, str]:
-    """The contract's per-step files: runs/<run_id>/stdout/<step>.txt and stderr/<step>.txt."""
-    # Step ids are free text: keep the file inside the run folder whatever they hold.
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", ctx.step_id).lstrip(".") or "_"
-    name = f"{safe}.txt"
-    paths = []
-    for stream, text in (("stdout", stdout), ("stderr", stderr)):
-        folder = ctx.run_dir / stream
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        path.write_text(text, encoding="utf-8", errors="replace")
-        paths.append(str(path))
-    return paths[0], paths[1]

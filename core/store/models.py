@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _json(nullable: bool = True) -> Any:
@@ -89,6 +89,8 @@ class StepAttempt(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("step_attempts.id", ondelete="CASCADE")),
     )
+    # The nested context the attempt ran in ("loop[2]", "fan", "deploy"); None at top level.
+    context: str | None = None
     status: str = Field(max_length=16)
     exit_code: int | None = None
     error_code: str | None = None
@@ -166,3 +168,6 @@ class Checkpoint(SQLModel, table=True):
 
 
 TABLES = [Meta, Run, StepAttempt, OutputChunk, Event, Checkpoint]
+
+# The service tables register on the same metadata (create_all sees them).
+from core.store import service_models  # noqa: E402,F401
