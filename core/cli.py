@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd("guide", "Print the cpf guide (Markdown).")
 
+    cmd("tick", "Apply every await_event timeout that is due (for cron or a clock).")
+    c = cmd("continue", "Execute a run handed off by an await timeout (used internally).")
+    c.add_argument("--run-id", required=True)
+
     c = cmd("tui", "Open the terminal UI on workflow files and the run store.")
     c.add_argument("paths", nargs="*", default=["."], help="files or folders of workflows")
 
@@ -152,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "runs": lambda a: engine.list_runs(a.status, a.workflow, a.limit),
         "init": lambda a: engine.init_workflow(a.file, a.force),
+        "tick": lambda a: engine.tick(),
+        "continue": lambda a: engine.continue_run(a.run_id),
     }
     return emit(handlers[args.command](args))
 

@@ -168,13 +168,92 @@ def _load_run(store: Any, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     if run is None:
         raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
-    return reap(store, run)
+    return touch(store, run)
+
+
+def touch(store: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Bring a run up to date before anyone reads or acts on it: a dead executor makes
+    it interrupted, a passed await deadline takes its timeout path."""
+    if run["status"] in ("running", "created"):
+        return reap(store, run)
+    if run["status"] == "waiting":
+        return expire(store, run)
+    return run
+
+
+def _due(wait: dict[str, Any] | None) -> bool:
+    from datetime import UTC, datetime
+
+    at = (wait or {}).get("timeout_at")
+    if not at:
+        return False
+    try:
+        return datetime.fromisoformat(at) <= datetime.now(UTC)
+    except ValueError:
+        return False
+
+
+def expire(store: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Apply a passed `timeout_seconds` of the await_event the run waits at.
+
+    With `on_timeout.next` the run continues there in a new detached executor;
+    without, it fails with ERR_TIMEOUT."""
+    from core.store.store import now_iso
+
+    wait = run.get("wait") or {}
+    if run["status"] != "waiting" or not _due(wait):
+        return run
+    step = wait.get("step_id")
+    target = wait.get("on_timeout_next")
+    message = (
+        f"Step '{step}' timed out waiting for event '{wait.get('event_name')}' "
+        f"(deadline {wait.get('timeout_at')})"
+    )
+    now = now_iso()
+    values: dict[str, Any]
+    if target:
+        values = {
+            "status": "running",
+            "wait": None,
+            "current_step_id": target,
+            "executor": None,
+            "heartbeat_at": now,
+        }
+    else:
+        err = {"code": ErrorCode.ERR_TIMEOUT.value, "message": message, "step_id": step}
+        values = {"status": "failed", "wait": None, "error": err, "finished_at": now}
+    with store.write() as conn:
+        if not store.cas_run(conn, run["run_id"], run["version"], **values):
+            return store.get_run(run["run_id"], conn) or run
+        store.close_waiting_attempts(
+            conn, run["run_id"], status="timed_out", error=(ErrorCode.ERR_TIMEOUT.value, message)
+        )
+        store.insert_event(
+            conn,
+            run_id=run["run_id"],
+            step_id=step,
+            kind="timeout",
+            data={"timeout_at": wait.get("timeout_at"), "next": target},
+            actor="cpf",
+            surface="cli",
+        )
+    if target:
+        from core.spawn import spawn_continue
+
+        spawn_continue(run["run_id"])
+    return store.get_run(run["run_id"]) or run
 
 
 def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     """Mark a run whose executor died as failed/ERR_RUN_INTERRUPTED (and return it fresh)."""
     if run["status"] not in ("running", "created"):
         return run
+    if run.get("executor") is None and run.get("heartbeat_at"):
+        from core.liveness import STALE_SECONDS
+
+        # Handed off (await timeout) and not picked up yet: give the new executor time.
+        if _age(run["heartbeat_at"]) < STALE_SECONDS:
+            return run
     from core.liveness import executor_alive
     from core.store.store import now_iso
 
@@ -202,6 +281,15 @@ def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     if orphans and _same_host(run.get("executor")):
         _stop_groups(orphans)
     return store.get_run(run["run_id"]) or run
+
+
+def _age(stamp: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return float("inf")
 
 
 def _same_host(executor: str | None) -> bool:
@@ -711,6 +799,49 @@ def retry_run(
     return envelope
 
 
+@_guarded("continue")
+def continue_run(run_id: str) -> Envelope:
+    """Execute a run handed off without an executor (an await timeout's `on_timeout`)."""
+    from core.liveness import current_executor
+
+    store = _store()
+    run = store.get_run(run_id)
+    if run is None:
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+    if run["status"] != "running" or run.get("executor") is not None:
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id} has no pending hand-off (status: {run['status']})",
+            ),
+            run_id,
+        )
+    wf, _ = _load_run_workflow(run)
+    with store.write() as conn:
+        if not store.cas_run(conn, run_id, run["version"], executor=current_executor()):
+            raise _with_run(ConcurrencyError(f"Run {run_id} was taken by another executor"), run_id)
+    run = store.get_run(run_id) or run
+    return _execute("continue", _runner(store, wf, run), run["current_step_id"])
+
+
+@_guarded("tick")
+def tick() -> Envelope:
+    """Apply every await timeout that is due (for cron, or the TUI's clock)."""
+    store = _store()
+    applied = []
+    for run in store.list_runs(status="waiting"):
+        if _due(run.get("wait")):
+            after = expire(store, run)
+            applied.append(
+                {
+                    "run_id": run["run_id"],
+                    "step_id": run["wait"].get("step_id"),
+                    "status": after["status"],
+                }
+            )
+    return Envelope.success("tick", result={"expired": applied})
+
+
 @_guarded("runs")
 def list_runs(
     status: str | None = None, workflow_id: str | None = None, limit: int | None = None
@@ -719,7 +850,7 @@ def list_runs(
     rows = store.list_runs(status=status, workflow_id=workflow_id, limit=limit)
     out = []
     for run in rows:
-        run = reap(store, run)
+        run = touch(store, run)
         if status and run["status"] != status:
             continue
         out.append(
@@ -784,7 +915,7 @@ def follow_output(
         run = store.get_run(run_id)
         if run is None:
             return
-        if reap(store, run)["status"] not in ("running", "created"):
+        if touch(store, run)["status"] not in ("running", "created"):
             # One more read: output committed just before the final transition.
             tail = store.output(run_id, after_id=last, step_id=step_id, stream=stream)
             for chunk in tail:

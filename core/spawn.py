@@ -91,3 +91,19 @@ def spawn_retry(
             start_new_session=True,
         )
     return Spawned(run_id, proc, path)
+
+
+def spawn_continue(run_id: str) -> Spawned:
+    """Start an executor for a run handed off without one (await timeout -> on_timeout)."""
+    folder = run_dir(run_id) / "envelopes"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"continue-{time.strftime('%Y%m%dT%H%M%S')}-{new_id()[:6]}.json"
+    with path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "continue", "--run-id", run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Spawned(run_id, proc, path)

@@ -24,6 +24,8 @@ def run(ctx: StepContext) -> StepOutcome:
         "summary": None if summary is None else str(summary),
         "risk_level": step.get("risk_level"),
         "timeout_at": None,
+        # Kept with the wait so expiry needs no re-read of the workflow file.
+        "on_timeout_next": (step.get("on_timeout") or {}).get("next"),
     }
     timeout = step.get("timeout_seconds")
     if timeout:

@@ -289,14 +289,26 @@ class Store:
             .values(status="failed", error_code=code, error_message=message, finished_at=now_iso())
         )
 
-    def close_waiting_attempts(self, conn: Connection, run_id: str, *, outputs: Any = None) -> None:
+    def close_waiting_attempts(
+        self,
+        conn: Connection,
+        run_id: str,
+        *,
+        outputs: Any = None,
+        status: str | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> None:
         """Close the attempt that waited for an event: completed with the payload
-        (resume), or cancelled (no payload)."""
+        (resume), cancelled (no payload), or `status` with an error (timeout)."""
         values: dict[str, Any] = {"finished_at": now_iso()}
-        if outputs is None:
+        if status is not None:
+            values["status"] = status
+        elif outputs is None:
             values["status"] = "cancelled"
         else:
             values.update(status="completed", outputs=outputs)
+        if error is not None:
+            values.update(error_code=error[0], error_message=error[1])
         conn.execute(
             update(ATTEMPTS)
             .where(ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.status == "waiting")
