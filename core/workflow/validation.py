@@ -60,13 +60,13 @@ def schema_errors(doc: Any) -> list[str]:
             f"{ROOT}: expected a mapping with 'schema_version' and 'workflow', "
             f"got {_type_name(doc)}"
         ]
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: _sort_key(e.absolute_path))
-    out: list[str] = []
-    for err in errors:
-        for msg in _messages(err):
-            if msg not in out:
-                out.append(msg)
-    return out
+    # Sorted by position, then text, so the order does not depend on the schema's layout.
+    keyed = sorted(
+        (_sort_key(err.absolute_path), msg)
+        for err in _validator().iter_errors(doc)
+        for msg in _messages(err)
+    )
+    return list(dict.fromkeys(msg for _, msg in keyed))
 
 
 def _sort_key(path: Iterable[PathPart]) -> tuple[tuple[int, int | str], ...]:
@@ -80,11 +80,13 @@ def _messages(err: SchemaError) -> list[str]:
     kw = err.validator
     inst = err.instance
     val = err.validator_value
+    # `x-error` in the schema: a hand-written message per failing keyword
     custom = err.schema.get("x-error", {}) if isinstance(err.schema, dict) else {}
+    if "propertyNames" in err.relative_schema_path:
+        reason = custom.get(kw) or _bare_message(err)
+        return [f"{where}: invalid name {_short(inst)}: {reason}"]
     if kw in custom:
         return [f"{where}: {custom[kw]}"]
-    if "propertyNames" in err.relative_schema_path:
-        return [f"{where}: invalid name {_short(inst)}: {_bare_message(err)}"]
     if kw == "required":
         missing = [k for k in val if isinstance(inst, dict) and k not in inst]
         return [f"{where}: missing required field {k!r}" for k in missing]
@@ -103,9 +105,7 @@ def _bare_message(err: SchemaError) -> str:
         expected = " or ".join(repr(t) for t in types)
         msg = f"{_short(inst)} is not of type {expected}"
         if isinstance(inst, bool) and "boolean" not in types:
-            msg += (
-                " (YAML reads unquoted yes/no/on/off/true/false as booleans; quote the value)"
-            )
+            msg += " (YAML reads unquoted yes/no/on/off/true/false as booleans; quote the value)"
         return msg
     if kw == "enum":
         return f"{_short(inst)} is not one of {val!r}"
@@ -137,24 +137,53 @@ def _bare_message(err: SchemaError) -> str:
 
 
 def duplicate_step_ids(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Step ids used more than once anywhere in the document (foreach bodies included).
+    """Step ids used more than once in one step list (the top level, or one foreach body).
 
     Returns (ids in order of first repetition, one-line detail per repeated use).
-    Assumes `doc` passed the schema.
+    An id reused across lists is only a warning (checkpointflow accepts it; each list is
+    its own context). Assumes `doc` passed the schema.
     """
-    first_seen: dict[str, str] = {}
     dups: list[str] = []
     details: list[str] = []
-    for path, step in iter_steps(doc["workflow"]["steps"]):
-        sid = step["id"]
-        here = f"{format_path(path)}.id"
-        if sid in first_seen:
-            if sid not in dups:
-                dups.append(sid)
-            details.append(f"{here}: step id {sid!r} already used at {first_seen[sid]}")
-        else:
-            first_seen[sid] = here
+    for steps, base in _step_lists(doc["workflow"]["steps"], ("workflow", "steps")):
+        first_seen: dict[str, str] = {}
+        for i, step in enumerate(steps):
+            sid = step["id"]
+            here = f"{format_path((*base, i))}.id"
+            if sid in first_seen:
+                if sid not in dups:
+                    dups.append(sid)
+                details.append(f"{here}: step id {sid!r} already used at {first_seen[sid]}")
+            else:
+                first_seen[sid] = here
     return dups, details
+
+
+def _step_lists(
+    steps: Sequence[dict[str, Any]], base: tuple[PathPart, ...]
+) -> Iterator[tuple[Sequence[dict[str, Any]], tuple[PathPart, ...]]]:
+    yield steps, base
+    for i, step in enumerate(steps):
+        body = step.get("body") if step.get("kind") == "foreach" else None
+        if isinstance(body, list):
+            yield from _step_lists(body, (*base, i, "body"))
+
+
+def _shadowed_ids(doc: dict[str, Any]) -> list[str]:
+    """Warnings for ids reused in another step list (legal, but easy to misread)."""
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for path, step in iter_steps(doc["workflow"]["steps"]):
+        sid = step.get("id")
+        here = f"{format_path(path)}.id"
+        if sid in seen and seen[sid] != here:
+            out.append(
+                f"{here}: step id {sid!r} is also used at {seen[sid]}; inside its own list "
+                "${steps." + str(sid) + ".outputs} means this one"
+            )
+        else:
+            seen.setdefault(sid, here)
+    return out
 
 
 def iter_steps(
@@ -172,8 +201,18 @@ def iter_steps(
 # --- warnings ------------------------------------------------------------------------------
 
 # Step fields whose strings may contain `${...}` templates, interpolated at run time.
-_TEMPLATE_FIELDS = ("command", "cwd", "env", "prompt", "summary", "url", "headers", "body",
-                    "result", "inputs")
+_TEMPLATE_FIELDS = (
+    "command",
+    "cwd",
+    "env",
+    "prompt",
+    "summary",
+    "url",
+    "headers",
+    "body",
+    "result",
+    "inputs",
+)
 
 
 def workflow_warnings(doc: dict[str, Any]) -> list[str]:
@@ -186,6 +225,7 @@ def workflow_warnings(doc: dict[str, Any]) -> list[str]:
     warnings: list[str] = []
     warnings += _defaults_warnings(wf.get("defaults"))
     warnings += _schema_warnings(wf["inputs"], ("workflow", "inputs"))
+    warnings += _shadowed_ids(doc)
 
     def scan(steps: list[dict[str, Any]], base: tuple[PathPart, ...]) -> None:
         scope = {s["id"] for s in steps}
@@ -273,8 +313,8 @@ def _strings(value: Any, path: tuple[PathPart, ...]) -> Iterator[tuple[tuple[Pat
 def _unreachable(steps: list[dict[str, Any]], base: tuple[PathPart, ...]) -> list[str]:
     """Steps of one list that neither falling through nor any jump can reach.
 
-    Falling through stops after an `end` and after a `switch` with a `default` (it always
-    jumps), unless that step has an `if`: a skipped step falls through. A switch without
+    Falling through stops after an `end` and after a `switch` with a known `default` (it
+    always jumps), unless that step has an `if`: a skipped step falls through. A switch without
     a default is assumed to fall through, so this never claims too much.
     """
     index = {s["id"]: i for i, s in enumerate(steps)}
@@ -286,8 +326,9 @@ def _unreachable(steps: list[dict[str, Any]], base: tuple[PathPart, ...]) -> lis
             continue
         reached.add(i)
         step = steps[i]
+        # a switch whose default is unknown may fall through (that target is warned about)
         blocks = step.get("kind") == "end" or (
-            step.get("kind") == "switch" and step.get("default") is not None
+            step.get("kind") == "switch" and step.get("default") in index
         )
         if not blocks or "if" in step:
             todo.append(i + 1)
@@ -321,8 +362,10 @@ def _schema_warnings(schema: dict[str, Any], path: tuple[PathPart, ...]) -> list
     out = []
     errors = sorted(_meta_validator().iter_errors(schema), key=lambda e: _sort_key(e.absolute_path))
     for err in errors:
-        out.append(f"{format_path((*path, *err.absolute_path))}: not a valid JSON Schema: "
-                   f"{_bare_message(err)}")
+        out.append(
+            f"{format_path((*path, *err.absolute_path))}: not a valid JSON Schema: "
+            f"{_bare_message(err)}"
+        )
     return out
 
 
@@ -349,9 +392,7 @@ def _defaults_warnings(defaults: Any) -> list[str]:
         out.append(f"workflow.defaults.shell: {_short(shell)} is not of type 'string'")
     mob = defaults.get("max_output_bytes")
     if mob is not None and (isinstance(mob, bool) or not isinstance(mob, int) or mob < 1024):
-        out.append(
-            f"workflow.defaults.max_output_bytes: {_short(mob)} is not an integer >= 1024"
-        )
+        out.append(f"workflow.defaults.max_output_bytes: {_short(mob)} is not an integer >= 1024")
     api = defaults.get("api")
     if api is not None:
         if not isinstance(api, dict):
