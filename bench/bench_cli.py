@@ -219,9 +219,17 @@ def make_cases(wf: dict[str, Path]) -> dict[str, Case]:
 
 
 def measure(
-    tools: dict[str, str], cases: dict[str, Case], iterations: int, warmup: int, scratch: Path
+    tools: dict[str, str],
+    cases: dict[str, Case],
+    iterations: int,
+    warmup: int,
+    scratch: Path,
+    fresh: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
-    """times[case][tool] = seconds per iteration. Tools alternate who goes first."""
+    """times[case][tool] = seconds per iteration. Tools alternate who goes first.
+
+    By default each tool keeps one store for the whole session (as a user does); with
+    `fresh`, every command gets a new base dir and pays for creating its store."""
     times: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
     names = list(tools)
     counter = 0
@@ -230,12 +238,17 @@ def measure(
         for case_name, case in cases.items():
             for tool in order:
                 counter += 1
-                base = scratch / f"base{counter}"
-                base.mkdir()
-                try:
+                if fresh:
+                    base = scratch / f"base{counter}"
+                    base.mkdir()
+                    try:
+                        elapsed = case(tools[tool], clean_env(base))
+                    finally:
+                        shutil.rmtree(base, ignore_errors=True)
+                else:
+                    base = scratch / f"store-{tool}"
+                    base.mkdir(exist_ok=True)
                     elapsed = case(tools[tool], clean_env(base))
-                finally:
-                    shutil.rmtree(base, ignore_errors=True)
                 if it >= warmup:
                     times[case_name][tool].append(elapsed)
         done = it + 1 - warmup
@@ -287,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--cpf", type=Path, default=None, help="cpf executable to time")
     parser.add_argument(
+        "--fresh-store",
+        action="store_true",
+        help="a new base dir (and store) for every command instead of one per tool",
+    )
+    parser.add_argument(
         "--checkpointflow",
         type=Path,
         default=None,
@@ -309,13 +327,16 @@ def main(argv: list[str] | None = None) -> int:
             wf_dir = scratch / "workflows"
             wf_dir.mkdir()
             cases = make_cases(write_workflows(wf_dir))
-            times = measure(tools, cases, args.iterations, args.warmup, scratch)
+            times = measure(
+                tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
+            )
     except BenchError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
+    print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
     print(report(times, versions, args.iterations))
     return 0
 

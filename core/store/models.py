@@ -8,8 +8,6 @@ Timestamps are ISO-8601 UTC strings with microseconds: they sort as text, read t
 same on SQLite and PostgreSQL, and go into envelopes unchanged.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -168,6 +166,3 @@ class Checkpoint(SQLModel, table=True):
 
 
 TABLES = [Meta, Run, StepAttempt, OutputChunk, Event, Checkpoint]
-
-# The service tables register on the same metadata (create_all sees them).
-from core.store import service_models  # noqa: E402,F401

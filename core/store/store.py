@@ -169,6 +169,10 @@ class Store:
         # concurrent first runs do not race. Migrations so far only add tables.
         from sqlmodel import SQLModel
 
+        # The service's tables are only imported here and by the service itself, so a
+        # `cpf run` does not pay for defining them.
+        from core.store import service_models  # noqa: F401
+
         with self.write() as conn:
             SQLModel.metadata.create_all(conn)
             have = conn.execute(
