@@ -1,0 +1,1126 @@
+"""The checkpoint API of the engine: what `cpf serve` (and `cpf keys`) call.
+
+SnapState semantics done right (contract §10): everything is scoped to the account
+that owns the API key; inserting a step is one write transaction (of concurrent
+writers of a new step exactly one wins); `If-Match` on an existing step is an
+idempotent re-save when it equals that step's etag, and on a new step it must equal
+the workflow head's etag; etags are opaque and unique per checkpoint; replay is by
+step with the range applied before the limit; expired checkpoints are gone on read
+and purged by `sweep()`; webhook events go into a durable outbox in the same
+transaction as the change they announce.
+
+Functions return plain JSON-ready dicts and raise `ApiError` (a `CpfError` whose code
+is the wire code: NOT_FOUND, CONFLICT, ...). No HTTP here, no SQL: the SQL is in
+`core.store.service_store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.envelope import CpfError, ExitCode
+
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+MAX_STATE_BYTES = 1024 * 1024
+MAX_AGENTS = 50
+MAX_WEBHOOKS = 25
+MAX_STEP = 2**53 - 1  # what a JavaScript client can represent exactly
+REPLAY_DEFAULT_LIMIT = 100
+REPLAY_MAX_LIMIT = 1000
+KEY_PREFIX = "snp_"
+LOCAL_ACCOUNT = "local"
+
+EVENTS = ("checkpoint.saved", "workflow.resumed", "workflow.expired")
+
+# URL-safe ids (§10): whatever the SDK puts raw into a path works.
+WORKFLOW_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
+_CHECKPOINT_ID_RE = re.compile(r"cp_([A-Za-z0-9_.:-]{1,128})_(\d{3,})")
+
+# -- request schemas (one validator: core.payload; also the OpenAPI document) ----------
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+SAVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["workflow_id", "step", "state"],
+    "additionalProperties": False,
+    "properties": {
+        "workflow_id": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+            "description": "1-128 characters of A-Z a-z 0-9 _ . : -",
+        },
+        "step": {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
+        "state": {"type": "object"},
+        "label": {**_NULLABLE_STR, "maxLength": 256},
+        "agent_id": {**_NULLABLE_STR, "maxLength": 255},
+        "metadata": {"type": ["object", "null"]},
+    },
+}
+
+_AGENT_FIELDS: dict[str, Any] = {
+    "name": {**_NULLABLE_STR, "maxLength": 255},
+    "description": {**_NULLABLE_STR, "maxLength": 4096},
+    "capabilities": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "maxLength": 255},
+        "maxItems": 100,
+    },
+    "metadata": {"type": ["object", "null"]},
+}
+
+AGENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["agent_id"],
+    "additionalProperties": False,
+    "properties": {
+        "agent_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,255}$"},
+        **_AGENT_FIELDS,
+    },
+}
+
+AGENT_PATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": dict(_AGENT_FIELDS),
+}
+
+WEBHOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["url", "events"],
+    "additionalProperties": False,
+    "properties": {
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "pattern": "^https?://[^\\s/?#]+",
+            "maxLength": 2048,
+        },
+        "events": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"enum": list(EVENTS)},
+        },
+        "secret": {"type": ["string", "null"], "maxLength": 256},
+    },
+}
+
+
+class ApiError(CpfError):
+    """A refusal of the checkpoint API; `code` is the wire code (VALIDATION_ERROR, ...)."""
+
+    exit_code = ExitCode.VALIDATION_ERROR
+
+    def __init__(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message)
+        # Sibling members of "error" in the response body (the 409's `existing`).
+        self.extra = extra
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError("VALIDATION_ERROR", message)
+
+
+def check_body(schema: dict[str, Any], body: Any) -> None:
+    """Validate a request body with the project's one payload validator."""
+    from core.payload import check_payload
+
+    if not isinstance(body, dict):
+        raise _invalid("The request body must be a JSON object")
+    errors = check_payload(schema, body)
+    if errors:
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise _invalid(f"Invalid request body: {shown}{more}")
+
+
+def check_workflow_id(workflow_id: str) -> None:
+    if not WORKFLOW_ID_RE.fullmatch(workflow_id):
+        raise _invalid(
+            f"Invalid workflow_id {workflow_id[:140]!r}: use 1-128 characters of "
+            "A-Z a-z 0-9 _ . : -"
+        )
+
+
+def check_agent_id(agent_id: str) -> None:
+    if not AGENT_ID_RE.fullmatch(agent_id):
+        raise _invalid(
+            f"Invalid agent_id {agent_id[:260]!r}: use 1-255 characters of A-Z a-z 0-9 _ -"
+        )
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(dt: datetime) -> str:
+    # The store's format (core.store.store.now_iso): sorts as text.
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def api_time(stored: str | None) -> str | None:
+    """Stored timestamps (microseconds, +00:00) as the wire's `...T10:11:48.404Z`."""
+    if stored is None:
+        return None
+    return stored[:23] + "Z" if len(stored) >= 23 and stored[19] == "." else stored
+
+
+def parse_ttl(
+    header: str | None, default: int = DEFAULT_TTL_SECONDS, maximum: int = MAX_TTL_SECONDS
+) -> int:
+    """`X-Checkpoint-TTL`: a positive integer of seconds, clamped to `maximum`; anything
+    else (absent, junk, zero, negative) means `default`, as the reference does."""
+    text = (header or "").strip()
+    if not text.isascii() or not text.isdigit() or int(text) <= 0:
+        return default
+    return min(int(text), maximum)
+
+
+# -- ids and etags ---------------------------------------------------------------------
+
+
+def checkpoint_id_for(workflow_id: str, step: int) -> str:
+    return f"cp_{workflow_id}_{step:03d}"
+
+
+def parse_checkpoint_id(checkpoint_id: str) -> tuple[str, int] | None:
+    """(workflow_id, step) of a derived checkpoint id; None if it cannot be one."""
+    m = _CHECKPOINT_ID_RE.fullmatch(checkpoint_id)
+    if m is None:
+        return None
+    workflow_id, step = m.group(1), int(m.group(2))
+    if checkpoint_id_for(workflow_id, step) != checkpoint_id:
+        return None
+    return workflow_id, step
+
+
+def _new_etag(account: str, workflow_id: str, step: int, body: str) -> str:
+    # Opaque and unique per stored checkpoint: a random salt means even the same state
+    # saved again at the same step after a delete gets a new etag (no ABA).
+    salt = secrets.token_hex(8)
+    digest = hashlib.sha256(
+        f"{account}\0{workflow_id}\0{step}\0{salt}\0".encode() + body.encode()
+    ).hexdigest()
+    return f'"{digest[:16]}"'
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+# -- diff ------------------------------------------------------------------------------
+
+_compact = __import__("json").JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
+
+
+def _dump(value: Any) -> Any:
+    try:
+        import orjson
+
+        return orjson.dumps(value)
+    except (ImportError, TypeError):  # no orjson, or an integer beyond 64 bits
+        return _compact(value).encode()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """True when two JSON values are identical, types included (1, 1.0 and true differ).
+
+    `==` runs in C and settles most unequal pairs; when it says equal, comparing the
+    serialized texts (also C) rules out the int/float/bool mix-ups `==` forgives."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or a != b:
+        return False
+    return _dump(a) == _dump(b)
+
+
+class RawJSON(str):
+    """A JSON text passed through unparsed (a stored state, with `raw=True` reads)."""
+
+
+def _leaf_paths(value: Any, path: str, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _leaf_paths(v, f"{path}.{k}" if path else str(k), out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _leaf_paths(v, f"{path}[{i}]", out)
+    else:
+        out.append(path)
+
+
+def state_diff(previous: Any, current: Any) -> dict[str, list[str]]:
+    """`core.statediff.leaf_diff` (§6.3), same lists in the same order, but identical
+    subtrees are skipped at C speed: saving a large state that changed a little is cheap."""
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k, v in b.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if k not in a:
+                    _leaf_paths(v, sub, added)
+                elif not _same(a[k], v):
+                    walk(a[k], v, sub)
+            for k, v in a.items():
+                if k not in b:
+                    _leaf_paths(v, f"{path}.{k}" if path else str(k), removed)
+        elif isinstance(a, list) and isinstance(b, list):
+            for i in range(max(len(a), len(b))):
+                sub = f"{path}[{i}]"
+                if i >= len(a):
+                    _leaf_paths(b[i], sub, added)
+                elif i >= len(b):
+                    _leaf_paths(a[i], sub, removed)
+                elif not _same(a[i], b[i]):
+                    walk(a[i], b[i], sub)
+        else:
+            # A container replaced by a scalar (or the reverse), or a different scalar.
+            changed.append(path)
+
+    if previous is None:
+        _leaf_paths(current, "", added)
+    elif not _same(previous, current):
+        walk(previous, current, "")
+    return {"added": added, "removed": removed, "changed": changed}
+
+
+# -- the API ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    account: str
+    key_id: str
+
+
+@dataclass
+class Options:
+    default_ttl: int = DEFAULT_TTL_SECONDS
+    max_ttl: int = MAX_TTL_SECONDS
+    max_agents: int = MAX_AGENTS
+    max_webhooks: int = MAX_WEBHOOKS
+
+
+@dataclass
+class _HeadCache:
+    """The head state of recently written workflows, so a save need not re-read and
+    re-parse the previous state to diff against it. Valid only while the workflow's
+    head id is the one cached (checked inside the write transaction)."""
+
+    size: int = 256
+    items: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[str, str], head_id: int) -> Any:
+        with self.lock:
+            hit = self.items.get(key)
+        return hit[1] if hit is not None and hit[0] == head_id else None
+
+    def put(self, key: tuple[str, str], head_id: int, state: Any) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+            if len(self.items) >= self.size:
+                self.items.pop(next(iter(self.items)))
+            self.items[key] = (head_id, state)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+
+
+class CheckpointService:
+    """The checkpoint API over one store."""
+
+    def __init__(self, store: Any = None, options: Options | None = None) -> None:
+        from core.store.service_store import ServiceStore
+        from core.store.store import open_store
+
+        self.ss = ServiceStore(store or open_store())
+        self.options = options or Options()
+        self._heads = _HeadCache()
+        # Called (without arguments) after a commit that enqueued webhook deliveries.
+        self.on_enqueue: Callable[[], None] | None = None
+
+    # -- keys -------------------------------------------------------------------------
+
+    def create_key(self, account: str, label: str | None = None) -> dict[str, Any]:
+        if not ACCOUNT_RE.fullmatch(account):
+            raise _invalid(
+                f"Invalid account name {account[:140]!r}: use 1-128 characters of "
+                "A-Z a-z 0-9 _ . @ : -"
+            )
+        raw = KEY_PREFIX + secrets.token_hex(16)
+        now = _iso(_now())
+        key_id = "key_" + secrets.token_hex(8)
+        with self.ss.write() as conn:
+            self.ss.ensure_account(conn, account, now)
+            self.ss.insert_key(
+                conn,
+                {
+                    "key_id": key_id,
+                    "account": account,
+                    "key_hash": hash_key(raw),
+                    "prefix": raw[:12],
+                    "label": label,
+                    "created_at": now,
+                },
+            )
+        return {
+            "api_key": raw,
+            "key_id": key_id,
+            "account": account,
+            "prefix": raw[:12],
+            "created_at": api_time(now),
+        }
+
+    def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for k in self.ss.list_keys(account):
+            out.append(
+                {
+                    **k,
+                    "created_at": api_time(k["created_at"]),
+                    "expires_at": api_time(k["expires_at"]),
+                    "revoked_at": api_time(k["revoked_at"]),
+                    "active": k["revoked_at"] is None,
+                }
+            )
+        return out
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        now = _iso(_now())
+        with self.ss.write() as conn:
+            key = self.ss.get_key(conn, key_id)
+            if key is None:
+                raise ApiError("NOT_FOUND", f"API key {key_id} not found")
+            if key["revoked_at"] is None:
+                self.ss.revoke_key(conn, key_id, now)
+                key["revoked_at"] = now
+        return {
+            "key_id": key_id,
+            "account": key["account"],
+            "prefix": key["prefix"],
+            "revoked_at": api_time(key["revoked_at"]),
+        }
+
+    def authenticate(self, raw_key: str) -> Principal:
+        """The account of an API key, or 401 (unknown, revoked, expired) / 403."""
+        row = self.ss.key_by_hash(hash_key(raw_key)) if raw_key else None
+        if row is None:
+            raise ApiError("UNAUTHORIZED", "Invalid API key")
+        if row["revoked_at"] is not None:
+            raise ApiError("UNAUTHORIZED", "API key has been revoked")
+        if row["expires_at"] is not None and row["expires_at"] <= _iso(_now()):
+            raise ApiError("UNAUTHORIZED", "API key has expired")
+        if (row["status"] or "active") != "active":
+            raise ApiError("FORBIDDEN", f"Account {row['account']} is not active")
+        return Principal(account=row["account"], key_id=row["key_id"])
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def save(
+        self,
+        account: str,
+        body: Any,
+        *,
+        ttl_header: str | None = None,
+        if_match: str | None = None,
+    ) -> dict[str, Any]:
+        """Save one step. Returns the save record (201), or raises 400/409/413."""
+        if isinstance(body, dict):
+            step = body.get("step")
+            # The reference coerces "3" to 3 (its schema validator does); so do we.
+            if isinstance(step, str) and step.isascii() and step.isdigit():
+                body = {**body, "step": int(step)}
+        check_body(SAVE_SCHEMA, body)
+        workflow_id: str = body["workflow_id"]
+        check_workflow_id(workflow_id)
+        step = int(body["step"])
+        state = body["state"]
+        label = body.get("label")
+        agent_id = body.get("agent_id")
+        metadata = body.get("metadata")
+        if agent_id is not None:
+            metadata = {**(metadata or {}), "agent_id": agent_id}
+
+        from core.store.store import compact_json
+
+        text = compact_json(state)
+        size = len(text.encode("utf-8"))
+        if size > MAX_STATE_BYTES:
+            raise ApiError(
+                "PAYLOAD_TOO_LARGE", f"state is {size} bytes; the limit is {MAX_STATE_BYTES}"
+            )
+        ttl = parse_ttl(ttl_header, self.options.default_ttl, self.options.max_ttl)
+        key = (account, workflow_id)
+        ss = self.ss
+        enqueued = False
+        with ss.write() as conn:
+            now_dt = _now()
+            now = _iso(now_dt)
+            if account == LOCAL_ACCOUNT and ss.run_exists(conn, workflow_id):
+                raise ApiError(
+                    "CONFLICT",
+                    f"Workflow {workflow_id} is a cpf run: its checkpoints are read-only",
+                )
+            wf = ss.workflow(conn, account, workflow_id)
+            if wf is not None and wf["expires_at"] is not None and wf["expires_at"] <= now:
+                enqueued |= self._expire_workflow(conn, wf, now)
+                wf = None
+            existing = ss.checkpoint_at(conn, account, workflow_id, step)
+            if existing is not None and _expired(existing, now):
+                ss.delete_checkpoint(conn, existing["id"])
+                existing = None
+                if wf is not None:
+                    wf["total"] = ss.count_live(conn, account, workflow_id, now)
+                    wf["min_expires_at"] = ss.min_expiry(conn, account, workflow_id)
+            if existing is not None:
+                if if_match is None:
+                    raise ApiError(
+                        "CONFLICT",
+                        f"Checkpoint {existing['checkpoint_id']} already exists",
+                        extra={
+                            "existing": {
+                                "checkpoint_id": existing["checkpoint_id"],
+                                "etag": existing["etag"],
+                            }
+                        },
+                    )
+                if if_match != existing["etag"]:
+                    raise ApiError(
+                        "CONFLICT",
+                        f"If-Match {if_match} does not match checkpoint "
+                        f"{existing['checkpoint_id']} (etag {existing['etag']})",
+                    )
+                # Same step, same etag: an idempotent retry; nothing is written.
+                return _save_record(existing)
+            if if_match is not None:
+                head_etag = wf["head_etag"] if wf is not None else None
+                if if_match != head_etag:
+                    where = (
+                        f"its head is step {wf['head_step']} with etag {head_etag}"
+                        if wf is not None
+                        else "it has no checkpoints"
+                    )
+                    raise ApiError(
+                        "CONFLICT",
+                        f"If-Match {if_match} is not the head of workflow {workflow_id}: "
+                        f"{where}",
+                    )
+            previous = None
+            if wf is not None:
+                previous = self._heads.get(key, wf["head_id"])
+                if previous is None:
+                    previous = ss.state_by_pk(conn, wf["head_id"])
+            expires_at = _iso(now_dt + timedelta(seconds=ttl))
+            record = {
+                "checkpoint_id": checkpoint_id_for(workflow_id, step),
+                "account": account,
+                "workflow_id": workflow_id,
+                "run_id": None,
+                "step": step,
+                "label": label,
+                "state": state,
+                "metadata": metadata,
+                "etag": _new_etag(account, workflow_id, step, text),
+                "diff_from_previous": state_diff(previous, state),
+                "size_bytes": size,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+            from core.store.service_store import IntegrityError
+
+            try:
+                pk = ss.insert_checkpoint(conn, record, text)
+                if wf is None:
+                    ss.insert_workflow(
+                        conn,
+                        {
+                            "account": account,
+                            "workflow_id": workflow_id,
+                            "head_id": pk,
+                            "head_step": step,
+                            "head_etag": record["etag"],
+                            "total": 1,
+                            "started_at": now,
+                            "last_activity_at": now,
+                            "expires_at": expires_at,
+                            "min_expires_at": expires_at,
+                        },
+                    )
+                else:
+                    low = wf["min_expires_at"]
+                    ss.update_workflow(
+                        conn,
+                        wf["id"],
+                        head_id=pk,
+                        head_step=step,
+                        head_etag=record["etag"],
+                        total=int(wf["total"]) + 1,
+                        last_activity_at=now,
+                        expires_at=expires_at,
+                        min_expires_at=expires_at if low is None or expires_at < low else low,
+                    )
+            except IntegrityError as exc:
+                # Only reachable on servers without a global write lock (PostgreSQL):
+                # a concurrent writer inserted the same step or workflow first.
+                raise ApiError(
+                    "CONFLICT",
+                    f"Checkpoint {record['checkpoint_id']} was written concurrently",
+                ) from exc
+            if agent_id is not None:
+                ss.touch_agent(conn, account, agent_id, now)
+            enqueued |= self._emit(
+                conn,
+                account,
+                "checkpoint.saved",
+                {
+                    "workflow_id": workflow_id,
+                    "checkpoint_id": record["checkpoint_id"],
+                    "step": step,
+                    "etag": record["etag"],
+                    "label": label,
+                    "created_at": api_time(now),
+                },
+                now,
+            )
+        self._heads.put(key, pk, state)
+        if enqueued:
+            self._notify()
+        return _save_record(record)
+
+    def get(self, account: str, checkpoint_id: str, *, raw: bool = False) -> dict[str, Any]:
+        parsed = parse_checkpoint_id(checkpoint_id)
+        missing = ApiError("NOT_FOUND", f"Checkpoint {checkpoint_id} not found")
+        if parsed is None:
+            raise missing
+        workflow_id, step = parsed
+        now = _iso(_now())
+        with self.ss.read() as conn:
+            cp = self.ss.checkpoint_at(conn, account, workflow_id, step, raw_state=raw)
+            if cp is None or _expired(cp, now):
+                raise missing
+            wf = self.ss.workflow(conn, account, workflow_id)
+        if wf is not None and wf["expires_at"] is not None and wf["expires_at"] <= now:
+            raise missing
+        return _full_record(cp, empty_metadata=None, raw=raw)
+
+    def resume(self, account: str, workflow_id: str, *, raw: bool = False) -> dict[str, Any]:
+        """The workflow's head (its most recently written checkpoint) and summary.
+
+        `raw=True` returns states as `RawJSON` texts (for a caller that re-serializes)."""
+        check_workflow_id(workflow_id)
+        now = _iso(_now())
+        ss = self.ss
+        with ss.read() as conn:
+            wf = self._live_workflow(conn, account, workflow_id, now)
+            head = (
+                ss.checkpoint_by_pk(conn, wf["head_id"], raw_state=raw)
+                if wf is not None
+                else None
+            )
+            if wf is None or head is None:
+                raise ApiError("NOT_FOUND", f"No checkpoints found for workflow {workflow_id}")
+            total = wf["total"]
+            if wf["min_expires_at"] is not None and wf["min_expires_at"] <= now:
+                total = ss.count_live(conn, account, workflow_id, now)
+            hooks = ss.hooks_for(conn, account)
+        out = {
+            "workflow_id": workflow_id,
+            "latest_checkpoint": _full_record(head, empty_metadata={}, raw=raw),
+            "total_checkpoints": int(total),
+            "workflow_started_at": api_time(wf["started_at"]),
+            "last_activity_at": api_time(wf["last_activity_at"]),
+            "expires_at": api_time(wf["expires_at"]),
+        }
+        if wf.get("run_id"):
+            out["run_id"] = wf["run_id"]
+        if any("workflow.resumed" in events for _, events in hooks):
+            with ss.write() as conn:
+                self._emit(
+                    conn,
+                    account,
+                    "workflow.resumed",
+                    {
+                        "workflow_id": workflow_id,
+                        "checkpoint_id": head["checkpoint_id"],
+                        "step": head["step"],
+                        "etag": head["etag"],
+                    },
+                    _iso(_now()),
+                )
+            self._notify()
+        return out
+
+    def replay(
+        self,
+        account: str,
+        workflow_id: str,
+        *,
+        from_step: int | None = None,
+        to_step: int | None = None,
+        limit: int | None = None,
+        raw: bool = False,
+    ) -> dict[str, Any]:
+        """Checkpoints by step; the step range is applied before `limit`, and `has_more`
+        says whether more match after this page (ask again with `next_from_step`)."""
+        check_workflow_id(workflow_id)
+        if limit is None:
+            limit = REPLAY_DEFAULT_LIMIT
+        if not 1 <= limit <= REPLAY_MAX_LIMIT:
+            raise _invalid(f"limit must be between 1 and {REPLAY_MAX_LIMIT}")
+        for name, value in (("from_step", from_step), ("to_step", to_step)):
+            if value is not None and value < 0:
+                raise _invalid(f"{name} must be >= 0")
+        now = _iso(_now())
+        ss = self.ss
+        with ss.read() as conn:
+            wf = self._live_workflow(conn, account, workflow_id, now)
+            rows: list[dict[str, Any]] = []
+            matching = 0
+            if wf is not None:
+                rows = ss.replay(
+                    conn, account, workflow_id, now, from_step, to_step, limit + 1, raw
+                )
+                if len(rows) > limit or from_step is not None or to_step is not None:
+                    matching = ss.count_live(conn, account, workflow_id, now, from_step, to_step)
+                else:
+                    matching = len(rows)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        out: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "checkpoints": [_full_record(r, empty_metadata={}, raw=raw) for r in rows],
+            "total": len(rows),
+            "total_matching": matching,
+            "has_more": has_more,
+        }
+        if has_more:
+            out["next_from_step"] = rows[-1]["step"] + 1
+        return out
+
+    def list_workflows(
+        self, account: str, *, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        if not 1 <= limit <= REPLAY_MAX_LIMIT:
+            raise _invalid(f"limit must be between 1 and {REPLAY_MAX_LIMIT}")
+        if offset < 0:
+            raise _invalid("offset must be >= 0")
+        now = _iso(_now())
+        rows = self.ss.list_workflows(account, now, limit + 1, offset)
+        items = []
+        for r in rows[:limit]:
+            item = {
+                "workflow_id": r["workflow_id"],
+                "latest_step": r["head_step"],
+                "total_checkpoints": int(r["total"]),
+                "workflow_started_at": api_time(r["started_at"]),
+                "last_activity_at": api_time(r["last_activity_at"]),
+                "expires_at": api_time(r["expires_at"]),
+                "source": "run" if r["run_id"] else "api",
+            }
+            if r["run_id"]:
+                item["run_id"] = r["run_id"]
+            items.append(item)
+        return {
+            "workflows": items,
+            "total": len(items),
+            "has_more": len(rows) > limit,
+            "offset": offset,
+        }
+
+    def delete_workflow(self, account: str, workflow_id: str) -> None:
+        check_workflow_id(workflow_id)
+        now = _iso(_now())
+        with self.ss.write() as conn:
+            if account == LOCAL_ACCOUNT and self.ss.run_exists(conn, workflow_id):
+                raise ApiError(
+                    "CONFLICT",
+                    f"Workflow {workflow_id} is a cpf run: delete it with `cpf delete`",
+                )
+            wf = self._live_workflow(conn, account, workflow_id, now)
+            if wf is None:
+                raise ApiError("NOT_FOUND", f"Workflow {workflow_id} not found")
+            self.ss.delete_workflow(conn, account, workflow_id)
+        self._heads.drop((account, workflow_id))
+
+    # -- agents -----------------------------------------------------------------------
+
+    def register_agent(self, account: str, body: Any) -> dict[str, Any]:
+        """Upsert: a new agent, or an update of the fields sent (others are kept)."""
+        check_body(AGENT_SCHEMA, body)
+        check_agent_id(body["agent_id"])
+        now = _iso(_now())
+        fields = _agent_fields(body)
+        with self.ss.write() as conn:
+            row = self.ss.agent(conn, account, body["agent_id"])
+            if row is None:
+                if self.ss.count_agents(conn, account) >= self.options.max_agents:
+                    raise ApiError(
+                        "MAX_AGENTS_REACHED",
+                        f"An account may register at most {self.options.max_agents} agents",
+                    )
+                self.ss.insert_agent(
+                    conn,
+                    {
+                        "account": account,
+                        "agent_id": body["agent_id"],
+                        "name": None,
+                        "description": None,
+                        "capabilities": [],
+                        "metadata": {},
+                        **fields,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            elif fields:
+                self.ss.update_agent(conn, row["id"], {**fields, "updated_at": now})
+            row = self.ss.agent(conn, account, body["agent_id"])
+        assert row is not None
+        return _agent_record(row)
+
+    def get_agent(self, account: str, agent_id: str) -> dict[str, Any]:
+        with self.ss.read() as conn:
+            row = self.ss.agent(conn, account, agent_id)
+        if row is None:
+            raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+        return _agent_record(row)
+
+    def patch_agent(self, account: str, agent_id: str, body: Any) -> dict[str, Any]:
+        if isinstance(body, dict) and not body:
+            raise _invalid("Nothing to update: send at least one field")
+        check_body(AGENT_PATCH_SCHEMA, body)
+        now = _iso(_now())
+        with self.ss.write() as conn:
+            row = self.ss.agent(conn, account, agent_id)
+            if row is None:
+                raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+            self.ss.update_agent(conn, row["id"], {**_agent_fields(body), "updated_at": now})
+            row = self.ss.agent(conn, account, agent_id)
+        assert row is not None
+        return _agent_record(row)
+
+    def delete_agent(self, account: str, agent_id: str) -> None:
+        with self.ss.write() as conn:
+            if not self.ss.delete_agent(conn, account, agent_id):
+                raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+
+    def list_agents(self, account: str) -> dict[str, Any]:
+        return {"agents": [_agent_record(r) for r in self.ss.list_agents(account)]}
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    def register_webhook(self, account: str, body: Any) -> dict[str, Any]:
+        check_body(WEBHOOK_SCHEMA, body)
+        events = list(dict.fromkeys(body["events"]))  # de-duplicated, order kept
+        now = _iso(_now())
+        row = {
+            "webhook_id": "wh_" + secrets.token_hex(12),
+            "account": account,
+            "url": body["url"],
+            "events": events,
+            "secret": body.get("secret") or None,
+            "created_at": now,
+        }
+        with self.ss.write() as conn:
+            if self.ss.count_webhooks(conn, account) >= self.options.max_webhooks:
+                raise _invalid(
+                    f"An account may register at most {self.options.max_webhooks} webhooks"
+                )
+            self.ss.insert_webhook(conn, row)
+        return _webhook_record(row)
+
+    def list_webhooks(self, account: str) -> dict[str, Any]:
+        return {"webhooks": [_webhook_record(r) for r in self.ss.list_webhooks(account)]}
+
+    def get_webhook(self, account: str, webhook_id: str) -> dict[str, Any]:
+        with self.ss.read() as conn:
+            row = self.ss.webhook(conn, account, webhook_id)
+        if row is None:
+            raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
+        return _webhook_record(row)
+
+    def delete_webhook(self, account: str, webhook_id: str) -> None:
+        with self.ss.write() as conn:
+            if not self.ss.delete_webhook(conn, account, webhook_id):
+                raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
+
+    def webhook_deliveries(
+        self, account: str, webhook_id: str, *, limit: int = 100
+    ) -> dict[str, Any]:
+        """The delivery log of one webhook, newest first."""
+        if not 1 <= limit <= REPLAY_MAX_LIMIT:
+            raise _invalid(f"limit must be between 1 and {REPLAY_MAX_LIMIT}")
+        with self.ss.read() as conn:
+            if self.ss.webhook(conn, account, webhook_id) is None:
+                raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
+            rows = self.ss.list_deliveries(conn, webhook_id, limit)
+        return {
+            "webhook_id": webhook_id,
+            "deliveries": [
+                {
+                    "delivery_id": r["delivery_id"],
+                    "event": r["event"],
+                    "status": r["status"],
+                    "attempts": r["attempts"],
+                    "last_status_code": r["last_status_code"],
+                    "last_error": r["last_error"],
+                    "created_at": api_time(r["created_at"]),
+                    "next_attempt_at": api_time(r["next_attempt_at"])
+                    if r["status"] == "pending"
+                    else None,
+                    "delivered_at": api_time(r["delivered_at"]),
+                    "data": r["data"],
+                }
+                for r in rows
+            ],
+        }
+
+    # -- the outbox (used by the delivery worker) ---------------------------------------
+
+    def claim_deliveries(self, lease_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
+        """Lease due deliveries, each with its webhook's url and secret."""
+        now = _now()
+        rows = self.ss.claim_due(
+            _iso(now), _iso(now + timedelta(seconds=lease_seconds)), limit
+        )
+        out = []
+        with self.ss.read() as conn:
+            for r in rows:
+                hook = self.ss.webhook_by_id(conn, r["webhook_id"])
+                out.append({**r, "url": hook["url"] if hook else None,
+                            "secret": hook["secret"] if hook else None})
+        return out
+
+    def finish_delivery(
+        self,
+        delivery: dict[str, Any],
+        *,
+        ok: bool,
+        status_code: int | None,
+        error: str | None,
+        retry_in: float | None,
+    ) -> None:
+        """Record one attempt: delivered, due again in `retry_in` s, or given up (None)."""
+        now = _now()
+        values: dict[str, Any] = {
+            "attempts": int(delivery["attempts"]) + 1,
+            "last_status_code": status_code,
+            "last_error": error,
+            "lease_until": None,
+            "updated_at": _iso(now),
+        }
+        if ok:
+            values.update(status="delivered", delivered_at=_iso(now))
+        elif retry_in is None:
+            values.update(status="failed")
+        else:
+            values.update(
+                status="pending", next_attempt_at=_iso(now + timedelta(seconds=retry_in))
+            )
+        self.ss.finish_delivery(delivery["id"], values)
+
+    def seconds_to_next_delivery(self) -> float | None:
+        due = self.ss.next_due()
+        if due is None:
+            return None
+        when = datetime.fromisoformat(due)
+        return max(0.0, (when - _now()).total_seconds())
+
+    # -- expiry -----------------------------------------------------------------------
+
+    def sweep(self, batch: int = 200) -> dict[str, int]:
+        """Purge expired workflows (emitting workflow.expired) and expired checkpoints."""
+        now = _iso(_now())
+        workflows = checkpoints = 0
+        enqueued = False
+        for wf in self.ss.expired_workflows(now, batch):
+            with self.ss.write() as conn:
+                fresh = self.ss.workflow(conn, wf["account"], wf["workflow_id"])
+                if fresh is None or fresh["expires_at"] is None or fresh["expires_at"] > now:
+                    continue  # saved again since we looked
+                enqueued |= self._expire_workflow(conn, fresh, now)
+            self._heads.drop((wf["account"], wf["workflow_id"]))
+            workflows += 1
+        for wf in self.ss.workflows_with_expired_checkpoints(now, batch):
+            with self.ss.write() as conn:
+                account, workflow_id = wf["account"], wf["workflow_id"]
+                fresh = self.ss.workflow(conn, account, workflow_id)
+                if fresh is None:
+                    continue
+                checkpoints += self.ss.purge_expired_checkpoints(conn, account, workflow_id, now)
+                self.ss.update_workflow(
+                    conn,
+                    fresh["id"],
+                    total=self.ss.count_live(conn, account, workflow_id, now),
+                    min_expires_at=self.ss.min_expiry(conn, account, workflow_id),
+                )
+        if enqueued:
+            self._notify()
+        return {"workflows": workflows, "checkpoints": checkpoints}
+
+    # -- internals --------------------------------------------------------------------
+
+    def _live_workflow(
+        self, conn: Any, account: str, workflow_id: str, now: str
+    ) -> dict[str, Any] | None:
+        wf = self.ss.workflow(conn, account, workflow_id)
+        if wf is not None:
+            if wf["expires_at"] is not None and wf["expires_at"] <= now:
+                return None
+            wf["run_id"] = None
+            return wf
+        if account == LOCAL_ACCOUNT:
+            return self.ss.derived_workflow(conn, account, workflow_id)
+        return None
+
+    def _expire_workflow(self, conn: Any, wf: dict[str, Any], now: str) -> bool:
+        n = self.ss.delete_workflow(conn, wf["account"], wf["workflow_id"])
+        return self._emit(
+            conn,
+            wf["account"],
+            "workflow.expired",
+            {
+                "workflow_id": wf["workflow_id"],
+                "expired_at": api_time(wf["expires_at"]),
+                "last_step": wf["head_step"],
+                "total_checkpoints": n,
+            },
+            now,
+        )
+
+    def _emit(self, conn: Any, account: str, event: str, data: dict[str, Any], now: str) -> bool:
+        rows = [
+            {
+                "delivery_id": "dlv_" + secrets.token_hex(12),
+                "webhook_id": webhook_id,
+                "account": account,
+                "event": event,
+                "data": data,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for webhook_id, events in self.ss.hooks_for(conn, account)
+            if event in events
+        ]
+        self.ss.enqueue(conn, rows)
+        return bool(rows)
+
+    def _notify(self) -> None:
+        if self.on_enqueue is not None:
+            self.on_enqueue()
+
+
+def _expired(row: dict[str, Any], now: str) -> bool:
+    return row["expires_at"] is not None and row["expires_at"] <= now
+
+
+def _save_record(cp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "checkpoint_id": cp["checkpoint_id"],
+        "workflow_id": cp["workflow_id"],
+        "step": cp["step"],
+        "label": cp["label"],
+        "etag": cp["etag"],
+        "created_at": api_time(cp["created_at"]),
+        "expires_at": api_time(cp["expires_at"]),
+        "diff_from_previous": cp["diff_from_previous"]
+        or {"added": [], "removed": [], "changed": []},
+        "size_bytes": cp["size_bytes"],
+    }
+
+
+def _full_record(cp: dict[str, Any], *, empty_metadata: Any, raw: bool = False) -> dict[str, Any]:
+    out = {
+        "checkpoint_id": cp["checkpoint_id"],
+        "workflow_id": cp["workflow_id"],
+        "step": cp["step"],
+        "label": cp["label"],
+        "state": RawJSON(cp["state"]) if raw else cp["state"],
+        "metadata": cp["metadata"] if cp["metadata"] is not None else empty_metadata,
+        "etag": cp["etag"],
+        "created_at": api_time(cp["created_at"]),
+        "expires_at": api_time(cp["expires_at"]),
+        "diff_from_previous": cp["diff_from_previous"]
+        or {"added": [], "removed": [], "changed": []},
+        "size_bytes": cp["size_bytes"],
+    }
+    if cp.get("run_id"):
+        out["run_id"] = cp["run_id"]
+    return out
+
+
+def _agent_fields(body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("name", "description", "capabilities", "metadata"):
+        if name in body:
+            value = body[name]
+            if name == "capabilities" and value is None:
+                value = []
+            if name == "metadata" and value is None:
+                value = {}
+            out[name] = value
+    return out
+
+
+def _agent_record(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "agent_id": row["agent_id"],
+        "name": row["name"],
+        "description": row["description"],
+        "capabilities": row["capabilities"] or [],
+        "metadata": row["metadata"] or {},
+        "last_seen_at": api_time(row["last_seen_at"]),
+        "created_at": api_time(row["created_at"]),
+        "updated_at": api_time(row["updated_at"]),
+    }
+
+
+def _webhook_record(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "webhook_id": row["webhook_id"],
+        "url": row["url"],
+        "events": row["events"],
+        "has_secret": bool(row["secret"]),
+        "created_at": api_time(row["created_at"]),
+    }
+
+
+_SERVICE: CheckpointService | None = None
+
+
+def service(options: Options | None = None) -> CheckpointService:
+    """The process-wide checkpoint service over `core.store.store.open_store()`."""
+    global _SERVICE
+    from core.store.store import open_store
+
+    store = open_store()
+    if _SERVICE is None or _SERVICE.ss.store is not store:
+        _SERVICE = CheckpointService(store, options)
+    elif options is not None:
+        _SERVICE.options = options
+    return _SERVICE

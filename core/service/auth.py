@@ -1,0 +1,15 @@
+"""Bearer API keys: `Authorization: Bearer snp_...` (exactly `Bearer` and one space)."""
+
+from __future__ import annotations
+
+from core.checkpoints import ApiError, CheckpointService, Principal
+
+
+def principal(svc: CheckpointService, header: str | None) -> Principal:
+    """The account behind the request's key; ApiError 401/403 otherwise."""
+    if not header or not header.startswith("Bearer "):
+        raise ApiError("UNAUTHORIZED", "Missing or malformed Authorization header")
+    key = header[len("Bearer ") :].strip()
+    if not key:
+        raise ApiError("UNAUTHORIZED", "Missing or malformed Authorization header")
+    return svc.authenticate(key)

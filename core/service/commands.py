@@ -1,0 +1,151 @@
+"""`cpf serve` and `cpf keys`: called by core.cli with the parsed arguments.
+
+`cpf keys create --account A` prints an envelope whose `result.api_key` is the new key
+(shown once; the store keeps only its SHA-256). `cpf keys list [--account A]` never
+shows a key, only its id and first 12 characters. `cpf keys revoke --key-id K` takes
+effect at once, for running servers too (keys are checked on every request).
+
+Environment knobs of `cpf serve` (seconds): CPF_RATE_LIMIT_WINDOW (60),
+CPF_SWEEP_INTERVAL (expiry sweeper period, 60), CPF_DEFAULT_TTL (604800),
+CPF_MAX_TTL (ten years).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from core.envelope import CpfError, Envelope, emit
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return serve(args)
+    return keys(args)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        sys.stderr.write(f"cpf serve: ignoring {name}={raw!r} (not a number)\n")
+        return default
+    return value if value > 0 else default
+
+
+def keys(args: argparse.Namespace) -> int:
+    from core import checkpoints
+
+    try:
+        svc = checkpoints.service()
+        if args.keys_command == "create":
+            result = svc.create_key(args.account)
+        elif args.keys_command == "list":
+            result = {"keys": svc.list_keys(args.account)}
+        else:
+            result = svc.revoke_key(args.key_id)
+    except checkpoints.ApiError as err:
+        code = "ERR_KEY_NOT_FOUND" if err.code == "NOT_FOUND" else "ERR_VALIDATION_INPUT"
+        return emit(Envelope.failure("keys", CpfError(code, err.message, exit_code=10)))
+    except CpfError as err:
+        return emit(Envelope.failure("keys", err))
+    return emit(Envelope.success("keys", result=result))
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from core import checkpoints
+    from core.service.app import Settings, create_app
+
+    if not 0 <= args.port <= 65535:
+        sys.stderr.write(f"cpf serve: invalid port {args.port}\n")
+        return 2
+    if args.rate_limit < 0:
+        sys.stderr.write("cpf serve: --rate-limit must be >= 0 (0 disables it)\n")
+        return 2
+    options = checkpoints.Options(
+        default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
+        max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
+    )
+    try:
+        svc = checkpoints.service(options)
+    except CpfError as err:
+        return emit(Envelope.failure("serve", err))
+    settings = Settings(
+        rate_limit=args.rate_limit,
+        rate_window=_env_float("CPF_RATE_LIMIT_WINDOW", 60.0),
+        sweep_interval=_env_float("CPF_SWEEP_INTERVAL", 60.0),
+        options=options,
+    )
+    app = create_app(svc, settings)
+    sys.stderr.write(
+        f"cpf serve: SnapState API on http://{args.host}:{args.port} "
+        f"(rate limit {args.rate_limit}/{settings.rate_window:g}s per key; Ctrl-C stops)\n"
+    )
+    sys.stderr.flush()
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        loop=_loop(),
+        http=_http(),
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        backlog=2048,
+    )
+    server = _server_class()(config)
+    server.run()
+    # uvicorn reports a failed start (port in use) in its log and by not starting.
+    return 0 if server.started else 1
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _http() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def _server_class() -> type:
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM/SIGINT shutdown that completed gracefully
+        exits 0 instead of re-raising the signal (which would read as a crash)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server

@@ -1,0 +1,502 @@
+"""HTTP handlers of the SnapState API: parse the request, call `core.checkpoints`, answer.
+
+Each request costs one hop to a worker thread, where it is authenticated, rate limited,
+checked for size, parsed and served, in that order (so a bad key gets 401 before any
+body detail, §3). The body is read on the event loop first, but never more than the
+limit: a bigger one is not read at all.
+
+Every error is `{"error": {"code", "message"}}` (plus `existing` on a 409 save).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.checkpoints import (
+    AGENT_PATCH_SCHEMA,
+    AGENT_SCHEMA,
+    SAVE_SCHEMA,
+    WEBHOOK_SCHEMA,
+    ApiError,
+    CheckpointService,
+    Principal,
+    RawJSON,
+)
+from core.envelope import PersistenceError
+from core.service.auth import principal as authenticate
+from core.service.ratelimit import RateLimited, RateLimiter
+
+MAX_BODY_BYTES = 1024 * 1024
+
+THREADS = 8
+
+log = logging.getLogger("cpf.serve")
+
+STATUS = {
+    "VALIDATION_ERROR": 400,
+    "MAX_AGENTS_REACHED": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "AGENT_NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "CONFLICT": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
+    "INTERNAL_ERROR": 500,
+    "STORE_UNAVAILABLE": 503,
+}
+
+_TOO_LARGE = object()
+
+
+def _fragment(value: Any) -> Any:
+    if isinstance(value, RawJSON):
+        return orjson.Fragment(value.encode())
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, RawJSON):
+        return json.loads(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def render(data: Any) -> bytes:
+    """Compact UTF-8 JSON; stored states (RawJSON) are spliced in without parsing."""
+    try:
+        return orjson.dumps(data, default=_fragment, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except TypeError:  # an integer beyond 64 bits: the standard library handles it
+        return json.dumps(
+            data, ensure_ascii=False, separators=(",", ":"), default=_plain
+        ).encode("utf-8")
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        render(data), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def error_response(
+    code: str,
+    message: str,
+    status: int | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if extra:
+        body.update(extra)
+    return json_response(body, status or STATUS.get(code, 400), headers)
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the caller, the path and query, the parsed body."""
+
+    principal: Principal
+    path: dict[str, Any]
+    query: Any
+    headers: Any
+    body: Any = None
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    op: Callable[[CheckpointService, Ctx], Any]
+    summary: str
+    status: int = 200
+    rate_limited: bool = True
+    body_schema: dict[str, Any] | None = None
+    response: str = "Object"  # a schema name in openapi.py
+    errors: tuple[int, ...] = ()
+    params: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- operations (run in a worker thread) -------------------------------------------------
+
+
+def _save(svc: CheckpointService, c: Ctx) -> Any:
+    return svc.save(
+        c.principal.account,
+        c.body,
+        ttl_header=c.headers.get("x-checkpoint-ttl"),
+        if_match=c.headers.get("if-match"),
+    )
+
+
+def _int_query(query: Any, allowed: tuple[str, ...]) -> dict[str, int | None]:
+    unknown = sorted(set(query.keys()) - set(allowed))
+    if unknown:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            f"Unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}",
+        )
+    out: dict[str, int | None] = {}
+    for name in allowed:
+        values = query.getlist(name)
+        if not values:
+            out[name] = None
+            continue
+        if len(values) > 1:
+            raise ApiError("VALIDATION_ERROR", f"Query parameter {name} given more than once")
+        text = values[0].strip()
+        if not (text.isascii() and text.lstrip("-").isdigit()):
+            raise ApiError("VALIDATION_ERROR", f"{name} must be an integer, got {values[0]!r}")
+        out[name] = int(text)
+    return out
+
+
+def _replay(svc: CheckpointService, c: Ctx) -> Any:
+    q = _int_query(c.query, ("from_step", "to_step", "limit"))
+    return svc.replay(
+        c.principal.account,
+        c.path["workflow_id"],
+        from_step=q["from_step"],
+        to_step=q["to_step"],
+        limit=q["limit"],
+        raw=True,
+    )
+
+
+def _list_workflows(svc: CheckpointService, c: Ctx) -> Any:
+    q = _int_query(c.query, ("limit", "offset"))
+    return svc.list_workflows(
+        c.principal.account,
+        limit=100 if q["limit"] is None else q["limit"],
+        offset=q["offset"] or 0,
+    )
+
+
+def _deliveries(svc: CheckpointService, c: Ctx) -> Any:
+    q = _int_query(c.query, ("limit",))
+    return svc.webhook_deliveries(
+        c.principal.account, c.path["webhook_id"], limit=100 if q["limit"] is None else q["limit"]
+    )
+
+
+def _no_query(op: Callable[[CheckpointService, Ctx], Any]) -> Callable[..., Any]:
+    def run(svc: CheckpointService, c: Ctx) -> Any:
+        if c.query:
+            _int_query(c.query, ())
+        return op(svc, c)
+
+    return run
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _query_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", **schema},
+    }
+
+
+_WF = _path_param("workflow_id", "A workflow id (1-128 of A-Z a-z 0-9 _ . : -)")
+_AGENT = _path_param("agent_id", "An agent id")
+_HOOK = _path_param("webhook_id", "A webhook id (wh_...)")
+_LIMIT = _query_param("limit", "Page size, 1-1000 (default 100)", minimum=1, maximum=1000)
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/checkpoints",
+        _save,
+        "Save the state of one workflow step",
+        status=201,
+        body_schema=SAVE_SCHEMA,
+        response="SaveResult",
+        errors=(400, 401, 403, 409, 413, 429),
+        headers=[
+            {
+                "name": "X-Checkpoint-TTL",
+                "in": "header",
+                "required": False,
+                "description": "Seconds to keep this checkpoint (and the workflow); "
+                "anything but a positive integer means the default (7 days).",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "If-Match",
+                "in": "header",
+                "required": False,
+                "description": "On an existing step: the step's etag (idempotent re-save). "
+                "On a new step: the etag of the workflow's head (compare-and-swap).",
+                "schema": {"type": "string"},
+            },
+        ],
+    ),
+    Route(
+        "GET",
+        "/checkpoints/{checkpoint_id}",
+        _no_query(lambda s, c: s.get(c.principal.account, c.path["checkpoint_id"], raw=True)),
+        "Fetch one checkpoint",
+        response="Checkpoint",
+        errors=(401, 403, 404, 429),
+        params=[_path_param("checkpoint_id", "A checkpoint id (cp_<workflow>_<step>)")],
+    ),
+    Route(
+        "GET",
+        "/workflows",
+        _list_workflows,
+        "List the account's workflows, most recently active first",
+        response="WorkflowList",
+        errors=(400, 401, 403, 429),
+        params=[_LIMIT, _query_param("offset", "Rows to skip (default 0)", minimum=0)],
+    ),
+    Route(
+        "GET",
+        "/workflows/{workflow_id}/resume",
+        _no_query(lambda s, c: s.resume(c.principal.account, c.path["workflow_id"], raw=True)),
+        "The latest checkpoint of a workflow and its summary",
+        response="WorkflowResume",
+        errors=(400, 401, 403, 404, 429),
+        params=[_WF],
+    ),
+    Route(
+        "GET",
+        "/workflows/{workflow_id}/replay",
+        _replay,
+        "A workflow's checkpoints by step, one page at a time",
+        response="WorkflowReplay",
+        errors=(400, 401, 403, 429),
+        params=[
+            _WF,
+            _query_param("from_step", "First step (inclusive)", minimum=0),
+            _query_param("to_step", "Last step (inclusive)", minimum=0),
+            _LIMIT,
+        ],
+    ),
+    Route(
+        "DELETE",
+        "/workflows/{workflow_id}",
+        _no_query(lambda s, c: s.delete_workflow(c.principal.account, c.path["workflow_id"])),
+        "Delete a workflow and all its checkpoints",
+        status=204,
+        response="",
+        errors=(400, 401, 403, 404, 409, 429),
+        params=[_WF],
+    ),
+    Route(
+        "POST",
+        "/agents",
+        lambda s, c: s.register_agent(c.principal.account, c.body),
+        "Register an agent, or update the fields sent",
+        status=201,
+        rate_limited=False,
+        body_schema=AGENT_SCHEMA,
+        response="Agent",
+        errors=(400, 401, 403),
+    ),
+    Route(
+        "GET",
+        "/agents",
+        _no_query(lambda s, c: s.list_agents(c.principal.account)),
+        "List the account's agents",
+        rate_limited=False,
+        response="AgentList",
+        errors=(401, 403),
+    ),
+    Route(
+        "GET",
+        "/agents/{agent_id}",
+        _no_query(lambda s, c: s.get_agent(c.principal.account, c.path["agent_id"])),
+        "One agent",
+        rate_limited=False,
+        response="Agent",
+        errors=(401, 403, 404),
+        params=[_AGENT],
+    ),
+    Route(
+        "PATCH",
+        "/agents/{agent_id}",
+        lambda s, c: s.patch_agent(c.principal.account, c.path["agent_id"], c.body),
+        "Update some fields of an agent",
+        rate_limited=False,
+        body_schema=AGENT_PATCH_SCHEMA,
+        response="Agent",
+        errors=(400, 401, 403, 404),
+        params=[_AGENT],
+    ),
+    Route(
+        "DELETE",
+        "/agents/{agent_id}",
+        _no_query(lambda s, c: s.delete_agent(c.principal.account, c.path["agent_id"])),
+        "Delete an agent",
+        status=204,
+        rate_limited=False,
+        response="",
+        errors=(401, 403, 404),
+        params=[_AGENT],
+    ),
+    Route(
+        "POST",
+        "/webhooks",
+        lambda s, c: s.register_webhook(c.principal.account, c.body),
+        "Register a webhook",
+        status=201,
+        body_schema=WEBHOOK_SCHEMA,
+        response="Webhook",
+        errors=(400, 401, 403, 429),
+    ),
+    Route(
+        "GET",
+        "/webhooks",
+        _no_query(lambda s, c: s.list_webhooks(c.principal.account)),
+        "List the account's webhooks (never their secrets)",
+        response="WebhookList",
+        errors=(401, 403, 429),
+    ),
+    Route(
+        "GET",
+        "/webhooks/{webhook_id}",
+        _no_query(lambda s, c: s.get_webhook(c.principal.account, c.path["webhook_id"])),
+        "One webhook",
+        response="Webhook",
+        errors=(401, 403, 404, 429),
+        params=[_HOOK],
+    ),
+    Route(
+        "DELETE",
+        "/webhooks/{webhook_id}",
+        _no_query(lambda s, c: s.delete_webhook(c.principal.account, c.path["webhook_id"])),
+        "Delete a webhook (its pending deliveries are cancelled)",
+        status=204,
+        response="",
+        errors=(401, 403, 404, 429),
+        params=[_HOOK],
+    ),
+    Route(
+        "GET",
+        "/webhooks/{webhook_id}/deliveries",
+        _deliveries,
+        "The delivery log of a webhook, newest first",
+        response="DeliveryLog",
+        errors=(400, 401, 403, 404, 429),
+        params=[_HOOK, _LIMIT],
+    ),
+]
+
+
+class Handlers:
+    """Binds the routes to one checkpoint service and rate limiter."""
+
+    def __init__(self, svc: CheckpointService, limiter: RateLimiter) -> None:
+        self.svc = svc
+        self.limiter = limiter
+        # Few threads: the work is Python under one GIL and writes queue on one lock
+        # anyway; more threads only add switching. Created lazily inside the loop.
+        self._threads: anyio.CapacityLimiter | None = None
+
+    def endpoint(self, route: Route) -> Callable[[Request], Any]:
+        has_body = route.body_schema is not None
+
+        async def handler(request: Request) -> Response:
+            raw: Any = None
+            if has_body:
+                raw = await _read_body(request)
+            if self._threads is None:
+                self._threads = anyio.CapacityLimiter(THREADS)
+            return await anyio.to_thread.run_sync(
+                self._serve, route, request, raw, limiter=self._threads
+            )
+
+        handler.__name__ = f"{route.method.lower()}_{route.path}"
+        return handler
+
+    def _serve(self, route: Route, request: Request, raw: Any) -> Response:
+        try:
+            who = authenticate(self.svc, request.headers.get("authorization"))
+            if route.rate_limited:
+                self.limiter.check(who.key_id)
+            body = None
+            if route.body_schema is not None:
+                body = _parse_body(raw)
+            ctx = Ctx(who, request.path_params, request.query_params, request.headers, body)
+            result = route.op(self.svc, ctx)
+        except ApiError as err:
+            return error_response(err.code, err.message, extra=err.extra)
+        except PersistenceError as err:
+            log.error("store error: %s", err.message)
+            return error_response("STORE_UNAVAILABLE", "The store is unavailable: try again")
+        except RateLimited as exc:
+            return error_response(
+                "RATE_LIMITED",
+                f"Rate limit exceeded: at most {self.limiter.limit} requests per "
+                f"{self.limiter.window:g} s per API key",
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        if route.status == 204:
+            return Response(status_code=204)
+        headers = None
+        if isinstance(result, dict):
+            etag = result.get("etag") or (result.get("latest_checkpoint") or {}).get("etag")
+            if isinstance(etag, str):
+                headers = {"ETag": etag}
+        return json_response(result, route.status, headers)
+
+
+async def _read_body(request: Request) -> Any:
+    """The body bytes, or _TOO_LARGE without reading past the limit."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            if int(length) > MAX_BODY_BYTES:
+                return _TOO_LARGE
+        except ValueError:
+            return _TOO_LARGE
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _TOO_LARGE
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(raw: Any) -> Any:
+    if raw is _TOO_LARGE:
+        raise ApiError(
+            "PAYLOAD_TOO_LARGE",
+            f"The request body is larger than {MAX_BODY_BYTES} bytes (1 MiB)",
+        )
+    if not raw:
+        raise ApiError("VALIDATION_ERROR", "The request body must be a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("VALIDATION_ERROR", f"The request body is not valid JSON: {exc}") from exc
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser would accept them.
+    raise ValueError(f"{name} is not valid JSON")
