@@ -1,20 +1,21 @@
 """Read-only views of runs for the TUI and the service: plain dicts, no SQL outside.
 
 Every read of a run that may be `running` first checks its executor is alive
-(`engine.reap`), so a crashed run never shows as running forever.
+(`engine.touch`), so a crashed run never shows as running forever and a passed
+await deadline is applied.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.engine import _store, reap
+from core.engine import _store, touch
 
 
 def get_run(run_id: str) -> dict[str, Any] | None:
     store = _store()
     run = store.get_run(run_id)
-    return None if run is None else reap(store, run)
+    return None if run is None else touch(store, run)
 
 
 def list_runs(
@@ -27,7 +28,7 @@ def list_runs(
     store = _store()
     out = []
     for run in store.list_runs(status=status, workflow_id=workflow_id, limit=limit):
-        run = reap(store, run) if run["status"] in ("running", "created") else run
+        run = touch(store, run)
         if status and run["status"] != status:
             continue
         out.append(run)
@@ -76,3 +77,130 @@ def check_inputs(schema: dict[str, Any] | None, payload: Any) -> list[Any]:
     from core.payload import check_payload
 
     return check_payload(schema, payload)
+
+
+# -- light reads for live views (the TUI polls these several times a second) -----------
+
+# The columns a run list shows; the big JSON columns (inputs, outputs, result) stay out.
+_SUMMARY_COLUMNS = (
+    "run_id",
+    "workflow_id",
+    "workflow_name",
+    "status",
+    "current_step_id",
+    "wait",
+    "error",
+    "version",
+    "executor",
+    "heartbeat_at",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
+
+
+def run_summaries(
+    *,
+    status: str | None = None,
+    workflow_id: str | None = None,
+    updated_after: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Runs newest first with the list columns only; `updated_after` (exclusive) returns
+    just the runs changed since a previous read. Dead executors are reaped."""
+    from sqlalchemy import select
+
+    from core.store.store import RUNS
+
+    store = _store()
+    stmt = select(*(RUNS.c[name] for name in _SUMMARY_COLUMNS)).where(RUNS.c.account == "local")
+    if status:
+        stmt = stmt.where(RUNS.c.status == status)
+    if workflow_id:
+        stmt = stmt.where(RUNS.c.workflow_id == workflow_id)
+    if updated_after:
+        stmt = stmt.where(RUNS.c.updated_at > updated_after)
+    stmt = stmt.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
+    if limit:
+        stmt = stmt.limit(limit)
+    with store.read() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    out = []
+    for row in rows:
+        if row["status"] in ("running", "created"):
+            fresh = touch(store, row)
+            if fresh is not row:
+                row = {k: fresh.get(k) for k in _SUMMARY_COLUMNS}
+        if status and row["status"] != status:
+            continue
+        out.append(row)
+    return out
+
+
+def runs_overview() -> dict[str, Any]:
+    """{"total", "by_status": {status: n}, "last_updated"}: cheap enough to poll, and
+    it changes whenever any run is added, changed or deleted."""
+    from sqlalchemy import func, select
+
+    from core.store.store import RUNS
+
+    store = _store()
+    with store.read() as conn:
+        by_status = {
+            s: int(n)
+            for s, n in conn.execute(
+                select(RUNS.c.status, func.count())
+                .where(RUNS.c.account == "local")
+                .group_by(RUNS.c.status)
+            )
+        }
+        last = conn.execute(
+            select(func.max(RUNS.c.updated_at)).where(RUNS.c.account == "local")
+        ).scalar()
+    return {"total": sum(by_status.values()), "by_status": by_status, "last_updated": last}
+
+
+def output_tail(
+    run_id: str,
+    *,
+    step_id: str | None = None,
+    attempt_id: int | None = None,
+    max_lines: int = 10_000,
+    page: int = 200,
+) -> dict[str, Any]:
+    """The newest output chunks holding at least `max_lines` lines (oldest first), so a
+    viewer of a huge log reads only its end. `complete` is False when older chunks exist."""
+    from sqlalchemy import select
+
+    from core.store.store import CHUNKS
+
+    store = _store()
+    base = select(CHUNKS).where(CHUNKS.c.run_id == run_id)
+    if step_id is not None:
+        base = base.where(CHUNKS.c.step_id == step_id)
+    if attempt_id is not None:
+        base = base.where(CHUNKS.c.attempt_id == attempt_id)
+    picked: list[dict[str, Any]] = []
+    lines = 0
+    complete = True
+    with store.read() as conn:
+        before: int | None = None
+        while lines < max_lines:
+            stmt = base if before is None else base.where(CHUNKS.c.id < before)
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(stmt.order_by(CHUNKS.c.id.desc()).limit(page))
+            ]
+            for row in rows:
+                picked.append(row)
+                lines += row["text"].count("\n")
+                if lines >= max_lines:
+                    break
+            if len(rows) < page:
+                break
+            before = rows[-1]["id"]
+        if lines >= max_lines and picked:
+            older = base.where(CHUNKS.c.id < picked[-1]["id"]).limit(1)
+            complete = conn.execute(older).first() is None
+    picked.reverse()
+    return {"chunks": picked, "complete": complete}
