@@ -1,0 +1,62 @@
+"""How statuses look everywhere: one icon and one theme colour per status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+ICONS = {
+    "created": "○",
+    "running": "▶",
+    "waiting": "‖",
+    "completed": "✓",
+    "failed": "✗",
+    "cancelled": "⊘",
+    "skipped": "·",
+    "pending": "○",
+}
+
+
+class Palette:
+    """The current theme's resolved colours (Theme fields may be None; these never are)."""
+
+    def __init__(self, app: Any) -> None:
+        v = app.theme_variables
+        self.primary = v["primary"]
+        self.secondary = v["secondary"]
+        self.accent = v["accent"]
+        self.success = v["success"]
+        self.warning = v["warning"]
+        self.error = v["error"]
+        self.background = v["background"]
+        self.foreground = v["foreground"]
+        self.dark = bool(getattr(app.current_theme, "dark", True))
+
+
+def palette(app: Any) -> Palette:
+    return Palette(app)
+
+
+def status_color(app: Any, status: str) -> str:
+    theme = palette(app)
+    return {
+        "running": theme.accent,
+        "created": theme.accent,
+        "waiting": theme.warning,
+        "completed": theme.success,
+        "failed": theme.error,
+        "cancelled": theme.foreground,
+    }.get(status, theme.foreground)
+
+
+def status_text(app: Any, status: str, *, label: bool = True) -> Text:
+    icon = ICONS.get(status, "?")
+    style = status_color(app, status)
+    if status == "cancelled":
+        style += " dim"
+    return Text(f"{icon} {status}" if label else icon, style=style, no_wrap=True)
+
+
+def short_id(run_id: str) -> str:
+    return run_id[:8]

@@ -1,0 +1,100 @@
+"""A LogView with its status line (follow state, "N new lines", wrap, matches, how much
+of the log is held) and a search field opened with `/`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Input, Static
+
+from cpf_tui.widgets.logview import LogView
+
+
+class LogPane(Vertical):
+    DEFAULT_CSS = """
+    LogPane { height: 1fr; }
+    LogPane > LogView { height: 1fr; }
+    LogPane > #log-status { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    LogPane > #log-search { display: none; height: 1; border: none; padding: 0 1; }
+    LogPane > #log-search.-open { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "open_search", "Search", id="log.search"),
+        Binding("escape", "close_search", "Close search", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        max_lines: int = 10_000,
+        empty_text: str = "No output yet.",
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self._max_lines = max_lines
+        self._empty_text = empty_text
+        self.hint = ""  # e.g. where the full log is: "cpf logs --run-id ..."
+
+    def compose(self) -> ComposeResult:
+        yield LogView(max_lines=self._max_lines, empty_text=self._empty_text)
+        yield Input(placeholder="search (enter: find, n/N: next/previous)", id="log-search")
+        yield Static(id="log-status")
+
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one(LogView)
+
+    def on_mount(self) -> None:
+        view = self.log_view
+        self.watch(view, "revision", self._update_status)
+        self.watch(view, "new_lines", self._update_status)
+        self.watch(view, "follow", self._update_status)
+
+    def _update_status(self, _value: object = None) -> None:
+        view = self.log_view
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if view.follow:
+            text.append("● following", style="bold")
+        else:
+            text.append("‖ paused", style="bold")
+            if view.new_lines:
+                text.append(f"  ↓ {view.new_lines:,} new lines", style="reverse bold")
+            text.append("  G: follow")
+        if view.wrap:
+            text.append("  · wrap")
+        if view.query_text:
+            where = view.match_index + 1 if view.match_index >= 0 else 0
+            text.append(f"  · “{view.query_text}” {where}/{view.match_count}")
+        if view.dropped:
+            text.append(f"  · last {view.line_count:,} of {view.dropped + view.line_count:,} lines")
+            if self.hint:
+                text.append(f" (all: {self.hint})")
+        self.query_one("#log-status", Static).update(text)
+
+    def action_open_search(self) -> None:
+        field = self.query_one("#log-search", Input)
+        field.add_class("-open")
+        field.value = self.log_view.query_text
+        field.focus()
+
+    def action_close_search(self) -> None:
+        field = self.query_one("#log-search", Input)
+        if field.has_class("-open"):
+            field.remove_class("-open")
+            self.log_view.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "log-search":
+            return
+        event.stop()
+        found = self.log_view.search(event.value.strip())
+        event.input.remove_class("-open")
+        self.log_view.focus()
+        if event.value.strip() and not found:
+            self.app.notify(f"No line contains “{event.value.strip()}”.", severity="warning")
+        self._update_status()

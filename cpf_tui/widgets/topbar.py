@@ -1,0 +1,38 @@
+"""The one-line bar at the top: the three areas with their keys, and the waiting count."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from cpf_tui.look import palette
+
+AREAS = (("workflows", "1", "Workflows"), ("runs", "2", "Runs"), ("waiting", "3", "Waiting"))
+
+
+class TopBar(Widget):
+    DEFAULT_CSS = """
+    TopBar { height: 1; background: $panel; color: $text; }
+    """
+
+    waiting: reactive[int] = reactive(0)
+    area: reactive[str] = reactive("")
+    where: reactive[str] = reactive("")  # what this screen shows (e.g. a run)
+
+    def render(self) -> Text:
+        theme = palette(self.app)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" cpf ", style=f"bold {theme.background} on {theme.primary}")
+        for key, number, label in AREAS:
+            current = key == self.area
+            text.append("  ")
+            text.append(number, style=f"bold {theme.accent}")
+            text.append(f" {label}", style=f"bold reverse {theme.accent}" if current else "")
+            if key == "waiting" and self.waiting:
+                badge = f"bold {theme.background} on {theme.warning}"
+                text.append(f" {self.waiting} ", style=badge)
+        if self.where:
+            text.append("  │ ", style="dim")
+            text.append(self.where)
+        return text
