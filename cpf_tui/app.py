@@ -1,0 +1,214 @@
+"""The cpf Textual app: three areas (Workflows, Runs, Waiting) and the screens they open.
+
+The app talks to the engine only through `core.queries`, `core.spawn` and `core.engine`
+(never SQL); every call runs in a worker thread (`off_thread`) so the UI never blocks.
+Runs are executed by detached `cpf` processes, so closing the app never stops a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import var
+
+from cpf_tui.clock import Clock, system_clock
+from cpf_tui.commands import CpfCommands
+from cpf_tui.config import TuiConfig, load_config
+from cpf_tui.css import APP_CSS
+
+T = TypeVar("T")
+
+
+async def off_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking engine call in a worker thread."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+@dataclass
+class Tracked:
+    spawned: Any  # core.spawn.Spawned
+    what: str  # "run", "resume", "retry"
+    on_done: Callable[[dict[str, Any] | None], None] | None
+
+
+class CpfApp(App[None]):
+    CSS = APP_CSS
+    TITLE = "cpf"
+    COMMANDS = App.COMMANDS | {CpfCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "area('workflows')", "Workflows", show=False, id="app.workflows"),
+        Binding("2", "area('runs')", "Runs", show=False, id="app.runs"),
+        Binding("3", "area('waiting')", "Waiting", show=False, id="app.waiting"),
+        Binding("f1,question_mark", "help", "Help", id="app.help"),
+        Binding("f8", "screenshot", "Screenshot", show=False, id="app.screenshot"),
+    ]
+
+    waiting: var[list[dict[str, Any]]] = var(list, init=False)
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path] = (".",),
+        *,
+        clock: Clock | None = None,
+        config: TuiConfig | None = None,
+        waiting_poll: float = 1.0,
+        start_area: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.paths = [Path(p) for p in paths] or [Path(".")]
+        self.clock: Clock = clock or system_clock
+        self.config = config if config is not None else load_config()
+        self.waiting_poll = waiting_poll
+        self.start_area = start_area
+        self.workflow_files: list[Any] = []  # cpf_tui.workflows.WorkflowFile, once checked
+        self._tracked: list[Tracked] = []
+        self._waiting_seen: set[str] | None = None  # None until the first poll
+        self._waiting_busy = False
+        self.store_error: str | None = None
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        from cpf_tui.screens.runs import RunsScreen
+        from cpf_tui.screens.waiting import WaitingScreen
+        from cpf_tui.screens.workflows import WorkflowsScreen
+
+        self.add_mode("workflows", WorkflowsScreen)
+        self.add_mode("runs", RunsScreen)
+        self.add_mode("waiting", WaitingScreen)
+        if self.config.theme in self.available_themes:
+            self.theme = self.config.theme
+        else:
+            self.config.problems.append(f"unknown theme '{self.config.theme}'")
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+        for problem in self.config.problems:
+            self.notify(problem, title="Settings", severity="warning", timeout=8)
+        self.switch_mode(self.start_area or "workflows")
+        self.set_interval(self.waiting_poll, self._poll_waiting)
+        self.set_interval(0.25, self._poll_spawned)
+        self.call_later(self._poll_waiting)
+
+    # -- areas and help ------------------------------------------------------------------
+
+    def action_area(self, name: str) -> None:
+        leave = getattr(self.screen, "can_leave", None)
+        if callable(leave) and not leave():
+            self.notify("Send or discard the form first (escape).", severity="warning")
+            return
+        if self.current_mode != name:
+            self.switch_mode(name)
+        elif len(self.screen_stack) > 1:
+            # Pressing the area key again goes back to the area's own list.
+            while len(self.screen_stack) > 1:
+                self.pop_screen()
+
+    def action_help(self) -> None:
+        from cpf_tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen, self.focused))
+
+    # -- opening things ------------------------------------------------------------------
+
+    def open_run(self, run_id: str, *, spawned: Any = None) -> None:
+        from cpf_tui.screens.run_view import RunScreen
+
+        self.push_screen(RunScreen(run_id, spawned=spawned))
+
+    def open_approval(self, run_id: str) -> None:
+        from cpf_tui.screens.approval import ApprovalScreen
+
+        self.push_screen(ApprovalScreen(run_id))
+
+    def start_workflow(self, wf_file: Any) -> None:
+        from cpf_tui.screens.start import StartRunScreen
+
+        self.push_screen(StartRunScreen(wf_file))
+
+    # -- detached executors ----------------------------------------------------------------
+
+    def track(
+        self,
+        spawned: Any,
+        what: str,
+        on_done: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> None:
+        """Watch a spawned `cpf` process until it exits (and reap it)."""
+        self._tracked.append(Tracked(spawned, what, on_done))
+
+    def _poll_spawned(self) -> None:
+        still = []
+        for item in self._tracked:
+            if item.spawned.process.poll() is None:
+                still.append(item)
+                continue
+            envelope = item.spawned.envelope()
+            if item.on_done is not None:
+                item.on_done(envelope)
+            else:
+                self.report_envelope(item.what, envelope)
+        self._tracked = still
+
+    def report_envelope(self, what: str, envelope: dict[str, Any] | None) -> None:
+        """A toast for how a spawned executor ended (errors only; success is on screen)."""
+        if envelope is None:
+            self.notify(f"The cpf {what} process ended without a result.", severity="error")
+            return
+        error = envelope.get("error") or {}
+        status = envelope.get("status")
+        if envelope.get("ok") is False and status not in ("failed", "cancelled"):
+            self.notify(
+                f"{error.get('code', 'error')}: {error.get('message', '')}",
+                title=f"cpf {what}",
+                severity="error",
+                timeout=10,
+            )
+
+    # -- waiting runs ----------------------------------------------------------------------
+
+    async def _poll_waiting(self) -> None:
+        if self._waiting_busy:
+            return
+        self._waiting_busy = True
+        try:
+            from core import queries
+
+            rows = await off_thread(queries.run_summaries, status="waiting")
+        except Exception as exc:  # a store we cannot read: say so once, keep polling
+            message = " ".join(str(exc).split())
+            if message != self.store_error:
+                self.store_error = message
+                self.notify(message, title="Store", severity="error", timeout=10)
+            return
+        finally:
+            self._waiting_busy = False
+        self.store_error = None
+        rows.sort(key=lambda r: r.get("updated_at") or "")
+        ids = {r["run_id"] for r in rows}
+        if self._waiting_seen is not None:
+            for row in rows:
+                if row["run_id"] not in self._waiting_seen:
+                    self._announce(row)
+        self._waiting_seen = ids
+        if rows != self.waiting:
+            self.waiting = rows
+
+    def _announce(self, row: dict[str, Any]) -> None:
+        wait = row.get("wait") or {}
+        step = wait.get("step_id") or row.get("current_step_id")
+        name = row.get("workflow_name") or row.get("workflow_id")
+        self.notify(
+            f"{name} waits at '{step}' for '{wait.get('event_name')}'. Press 3 to answer.",
+            title="A run needs input",
+            severity="warning",
+            timeout=8,
+        )
+        if self.config.bell:
+            self.bell()

@@ -1,0 +1,58 @@
+"""The app stylesheet (Textual CSS). Kept in Python so it ships without package data;
+widgets carry their own DEFAULT_CSS."""
+
+APP_CSS = """
+
+Screen { background: $background; }
+
+/* Workflows */
+#wf-body { height: 1fr; }
+#wf-tree {
+    width: 30%; min-width: 24; max-width: 48;
+    border-right: tall $panel; background: $surface;
+}
+#wf-preview { width: 1fr; padding: 0 1; }
+#wf-title { height: auto; max-height: 4; margin-bottom: 0; }
+#wf-tabs { height: 1fr; }
+#wf-tabs TabPane { padding: 0; }
+
+/* Runs */
+#runs-filters { height: 1; background: $panel; }
+#status-filter { width: 20; }
+#workflow-filter { width: 24; margin-left: 1; }
+#runs-count { width: 1fr; padding: 0 1; color: $text-muted; }
+#runs-table { height: 1fr; }
+
+/* Waiting */
+#waiting-info { height: 1; background: $panel; }
+#waiting-table { height: 1fr; }
+
+/* Run view */
+#run-head { height: 2; padding: 0 1; background: $panel; }
+#run-body { height: 1fr; }
+#timeline {
+    width: 30%; min-width: 22; max-width: 44; overflow-x: hidden;
+    border-right: tall $panel; background: $surface;
+}
+#run-tabs { width: 1fr; }
+#run-tabs TabPane { padding: 0; }
+#run-tabs VerticalScroll { padding: 0 1; }
+
+/* Forms (start and answer) */
+#start-body { height: 1fr; padding: 0 1; }
+#start-head { height: auto; margin-bottom: 1; }
+#form-slot { height: 1fr; }
+#inputs-form, #answer-form { height: 1fr; }
+.form-buttons { height: 1; align-horizontal: right; margin-top: 1; }
+.form-buttons Button { margin-left: 2; }
+.command-hint { width: 1fr; height: 1; }
+Screen.-narrow .command-hint { display: none; }
+
+/* Answer */
+#answer-head { height: 1; padding: 0 1; background: $panel; }
+#answer-context { height: 40%; min-height: 6; }
+#answer-prompt { width: 1fr; border: round $primary 50%; padding: 0 1; }
+#answer-prompt Markdown { margin: 0; padding: 0; }
+#answer-log { width: 1fr; border: round $panel-lighten-2; }
+#answer-form-area { height: 1fr; padding: 0 1; }
+"""

@@ -1,0 +1,43 @@
+"""What every full screen of the app has: the top bar, a footer and contextual help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from textual.screen import Screen
+
+from cpf_tui.widgets.topbar import TopBar
+
+Command = tuple[str, str, Callable[[], Any]]
+
+
+class CpfScreen(Screen[Any]):
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (120, "-wide"),
+    ]
+    AREA: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""  # markdown shown by F1 / ? above the key list
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "waiting", self._waiting_changed)
+        bar = self.query(TopBar)
+        if bar:
+            bar.first().area = self.AREA or getattr(self.app, "current_mode", "")
+
+    def _waiting_changed(self, rows: list[dict[str, Any]]) -> None:
+        for bar in self.query(TopBar):
+            bar.waiting = len(rows)
+        self.waiting_changed(rows)
+
+    def waiting_changed(self, rows: list[dict[str, Any]]) -> None:
+        """Override to react to the app's list of waiting runs."""
+
+    def context_commands(self) -> Iterator[Command]:
+        """Commands this screen adds to the palette."""
+        return iter(())
+
+    @property
+    def now(self) -> Any:
+        return self.app.clock()  # type: ignore[attr-defined]
