@@ -770,3 +770,66 @@ async def test_repository_examples_render() -> None:
             payload, errors = app.form.collect()
             assert isinstance(errors, list)
             assert payload is not None or app.form.raw_mode
+
+
+async def test_compact_form_uses_one_line_editors() -> None:
+    app = FormHost(CHOICES, compact=True)
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.form
+        assert form.has_class("-compact")
+        confirm = field(app, "confirm").focus_target()
+        assert isinstance(confirm, Checkbox) and confirm.compact  # booleans: checkboxes
+        assert field(app, "env").focus_target().compact
+        confirm.focus()
+        await pilot.press("space")
+        await pilot.pause()
+        assert form.collect()[0]["confirm"] is True
+
+
+async def test_mark_clean_and_limitations() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {}},
+        "dependentRequired": {"a": ["b"]},
+    }
+    app = FormHost(schema)
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.form
+        assert form.limitations == [
+            "$: dependentRequired is checked on submit only",
+            "$.b: any JSON value; edited as raw JSON",
+        ]
+        await type_into(pilot, app, ("a",), "x")
+        assert form.dirty
+        _, errors = form.collect()
+        assert errors == [FieldError((), "'b' is a dependency of 'a'")]  # the engine decides
+        form.mark_clean()
+        assert not form.dirty
+
+
+async def test_structural_edits_post_changed() -> None:
+    app = FormHost({**ARRAYS, "properties": {**ARRAYS["properties"], **VARIANTS["properties"]}})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        base = app.changes
+        ports = field(app, "ports")
+        assert isinstance(ports, ArrayField)
+        ports.add_button.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.changes == base + 1
+        when = by_key(app, "when")
+        when.focus_target().focus()
+        await pilot.press("enter", "down", "enter")
+        await pilot.pause()
+        assert app.changes == base + 2
+        assert app.form.dirty
+
+
+async def test_raw_toggle_binding_hidden_without_a_form() -> None:
+    app = FormHost({"type": "string"}, "x")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        shown = {b.binding.id for b in app.active_bindings.values() if b.enabled}
+        assert "form.toggle_raw" not in shown
+        assert app.form.collect() == ("x", [])

@@ -1,6 +1,6 @@
 """A tiny app around one `SchemaForm`: preview a schema's form, and the tests' host app.
 
-    python -m cpf_tui.forms.demo schema.json [value.json]
+    python -m cpf_tui.forms.demo [--compact] schema.json [value.json]
 
 ctrl+s submits (the payload is printed on exit when valid), escape quits.
 """
@@ -30,9 +30,17 @@ class FormHost(App[Any]):
         Binding("escape", "quit", "Quit", id="demo.quit"),
     ]
 
-    def __init__(self, schema: dict[str, Any], value: Any = None, *, blink: bool = True) -> None:
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        value: Any = None,
+        *,
+        blink: bool = True,
+        compact: bool = False,
+    ) -> None:
         super().__init__()
         self.schema = schema
+        self.compact = compact
         self.initial = value
         self.blink = blink
         self.submitted: Any = None
@@ -40,7 +48,7 @@ class FormHost(App[Any]):
         self.changes = 0
 
     def compose(self) -> ComposeResult:
-        yield SchemaForm(self.schema, value=self.initial, id="form")
+        yield SchemaForm(self.schema, value=self.initial, id="form", compact=self.compact)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -67,13 +75,16 @@ class FormHost(App[Any]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
+    compact = "--compact" in args
+    args = [a for a in args if a != "--compact"]
     if not args:
-        print("usage: python -m cpf_tui.forms.demo SCHEMA.json [VALUE.json]", file=sys.stderr)
+        usage = "usage: python -m cpf_tui.forms.demo [--compact] SCHEMA.json [VALUE.json]"
+        print(usage, file=sys.stderr)
         return 2
     schema = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     value = json.loads(Path(args[1]).read_text(encoding="utf-8")) if len(args) > 1 else None
-    result = FormHost(schema, value).run()
+    result = FormHost(schema, value, compact=compact).run()
     if result is not None:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

@@ -80,12 +80,22 @@ def _inline_markdown(text: str) -> Content:
         return Content(text)
 
 
-def _label(f: Field, *, suffix: str = "") -> Content:
-    title = escape(f.title)
-    mark = " [$text-error]*[/]" if f.required else " [dim](optional)[/]"
-    if f.kind == model.CONST or (f.kind == model.OBJECT and f.key is None):
-        mark = ""
-    return Content.from_markup(f"[b]{title}[/b]{mark}{suffix}")
+def _marks(f: Field) -> str:
+    """Markup after a label: "*" when required, else "(optional)"; read-only / secret."""
+    notes = [] if f.required or f.kind == model.CONST else ["optional"]
+    if f.read_only:
+        notes.append("read-only")
+    if f.secret:
+        notes.append("secret")
+    out = " [$text-error]*[/]" if f.required and f.kind != model.CONST else ""
+    return out + (f" [dim]({', '.join(notes)})[/]" if notes else "")
+
+
+def _label(f: Field) -> Content:
+    return Content.from_markup(f"[b]{escape(f.title)}[/b]{_marks(f)}")
+
+
+_COMPACTABLE = (Input, Select, RadioSet, SelectionList, Checkbox, Button)
 
 
 class FieldWidget(Vertical):
@@ -109,15 +119,25 @@ class FieldWidget(Vertical):
     FieldWidget.-has-error > .field-row > RadioSet { border: tall $error; }
     FieldWidget.-has-error > .field-row > Select > SelectCurrent { border: tall $error; }
     FieldWidget > .field-row > .null-toggle { width: auto; margin-left: 1; }
-    FieldWidget > .field-row > .field-hint { width: auto; color: $text-muted; padding: 1 1; }
+    FieldWidget > .field-row > .field-hint { width: auto; color: $text-muted; padding: 0 1; }
+    FieldWidget > .field-row > .field-hint.-beside-tall { padding: 1 1; }
     FieldWidget > .field-row > TextArea { height: auto; min-height: 3; max-height: 12; }
     FieldWidget.-null > .field-row > .field-hint { display: none; }
     """
 
-    def __init__(self, f: Field, value: Any = MISSING, *, depth: int = 0, label: bool = True):
+    def __init__(
+        self,
+        f: Field,
+        value: Any = MISSING,
+        *,
+        depth: int = 0,
+        label: bool = True,
+        compact: bool = False,
+    ):
         super().__init__(classes=f"field field-{f.kind}")
         self.field = f
         self.depth = depth
+        self.compact = compact
         self.show_label = label
         self.errors: list[str] = []
         self.errors_state: Any = None  # what the editor held when the errors were shown
@@ -203,7 +223,15 @@ class FieldWidget(Vertical):
                 break
         return " › ".join(reversed(parts)) or self.field.title
 
+    def apply_compact(self) -> None:
+        """In a compact form, editors lose their borders (one line each)."""
+        if self.compact:
+            for w in [*self.editors(), self.null_toggle]:
+                if isinstance(w, _COMPACTABLE):
+                    w.compact = True
+
     def compose(self) -> Iterator[Widget]:
+        self.apply_compact()
         if self.show_label:
             yield Static(_label(self.field), classes="field-label")
         with Horizontal(classes="field-row"):
@@ -281,6 +309,7 @@ class ScalarField(FieldWidget):
         self.editor: Input | TextArea
         if f.multiline:
             self.editor = TextArea(text, soft_wrap=True, tab_behavior="focus", disabled=f.read_only)
+            self.editor.highlight_cursor_line = False
             if f.placeholder:
                 self.editor.placeholder = f.placeholder
         elif f.format == "date" and not f.secret:
@@ -358,7 +387,7 @@ class BoolField(FieldWidget):
     def __init__(self, f: Field, value: Any = MISSING, **kw: Any) -> None:
         initial = value if value is not MISSING else f.default
         self.checkbox = f.widget == "checkbox" or (
-            f.widget != "switch" and len(f.title) > LONG_LABEL
+            f.widget != "switch" and (len(f.title) > LONG_LABEL or kw.get("compact", False))
         )
         super().__init__(f, value, label=kw.pop("label", True) and not self.checkbox, **kw)
         self.is_set = isinstance(initial, bool)
@@ -368,7 +397,8 @@ class BoolField(FieldWidget):
             self.editor = Checkbox(_label(f), value=on_, disabled=f.read_only)
         else:
             self.editor = Switch(value=on_, animate=False, disabled=f.read_only)
-        self.hint = Static("", classes="field-hint")
+        tall = not self.checkbox or not kw.get("compact", False)
+        self.hint = Static("", classes="field-hint" + (" -beside-tall" if tall else ""))
 
     def compose_editor(self) -> Iterator[Widget]:
         yield self.editor
@@ -565,6 +595,7 @@ class JsonField(FieldWidget):
             disabled=f.read_only,
         )
         self.editor.placeholder = "JSON value"
+        self.editor.highlight_cursor_line = False
 
     def compose_editor(self) -> Iterator[Widget]:
         yield self.editor
@@ -624,6 +655,7 @@ class ObjectField(FieldWidget):
     ObjectField > Collapsible { padding: 0; border-top: none; }
     ObjectField > Collapsible > Contents { padding: 0 0 0 2; }
     ObjectField .-discriminator { display: none; }
+    ObjectField.-flat { padding: 0 0 0 2; margin: 0; }
     """
 
     def __init__(
@@ -633,16 +665,18 @@ class ObjectField(FieldWidget):
         *,
         depth: int = 0,
         label: bool = True,
+        compact: bool = False,
         title: str | None = None,
         hide: str | None = None,
+        flat: bool = False,
     ) -> None:
-        super().__init__(f, value, depth=depth, label=label)
+        super().__init__(f, value, depth=depth, label=label, compact=compact)
         initial = value if value is not MISSING else f.default
         given = initial if isinstance(initial, dict) else {}
         self.extra = {k: v for k, v in given.items() if f.child(k) is None}
         self.children_fields: list[FieldWidget] = []
         for c in f.children:
-            w = make_field(c, given.get(c.key, MISSING), depth=depth + 1)
+            w = make_field(c, given.get(c.key, MISSING), depth=depth + 1, compact=compact)
             if hide is not None and c.key == hide and c.kind == model.CONST:
                 w.add_class("-discriminator")
             self.children_fields.append(w)
@@ -650,16 +684,17 @@ class ObjectField(FieldWidget):
         self.collapsible: Collapsible | None = None
         if depth == 0:
             self.add_class("-root")
+        elif flat:
+            self.add_class("-flat")  # a variant's body: the selector above is its title
         elif depth >= 2 and f.children:
             self.collapsible = Collapsible(title=self.heading, collapsed=False)
         else:
             self.add_class("-fieldset")
 
     def compose(self) -> Iterator[Widget]:
-        if self.depth > 0 and self.collapsible is None:
-            self.border_title = _label(self.field).plain if self.show_label else self.heading
-            if self.show_label:
-                self.border_title = self._title_markup()
+        self.apply_compact()
+        if self.has_class("-fieldset"):
+            self.border_title = self._title_markup()
         if self.field.description and self.depth > 0:
             yield Static(_inline_markdown(self.field.description), classes="field-help")
         if self.null_toggle is not None:
@@ -675,9 +710,8 @@ class ObjectField(FieldWidget):
         yield self.error_line
 
     def _title_markup(self) -> str:
-        f = self.field
-        mark = " [$text-error]*[/]" if f.required else " [dim](optional)[/]"
-        return f"{escape(self.heading)}{mark if f.key is not None else ''}"
+        marks = _marks(self.field) if self.field.key is not None and self.show_label else ""
+        return f"{escape(self.heading)}{marks}"
 
     def editors(self) -> list[Widget]:
         return list(self.children_fields)
@@ -738,6 +772,8 @@ class ObjectField(FieldWidget):
         if tail:
             for w in self.children_fields:
                 if w.field.key == tail[0]:
+                    if w.has_class("-discriminator"):
+                        break  # hidden: the variant's selector above speaks for it
                     return w.route(tail[1:])
         return self, tail
 
@@ -794,8 +830,8 @@ class ArrayField(FieldWidget):
     ArrayField > .array-empty { color: $text-muted; }
     """
 
-    def __init__(self, f: Field, value: Any = MISSING, *, depth: int = 0, label: bool = True):
-        super().__init__(f, value, depth=depth, label=label)
+    def __init__(self, f: Field, value: Any = MISSING, **kw: Any) -> None:
+        super().__init__(f, value, **kw)
         initial = value if value is not MISSING else f.default
         items = list(initial) if isinstance(initial, list) else []
         items += [MISSING] * max(0, self.min_items - len(items))
@@ -821,10 +857,18 @@ class ArrayField(FieldWidget):
 
     def _row(self, value: Any, index: int) -> _ArrayRow:
         assert self.field.item is not None
-        item = make_field(self.field.item, value, depth=self.depth + 1, label=False, index=index)
+        item = make_field(
+            self.field.item,
+            value,
+            depth=self.depth + 1,
+            label=False,
+            index=index,
+            compact=self.compact,
+        )
         return _ArrayRow(item, index, self.field.read_only)
 
     def compose(self) -> Iterator[Widget]:
+        self.apply_compact()
         if self.show_label:
             yield Static(_label(self.field), classes="field-label")
         if self.null_toggle is not None:
@@ -987,8 +1031,9 @@ class VariantField(FieldWidget):
     VariantField > .field-row > Select { width: 1fr; }
     """
 
-    def __init__(self, f: Field, value: Any = MISSING, *, depth: int = 0, label: bool = True):
-        super().__init__(f, value, depth=depth, label=label)
+    def __init__(self, f: Field, value: Any = MISSING, **kw: Any) -> None:
+        super().__init__(f, value, **kw)
+        depth = self.depth
         initial = value if value is not MISSING else f.default
         chosen = model.match_variant(f, initial) if initial is not MISSING else None
         if chosen is None and initial not in (MISSING, None):
@@ -1000,11 +1045,19 @@ class VariantField(FieldWidget):
             sub_value = initial if i == chosen else MISSING
             if v.field.kind == model.OBJECT:
                 sub: FieldWidget = ObjectField(
-                    v.field, sub_value, depth=depth + 1, title=v.title, hide=f.discriminator,
+                    v.field,
+                    sub_value,
+                    depth=depth + 1,
                     label=False,
-                )  # fmt: skip
+                    compact=self.compact,
+                    title=v.title,
+                    hide=f.discriminator,
+                    flat=True,
+                )
             else:
-                sub = make_field(v.field, sub_value, depth=depth + 1, label=False)
+                sub = make_field(
+                    v.field, sub_value, depth=depth + 1, label=False, compact=self.compact
+                )
             sub.display = i == chosen
             self.subs.append(sub)
         self.selector: Select[int] = Select(
@@ -1095,27 +1148,31 @@ class VariantField(FieldWidget):
 
 
 def make_field(
-    f: Field, value: Any = MISSING, *, depth: int = 0, label: bool = True, index: int | None = None
+    f: Field,
+    value: Any = MISSING,
+    *,
+    depth: int = 0,
+    label: bool = True,
+    index: int | None = None,
+    compact: bool = False,
 ) -> FieldWidget:
     """The widget for field `f`, showing `value` (MISSING: the field's default)."""
-    if f.kind in model.SCALARS:
-        return ScalarField(f, value, depth=depth, label=label)
-    if f.kind == model.BOOLEAN:
-        return BoolField(f, value, depth=depth, label=label)
-    if f.kind == model.ENUM:
-        return EnumField(f, value, depth=depth, label=label)
-    if f.kind == model.CONST:
-        return ConstField(f, value, depth=depth, label=label)
-    if f.kind == model.MULTISELECT:
-        return MultiSelectField(f, value, depth=depth, label=label)
+    kw: dict[str, Any] = {"depth": depth, "label": label, "compact": compact}
     if f.kind == model.OBJECT:
         title = f"{f.title} {index + 1}" if index is not None else None
-        return ObjectField(f, value, depth=depth, label=label, title=title)
-    if f.kind == model.ARRAY:
-        return ArrayField(f, value, depth=depth, label=label)
-    if f.kind == model.VARIANT:
-        return VariantField(f, value, depth=depth, label=label)
-    return JsonField(f, value, depth=depth, label=label)
+        return ObjectField(f, value, title=title, **kw)
+    cls: type[FieldWidget] = {
+        model.STRING: ScalarField,
+        model.INTEGER: ScalarField,
+        model.NUMBER: ScalarField,
+        model.BOOLEAN: BoolField,
+        model.ENUM: EnumField,
+        model.CONST: ConstField,
+        model.MULTISELECT: MultiSelectField,
+        model.ARRAY: ArrayField,
+        model.VARIANT: VariantField,
+    }.get(f.kind, JsonField)
+    return cls(f, value, **kw)
 
 
 CHANGE_EVENTS = _CHANGE_EVENTS

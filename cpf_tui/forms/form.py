@@ -51,11 +51,8 @@ class SchemaForm(VerticalScroll, can_focus=False):
         margin-bottom: 1;
     }
     SchemaForm > .form-summary.-shown { display: block; }
-    SchemaForm > .form-raw { height: auto; min-height: 8; display: none; }
-    SchemaForm.-raw > .form-raw { display: block; }
-    SchemaForm.-raw > ObjectField { display: none; }
-    SchemaForm > .form-raw-help { color: $text-muted; display: none; height: auto; }
-    SchemaForm.-raw > .form-raw-help { display: block; }
+    SchemaForm > .form-raw { height: auto; min-height: 8; }
+    SchemaForm > .form-raw-help { color: $text-muted; height: auto; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -94,14 +91,17 @@ class SchemaForm(VerticalScroll, can_focus=False):
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
+        compact: bool = False,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.schema = schema
+        self.compact = compact
+        self.set_class(compact, "-compact")
         self.field = model.build(schema) if self.supported(schema) else None
         initial = MISSING if value is None else value
         self.root: ObjectField | None = None
         if self.field is not None:
-            root = make_field(self.field, initial, depth=0, label=False)
+            root = make_field(self.field, initial, depth=0, label=False, compact=compact)
             assert isinstance(root, ObjectField)
             self.root = root
         self.summary = Static("", classes="form-summary")
@@ -113,11 +113,14 @@ class SchemaForm(VerticalScroll, can_focus=False):
             tab_behavior="focus",
             classes="form-raw",
         )
-        self.raw_help = Static(
-            Content("Raw JSON of the whole payload. ctrl+r: back to the form."),
-            classes="form-raw-help",
+        help_text = (
+            "Raw JSON of the whole payload. ctrl+r: back to the form."
+            if self.root is not None
+            else "This schema cannot be shown as a form: enter the payload as JSON."
         )
+        self.raw_help = Static(Content(help_text), classes="form-raw-help")
         self._raw_mode = self.root is None
+        self._sync_mode()
         self.errors: list[FieldError] = []
         self._initial: Any = None
         self._last_state: Any = None
@@ -205,6 +208,10 @@ class SchemaForm(VerticalScroll, can_focus=False):
         """True when the payload differs from the one the form started with."""
         return self._payload_state() != self._initial
 
+    def mark_clean(self) -> None:
+        """Make the current payload the baseline for `dirty` (e.g. after a save)."""
+        self._initial = self._payload_state()
+
     @property
     def value(self) -> Any:
         """The current payload, whether or not it is valid (None if unreadable)."""
@@ -255,11 +262,17 @@ class SchemaForm(VerticalScroll, can_focus=False):
                 )
                 return False
             self._raw_mode = False
-        self.set_class(self._raw_mode, "-raw")
+        self._sync_mode()
         self.show_errors([])
         self._focus_first()
         self._changed()
         return True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_raw" and self.root is None:
+            return False  # nothing to toggle to
+        # Resetting a field means nothing in the raw JSON editor.
+        return not (action == "reset_field" and self._raw_mode)
 
     def action_toggle_raw(self) -> None:
         self.set_raw_mode(not self._raw_mode)
@@ -282,8 +295,21 @@ class SchemaForm(VerticalScroll, can_focus=False):
         yield self.raw_help
         yield self.raw
 
+    def _sync_mode(self) -> None:
+        # Inline display (not CSS classes): hidden editors must be out of the focus chain
+        # from the very first frame, before the stylesheet is applied.
+        raw = self._raw_mode
+        self.set_class(raw, "-raw")
+        if self.is_attached:
+            self.refresh_bindings()
+        self.raw.display = raw
+        self.raw.can_focus = raw
+        self.raw_help.display = raw
+        if self.root is not None:
+            self.root.display = not raw
+
     def on_mount(self) -> None:
-        self.set_class(self._raw_mode, "-raw")
+        self.call_after_refresh(self._autofocus)
         self._initial = self._payload_state()
         self._last_state = self._state()
 
@@ -354,6 +380,12 @@ class SchemaForm(VerticalScroll, can_focus=False):
 
     def _say(self, message: str) -> None:
         self.show_errors([FieldError((), message)])
+
+    def _autofocus(self) -> None:
+        # Nested fields mount after the screen picks its first focus; when that found
+        # nothing, the first field is the obvious place to start typing.
+        if self.is_attached and self.screen.focused is None:
+            self._focus_first()
 
     def _focus_first(self) -> None:
         if self._raw_mode or self.root is None:
