@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from textual.pilot import Pilot
@@ -833,3 +834,43 @@ async def test_raw_toggle_binding_hidden_without_a_form() -> None:
         shown = {b.binding.id for b in app.active_bindings.values() if b.enabled}
         assert "form.toggle_raw" not in shown
         assert app.form.collect() == ("x", [])
+
+
+async def test_raw_round_trip_rebuilds_rows_with_selects_and_variants() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"type": "object", "properties": {"k": {"const": "a"}}},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "k": {"const": "b"},
+                                "env": {"enum": ["dev", "staging", "prod", "qa", "perf"]},
+                            },
+                        },
+                    ]
+                },
+            },
+            "day": {"type": "string", "format": "date"},
+        },
+    }
+    app = FormHost(schema)
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.form
+        await pilot.press("ctrl+r")
+        value = {"items": [{"k": "b", "env": "qa"}, {"k": "a"}], "day": "2024-01-31"}
+        form.raw.load_text(json.dumps(value))
+        assert form.set_raw_mode(False)
+        # Read straight away, before the new rows are even mounted.
+        assert form.collect() == (value, [])
+        await pilot.pause()
+        assert form.collect() == (value, [])
+        # A date the masked editor cannot hold is refused, not silently dropped.
+        assert form.set_raw_mode(True)
+        form.raw.load_text(json.dumps({"day": "31/01/2024"}))
+        assert not form.set_raw_mode(False)
+        assert form.collect() == ({"day": "31/01/2024"}, [])

@@ -300,6 +300,10 @@ def _text_of(f: Field, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# A MaskedInput refuses values that do not fit its template; anything else gets an Input.
+_DATE_MASKABLE = re.compile(r"(\d{4}-\d{2}-\d{2})?")
+
+
 class ScalarField(FieldWidget):
     """string / integer / number: Input (MaskedInput for dates, TextArea for long text)."""
 
@@ -312,7 +316,7 @@ class ScalarField(FieldWidget):
             self.editor.highlight_cursor_line = False
             if f.placeholder:
                 self.editor.placeholder = f.placeholder
-        elif f.format == "date" and not f.secret:
+        elif f.format == "date" and not f.secret and _DATE_MASKABLE.fullmatch(text):
             self.editor = MaskedInput(
                 "9999-99-99", value=text, placeholder=f.placeholder or "YYYY-MM-DD",
                 disabled=f.read_only,
@@ -353,6 +357,8 @@ class ScalarField(FieldWidget):
             with self.editor.prevent(TextArea.Changed):
                 self.editor.load_text(text)
         else:
+            if isinstance(self.editor, MaskedInput) and not _DATE_MASKABLE.fullmatch(text):
+                text = ""  # cannot be shown here; the raw JSON view keeps it (and says so)
             with self.editor.prevent(Input.Changed):
                 self.editor.value = text
 
@@ -451,6 +457,9 @@ class EnumField(FieldWidget):
     def __init__(self, f: Field, value: Any = MISSING, **kw: Any) -> None:
         super().__init__(f, value, **kw)
         index = self._index(value if value is not MISSING else f.default)
+        # A Select only takes its value when mounted; the choice is tracked here too so a
+        # freshly built field (a new array row) reads correctly straight away.
+        self.index = index
         n = len(f.options)
         self.radio = f.widget == "radio" or (f.widget != "select" and 2 <= n <= RADIO_MAX)
         self.editor: Select[int] | RadioSet
@@ -490,8 +499,12 @@ class EnumField(FieldWidget):
     def selected(self) -> int | None:
         if isinstance(self.editor, RadioSet):
             return next((i for i, b in enumerate(self.buttons) if b.value), None)
-        v = self.editor.value
-        return v if isinstance(v, int) else None
+        return self.index
+
+    @on(Select.Changed)
+    def _picked(self, event: Select.Changed) -> None:
+        if event.select is self.editor:
+            self.index = event.value if isinstance(event.value, int) else None
 
     def read_value(self, path: Path) -> tuple[Any, list[FieldError]]:
         i = self.selected
@@ -507,10 +520,12 @@ class EnumField(FieldWidget):
                     b.value = i == index
             self.editor._pressed_button = None if index is None else self.buttons[index]
         else:
+            if index is None and not self.editor._allow_blank:
+                return  # a required choice cannot be emptied
+            self.index = index
             with self.editor.prevent(Select.Changed):
                 if index is None:
-                    if self.editor._allow_blank:
-                        self.editor.clear()
+                    self.editor.clear()
                 else:
                     self.editor.value = index
 
@@ -1060,6 +1075,7 @@ class VariantField(FieldWidget):
                 )
             sub.display = i == chosen
             self.subs.append(sub)
+        self._chosen = chosen  # tracked here: a Select takes its value only when mounted
         self.selector: Select[int] = Select(
             [(Content(v.title), i) for i, v in enumerate(f.variants)],
             prompt="Choose…",
@@ -1081,8 +1097,7 @@ class VariantField(FieldWidget):
 
     @property
     def chosen(self) -> int | None:
-        v = self.selector.value
-        return v if isinstance(v, int) else None
+        return self._chosen
 
     @property
     def active(self) -> FieldWidget | None:
@@ -1096,6 +1111,7 @@ class VariantField(FieldWidget):
     @on(Select.Changed)
     def _switched(self, event: Select.Changed) -> None:
         if event.select is self.selector:
+            self._chosen = event.value if isinstance(event.value, int) else None
             self._show()
 
     def read_value(self, path: Path) -> tuple[Any, list[FieldError]]:
@@ -1111,6 +1127,7 @@ class VariantField(FieldWidget):
             chosen = 0
         if chosen is None and self.field.required and self.subs:
             chosen = 0
+        self._chosen = chosen
         with self.selector.prevent(Select.Changed):
             if chosen is None:
                 self.selector.clear()

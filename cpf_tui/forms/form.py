@@ -113,11 +113,12 @@ class SchemaForm(VerticalScroll, can_focus=False):
             tab_behavior="focus",
             classes="form-raw",
         )
-        help_text = (
-            "Raw JSON of the whole payload. ctrl+r: back to the form."
-            if self.root is not None
-            else "This schema cannot be shown as a form: enter the payload as JSON."
-        )
+        if self.root is not None:
+            help_text = "Raw JSON of the whole payload. ctrl+r: back to the form."
+        elif not schema:
+            help_text = "No schema: any JSON payload is accepted."
+        else:
+            help_text = "This schema cannot be shown as a form: enter the payload as JSON."
         self.raw_help = Static(Content(help_text), classes="form-raw-help")
         self._raw_mode = self.root is None
         self._sync_mode()
