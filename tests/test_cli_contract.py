@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import CPF, CpfRunner, step_results_for
+from conftest import CPF, CpfRunner, step_results_for, wait_for
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -157,6 +157,7 @@ def test_validate_ok(cpf: CpfRunner, write_workflow) -> None:
     assert env["status"] == "completed"
     assert env["workflow_id"] == "approval-demo"
     assert env["workflow_version"] == "1.2"
+    assert "workflow_name" not in env
     assert "run_id" not in env
     assert "error" not in env
     # A clean document carries no warnings (null fields are omitted).
@@ -550,6 +551,24 @@ def test_resume_input_from_file_and_stdin(cpf: CpfRunner, write_workflow, workdi
     assert env["result"]["decision"] == "approve"
 
 
+def test_resume_from_another_cwd(cpf: CpfRunner, write_workflow, tmp_path: Path) -> None:
+    write_workflow(APPROVAL)
+    env = cpf.ok("run", "-f", "workflow.yaml", "--input", '{"who": "gil"}', exit_code=40)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = cpf.ok(
+        "resume",
+        "--run-id",
+        env["run_id"],
+        "--event",
+        "approval",
+        "--input",
+        '{"decision": "approve"}',
+        cwd=elsewhere,
+    )
+    assert env["result"]["who"] == "gil"
+
+
 def test_resume_unknown_run(cpf: CpfRunner) -> None:
     env = cpf.ok(
         "resume", "--run-id", "0" * 32, "--event", "approval", "--input", "{}", exit_code=10
@@ -670,8 +689,13 @@ def test_resume_workflow_edited(cpf: CpfRunner, write_workflow) -> None:
 
 
 def test_resume_workflow_file_removed(cpf: CpfRunner, write_workflow) -> None:
-    run_id, path = _start_waiting(cpf, write_workflow)
+    run_id, path = _start_waiting(cpf, write_workflow, who="frank")
     path.unlink()
+    # status still works without the file (the wait block comes from the store).
+    status = cpf.ok("status", "--run-id", run_id, exit_code=40)
+    assert status["wait"]["event_name"] == "approval"
+    assert status["wait"]["prompt"] == "Approve frank? (3)"
+    cpf.ok("inspect", "--run-id", run_id, exit_code=40)
     env = cpf.ok(
         "resume",
         "--run-id",
@@ -748,6 +772,7 @@ def test_delete_terminal_run(cpf: CpfRunner, write_workflow, cpf_base: Path) -> 
     assert env["workflow_id"] == "simple-end"
     assert env["result"] == {"deleted": True}
     assert not run_dir.exists()
+    assert cpf.ok("runs")["result"]["runs"] == []
     env = cpf.ok("status", "--run-id", run_id, exit_code=10)
     assert env["error"]["code"] == "ERR_RUN_NOT_FOUND"
     env = cpf.ok("delete", "--run-id", run_id, exit_code=10)
@@ -847,6 +872,7 @@ def test_status_inspect_unknown_run(cpf: CpfRunner, command: str) -> None:
 
 def _parse_ts(text: str) -> datetime:
     ts = datetime.fromisoformat(text)
+    assert re.search(r"T\d\d:\d\d:\d\d\.\d{6}", text), text
     assert ts.utcoffset() == timedelta(0), text
     return ts
 
@@ -968,6 +994,13 @@ def test_init_custom_file(cpf: CpfRunner, workdir: Path) -> None:
     assert (workdir / "flows.yaml").is_file()
 
 
+def test_init_write_failure(cpf: CpfRunner, workdir: Path) -> None:
+    (workdir / "plain").write_text("not a directory")
+    env = cpf.ok("init", "--file", "plain/flow.yaml", exit_code=60)
+    assert env["ok"] is False
+    assert env["error"]["code"] == "ERR_PERSISTENCE"
+
+
 def test_version(cpf: CpfRunner) -> None:
     proc, env = cpf("--version")
     assert proc.returncode == 0
@@ -1014,3 +1047,255 @@ def test_guide(cpf: CpfRunner) -> None:
     assert proc.returncode == 0
     assert env is None
     assert "await_event" in proc.stdout
+
+
+# ---------------------------------------------------------------------- cli step semantics (§5)
+
+
+def _one_step(step_yaml: str, wf_id: str = "one-step") -> str:
+    return (
+        "schema_version: checkpointflow/v1\n"
+        "workflow:\n"
+        f"  id: {wf_id}\n"
+        "  inputs: {type: object}\n"
+        "  steps:\n" + step_yaml.strip("\n") + "\n"
+    )
+
+
+def test_cli_outputs_only_from_a_json_object(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _one_step(
+            """
+    - id: arr
+      kind: cli
+      command: echo '[1, 2]'
+    - id: mixed
+      kind: cli
+      command: >-
+        echo hello; echo '{"a": 1}'
+    - id: obj
+      kind: cli
+      command: >-
+        echo '  {"a": 1}  '
+"""
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+    outputs = cpf.inspect(run_id)["result"]["step_outputs"]
+    assert outputs.get("arr") in (None, {})
+    assert outputs.get("mixed") in (None, {})
+    assert outputs["obj"] == {"a": 1}
+
+
+def test_cli_outputs_schema_enforced(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _one_step(
+            """
+    - id: typed
+      kind: cli
+      command: >-
+        echo '{"a": "x"}'
+      outputs:
+        type: object
+        properties: {a: {type: integer}}
+"""
+        )
+    )
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    assert env["error"]["code"] == "ERR_STEP_OUTPUT_INVALID"
+    assert env["current_step_id"] == "typed"
+
+    path = write_workflow(
+        _one_step(
+            """
+    - id: typed
+      kind: cli
+      command: echo not-json
+      outputs: {type: object}
+"""
+        ),
+        name="notjson.yaml",
+    )
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    assert env["error"]["code"] == "ERR_STEP_OUTPUT_INVALID"
+
+
+def test_cli_cwd(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    (workdir / "sub").mkdir()
+    path = write_workflow(
+        _one_step(
+            """
+    - id: here
+      kind: cli
+      cwd: ${inputs.dir}
+      command: pwd > where.txt
+"""
+        )
+    )
+    cpf.ok("run", "-f", str(path), "--input", '{"dir": "sub"}')
+    assert Path((workdir / "sub" / "where.txt").read_text().strip()).resolve() == (
+        (workdir / "sub").resolve()
+    )
+    env = cpf.ok("run", "-f", str(path), "--input", '{"dir": "missing-dir"}', exit_code=30)
+    assert env["error"]["code"] == "ERR_STEP_FAILED"
+    assert env["run_id"]
+
+
+def test_cli_shells(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        """
+        schema_version: checkpointflow/v1
+        workflow:
+          id: shells
+          defaults: {shell: bash}
+          inputs: {type: object}
+          steps:
+            - id: default_bash
+              kind: cli
+              command: echo "$BASH_VERSION" > bash.txt
+            - id: explicit_sh
+              kind: cli
+              shell: sh
+              command: echo sh-ok > sh.txt
+        """
+    )
+    cpf.ok("run", "-f", str(path))
+    assert (workdir / "bash.txt").read_text().strip()
+    assert (workdir / "sh.txt").read_text().strip() == "sh-ok"
+
+    path = write_workflow(
+        _one_step(
+            """
+    - id: weird
+      kind: cli
+      shell: no-such-shell
+      command: echo hi
+"""
+        ),
+        name="weird.yaml",
+    )
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    assert env["error"]["code"] == "ERR_STEP_FAILED"
+    assert env["current_step_id"] == "weird"
+
+
+def test_if_false_skips_step_without_result(cpf: CpfRunner, write_workflow, workdir) -> None:
+    path = write_workflow(
+        _one_step(
+            """
+    - id: skipped
+      kind: cli
+      if: inputs.go == true
+      command: touch skipped-ran
+    - id: ran
+      kind: cli
+      if: inputs.go == false
+      command: touch ran
+"""
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path), "--input", '{"go": false}')["run_id"]
+    assert not (workdir / "skipped-ran").exists()
+    assert (workdir / "ran").exists()
+    ids = [r["step_id"] for r in cpf.inspect(run_id)["result"]["step_results"]]
+    assert ids == ["ran"]
+
+
+def test_transitions_no_match_falls_through(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _one_step(
+            """
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      input_schema: {type: object}
+      transitions:
+        - when: event.route == "b"
+          next: b
+    - id: a
+      kind: end
+      result: a
+    - id: b
+      kind: end
+      result: b
+"""
+        )
+    )
+    for route, expected in (("a", "a"), ("b", "b"), ("zzz", "a")):
+        run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+        env = cpf.ok(
+            "resume", "--run-id", run_id, "--event", "go", "--input", json.dumps({"route": route})
+        )
+        assert env["result"] == expected
+
+
+def test_non_object_payloads_rejected(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(APPROVAL)
+    env = cpf.ok("run", "-f", str(path), "--input", "[1, 2]", exit_code=10)
+    _assert_prerun_failure(env, "run", "ERR_VALIDATION_INPUT")
+    run_id, _ = _start_waiting(cpf, write_workflow)
+    for payload in ("[1]", '"approve"', "null"):
+        env = cpf.ok(
+            "resume", "--run-id", run_id, "--event", "approval", "--input", payload, exit_code=10
+        )
+        assert env["error"]["code"] == "ERR_VALIDATION_EVENT_INPUT", payload
+    assert cpf.status(run_id)["status"] == "waiting"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "- just\n- a list\n", "plain scalar\n", "schema_version: checkpointflow/v2\n"],
+)
+def test_non_workflow_documents(cpf: CpfRunner, write_workflow, text: str) -> None:
+    path = write_workflow(text)
+    env = cpf.ok("validate", "-f", str(path), exit_code=10)
+    _assert_prerun_failure(env, "validate", "ERR_VALIDATION_WORKFLOW")
+
+
+def test_unicode_round_trip(cpf: CpfRunner, write_workflow) -> None:
+    run_id, _ = _start_waiting(cpf, write_workflow, who="Zoë ✓")
+    env = cpf.ok(
+        "resume",
+        "--run-id",
+        run_id,
+        "--event",
+        "approval",
+        "--input",
+        json.dumps({"decision": "approve", "note": "très bien ✓"}),
+    )
+    assert env["result"]["who"] == "Zoë ✓"
+    events = cpf.inspect(run_id)["result"]["events"]
+    assert events[0]["event_data"]["note"] == "très bien ✓"
+
+
+def test_status_of_running_run_is_90(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        _one_step(
+            """
+    - id: long
+      kind: cli
+      command: touch started; while ! test -f marker; do sleep 0.05; done
+"""
+        )
+    )
+    run_proc = cpf.popen("run", "-f", str(path))
+    try:
+        wait_for(lambda: (workdir / "started").exists(), timeout=30, what="step start")
+        run_id = cpf.ok("runs", "--status", "running")["result"]["runs"][0]["run_id"]
+        for command in ("status", "inspect"):
+            env = cpf.ok(command, "--run-id", run_id, exit_code=90)
+            assert env["ok"] is True
+            assert env["status"] == "running"
+            assert env["current_step_id"] == "long"
+        env = cpf.ok("delete", "--run-id", run_id, exit_code=20)
+        assert env["error"]["code"] == "ERR_RUN_NOT_WAITING"
+    finally:
+        (workdir / "marker").touch()
+        try:
+            run_proc.communicate(timeout=60)
+        finally:
+            if run_proc.poll() is None:
+                run_proc.kill()
+                run_proc.wait()
+    assert run_proc.returncode == 0

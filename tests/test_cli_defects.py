@@ -399,6 +399,29 @@ def test_timeout_kills_grandchildren(cpf: CpfRunner, write_workflow, workdir: Pa
     assert attempts[-1]["error_code"] == "ERR_TIMEOUT"
 
 
+def test_timeout_escalates_to_sigkill(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: stubborn
+      kind: cli
+      timeout_seconds: 1
+      command: trap '' TERM; echo $$ > pidfile; while true; do sleep 0.1; done
+"""
+        )
+    )
+    started = time.monotonic()
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    assert time.monotonic() - started < 20
+    assert env["error"]["code"] == "ERR_TIMEOUT"
+    pid = int((workdir / "pidfile").read_text().strip())
+    try:
+        wait_for(lambda: pid_gone(pid), timeout=10, what=f"step {pid} to die")
+    finally:
+        if not pid_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------- 12: interpolation
 
 
@@ -505,14 +528,15 @@ def test_dollar_dollar_brace_escape(cpf: CpfRunner, write_workflow, workdir: Pat
       kind: cli
       env:
         GREETING: hello
-      command: printf '%s-%s' "$${GREETING}" "$${GREETING:-unset}" > shell.txt
+      command: printf '%s-%s|%s' "$${GREETING}" "$${GREETING:-unset}" "$${HOME}" > shell.txt
 """
         )
     )
     env = cpf.ok("validate", "-f", str(path))
     assert not env.get("warnings")
     cpf.ok("run", "-f", str(path))
-    assert (workdir / "shell.txt").read_text() == "hello-hello"
+    home = cpf.env["HOME"]
+    assert (workdir / "shell.txt").read_text() == f"hello-hello|{home}"
 
 
 def test_bare_shell_variable_fails_cleanly_with_hint(cpf: CpfRunner, write_workflow) -> None:
@@ -681,6 +705,9 @@ def test_unusable_store_gives_persistence_envelope(
         ["cancel", "--run-id", run_id, "--reason", "x"],
         ["delete", "--run-id", run_id],
         ["resume", "--run-id", run_id, "--event", "go", "--input", "{}"],
+        ["retry", "--run-id", run_id],
+        ["runs"],
+        ["logs", "--run-id", run_id],
     ]
     for args in commands:
         proc, envelope = cpf(*args, env=env)

@@ -332,6 +332,38 @@ def test_retry_errors_and_from_step(cpf: CpfRunner, write_workflow, workdir: Pat
     assert env["error"]["code"] == "ERR_RUN_NOT_WAITING"
 
 
+def test_retry_after_failure_following_resume(
+    cpf: CpfRunner, write_workflow, workdir: Path
+) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      input_schema: {type: object}
+    - id: gate
+      kind: cli
+      command: test -f marker
+    - id: fin
+      kind: end
+      result: ${steps.ask.outputs.answer}
+""",
+            wf_id="wait-fail",
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    env = cpf.ok(
+        "resume", "--run-id", run_id, "--event", "go", "--input", '{"answer": 42}', exit_code=30
+    )
+    assert env["current_step_id"] == "gate"
+    (workdir / "marker").touch()
+    env = cpf.ok("retry", "--run-id", run_id)
+    assert env["result"] == 42
+    assert len(cpf.inspect(run_id)["result"]["events"]) == 1
+
+
 # --------------------------------------------------------------------------- crash safety
 
 
@@ -592,3 +624,184 @@ def test_import_core_is_cheap(cpf: CpfRunner) -> None:
     names = _imported_modules(["-c", "import core"], cpf.cwd, cpf.env)
     assert "core" in names
     assert _heavy(names) == []
+
+
+# --------------------------------------------------------------------------- store location
+
+
+def test_store_under_base_dir(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(TALKER)
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+    assert (cpf.base_dir / "cpf.db").is_file()
+    assert (cpf.base_dir / "runs" / run_id / "stdout" / "talk.txt").read_text() == "out-line\n"
+    assert (cpf.base_dir / "runs" / run_id / "stderr" / "talk.txt").read_text() == "err-line\n"
+
+
+def test_database_url_override(cpf: CpfRunner, write_workflow, tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere" / "custom.db"
+    db.parent.mkdir()
+    env = dict(cpf.env, CPF_DATABASE_URL=f"sqlite:///{db}")
+    path = write_workflow(TALKER)
+    proc, envelope = cpf("run", "-f", str(path), env=env)
+    assert envelope is not None and envelope["exit_code"] == 0, proc.stdout + proc.stderr
+    run_id = envelope["run_id"]
+    assert db.is_file()
+    assert not (cpf.base_dir / "cpf.db").exists()
+    _, status = cpf("status", "--run-id", run_id, env=env)
+    assert status is not None and status["status"] == "completed"
+    # The default store does not know this run.
+    assert cpf.ok("status", "--run-id", run_id, exit_code=10)["error"]["code"] == (
+        "ERR_RUN_NOT_FOUND"
+    )
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def test_parallel_runs_share_the_store(cpf: CpfRunner, write_workflow) -> None:
+    steps = "".join(
+        f"""
+    - id: s{i}
+      kind: cli
+      command: >-
+        echo '{{"i": {i}}}'
+"""
+        for i in range(6)
+    )
+    path = write_workflow(
+        _wf(steps + "\n    - id: fin\n      kind: end\n      result: ${steps.s5.outputs.i}\n")
+    )
+    procs = [cpf.popen("run", "-f", str(path)) for _ in range(8)]
+    outcomes = [_finish(p, timeout=120) for p in procs]
+    for rc, env in outcomes:
+        assert env is not None
+        assert rc == 0, env
+        assert env["result"] == 5
+    runs = cpf.ok("runs", "--status", "completed")["result"]["runs"]
+    assert len(runs) == 8
+
+
+def test_steps_do_not_read_cpf_stdin(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: reader
+      kind: cli
+      timeout_seconds: 20
+      command: cat > got.txt
+"""
+        )
+    )
+    cpf.ok("run", "-f", str(path), stdin="this must not reach the step\n")
+    assert (workdir / "got.txt").read_text() == ""
+
+
+def test_large_and_binary_output(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: big
+      kind: cli
+      command: >-
+        python3 -c "import json; print(json.dumps({'s': 'y' * 300000}))"
+    - id: binary
+      kind: cli
+      command: printf 'ok \\377\\376 done\\n'
+    - id: fin
+      kind: end
+      result:
+        n: ${steps.big.outputs.s}
+"""
+        )
+    )
+    env = cpf.ok("run", "-f", str(path))
+    assert env["result"] == {"n": "y" * 300000}
+    (binary,) = step_results_for(cpf.inspect(env["run_id"]), "binary")
+    text = Path(binary["stdout_path"]).read_text(encoding="utf-8", errors="replace")
+    assert text.startswith("ok ") and text.rstrip().endswith("done")
+
+
+def test_values_are_not_interpolated_twice(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    path = write_workflow(
+        """
+        schema_version: checkpointflow/v1
+        workflow:
+          id: twice
+          inputs:
+            type: object
+            properties: {secret: {type: string}, who: {type: string}}
+          steps:
+            - id: a
+              kind: cli
+              command: >-
+                echo '{"t": "$${inputs.secret}"}'
+            - id: b
+              kind: cli
+              env:
+                T: ${steps.a.outputs.t}
+              command: printf '%s' "$T" > t.txt
+            - id: ask
+              kind: await_event
+              audience: user
+              event_name: go
+              prompt: "Hello ${inputs.who}"
+              input_schema: {type: object}
+        """
+    )
+    inputs = {"secret": "s3cret", "who": "${inputs.secret}"}
+    env = cpf.ok("run", "-f", str(path), "--input", json.dumps(inputs), exit_code=40)
+    assert (workdir / "t.txt").read_text() == "${inputs.secret}"
+    assert env["wait"]["prompt"] == "Hello ${inputs.secret}"
+    status = cpf.ok("status", "--run-id", env["run_id"], exit_code=40)
+    assert status["wait"]["prompt"] == "Hello ${inputs.secret}"
+
+
+def test_unresolvable_prompt_fails_cleanly(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      prompt: "Value: ${steps.ghost.outputs.v}"
+      input_schema: {type: object}
+"""
+        )
+    )
+    env = cpf.ok("run", "-f", str(path), exit_code=30)
+    assert env["run_id"]
+    assert env["current_step_id"] == "ask"
+    assert cpf.ok("status", "--run-id", env["run_id"], exit_code=30)["status"] == "failed"
+
+
+def test_input_file_errors(cpf: CpfRunner, write_workflow, workdir: Path) -> None:
+    (workdir / "bad.json").write_text("{nope")
+    path = write_workflow(WAIT_THEN_APPEND)
+    env = cpf.ok("run", "-f", str(path), "--input", "@bad.json", exit_code=10)
+    assert env["error"]["code"] == "ERR_VALIDATION_INPUT"
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    (workdir.parent / "evt.json").write_text("{}")
+    env = cpf.ok(
+        "resume", "--run-id", run_id, "--event", "go", "--input", "@../evt.json", exit_code=10
+    )
+    assert env["error"]["code"] == "ERR_VALIDATION_EVENT_INPUT" or env["error"]["code"] == (
+        "ERR_VALIDATION_INPUT"
+    )
+    env = cpf.ok(
+        "resume", "--run-id", run_id, "--event", "go", "--input", "@bad.json", exit_code=10
+    )
+    assert env["error"]["code"] == "ERR_VALIDATION_EVENT_INPUT"
+    assert cpf.inspect(run_id)["result"]["events"] == []
+
+
+def test_logs_follow_of_finished_run_returns(cpf: CpfRunner, write_workflow) -> None:
+    path = write_workflow(TALKER)
+    run_id = cpf.ok("run", "-f", str(path))["run_id"]
+    proc, _ = cpf("logs", "--run-id", run_id, "--follow", timeout=20)
+    assert proc.returncode == 0
+    assert "out-line" in proc.stdout and "second-step" in proc.stdout
+    waiting = write_workflow(WAIT_THEN_APPEND, name="w.yaml")
+    run_id = cpf.ok("run", "-f", str(waiting), exit_code=40)["run_id"]
+    proc, _ = cpf("logs", "--run-id", run_id, "--follow", timeout=20)
+    assert proc.returncode == 0
