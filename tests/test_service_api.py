@@ -128,6 +128,16 @@ def test_utf8_size_and_coercion(srv: ServeProcess, key_a: str, a: SnapStateClien
     resp = srv.http("POST", "/checkpoints", key_a,
                     json={"workflow_id": w, "step": 1.5, "state": {}})
     assert resp.status_code == 400
+    # Integers beyond 64 bits survive exactly; numbers beyond a double are refused.
+    big = 12345678901234567890123
+    saved = a.save(w, 2, {"big": big, "f": 0.1})
+    assert a.get(saved.checkpoint_id).state == {"big": big, "f": 0.1}
+    resp = srv.http("POST", "/checkpoints", key_a,
+                    content=b'{"workflow_id":"%s","step":3,"state":{"x":1e400}}' % w.encode())
+    assert resp.status_code == 400
+    resp = srv.http("POST", "/checkpoints", key_a,
+                    content=b'{"workflow_id":"%s","step":3,"state":{"x":NaN}}' % w.encode())
+    assert resp.status_code == 400
 
 
 def test_async_methods(srv: ServeProcess, key_a: str) -> None:

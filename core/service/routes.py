@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ STATUS = {
 }
 
 _TOO_LARGE = object()
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _fragment(value: Any) -> Any:
@@ -492,7 +494,14 @@ def _parse_body(raw: Any) -> Any:
     if not raw:
         raise ApiError("VALIDATION_ERROR", "The request body must be a JSON object")
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        # orjson is several times faster on large states, but reads integers beyond
+        # 64 bits as floats: any run of 19+ digits sends the body to the exact parser.
+        if _LONG_DIGITS.search(raw) is None:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass  # let the standard parser word the error
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("VALIDATION_ERROR", f"The request body is not valid JSON: {exc}") from exc
 
@@ -500,3 +509,10 @@ def _parse_body(raw: Any) -> Any:
 def _no_constant(name: str) -> Any:
     # NaN and Infinity are not JSON; Python's parser would accept them.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value

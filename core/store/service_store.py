@@ -1,25 +1,35 @@
 """SQL of `cpf serve`: keys, API workflows and their checkpoints, agents, webhooks, outbox.
 
 Only SQL lives here; the decisions (If-Match, expiry, what an error is) are made in
-`core.checkpoints`, which calls these functions inside one `ServiceStore.write()`
-transaction per change. Statements use SQLAlchemy Core on the SQLModel tables, as
-`core.store.store` does, and the hot ones are built once.
+`core.checkpoints`, which calls these methods inside one `ServiceStore.write()` (or
+`read()`) transaction per request.
 
-Writes of one process go through a process-wide lock before `BEGIN IMMEDIATE`: the
-server's worker threads then queue on a cheap mutex instead of SQLite's busy handler,
-which sleeps in growing steps and would wreck tail latency. Other processes (cpf runs,
-a second server) still meet at SQLite's write lock.
+Every statement is SQLAlchemy Core on the SQLModel tables, written once. How it runs
+depends on the store:
+
+- any database: through the engine's `Store` connections (SQLAlchemy executes it);
+- SQLite (the default store): compiled once to SQLite SQL and run on a per-thread
+  `sqlite3` connection to the same file. A request then costs a handful of C calls
+  instead of SQLAlchemy's per-statement machinery, which was most of the server's CPU
+  per save. Both paths are tested (tests/test_service_store.py).
+
+Writes of one process also take a process-wide lock before `BEGIN IMMEDIATE`: the
+server's worker threads queue on a cheap mutex instead of SQLite's busy handler, which
+sleeps in growing steps and wrecks tail latency. Other processes (cpf runs, another
+server) still meet at SQLite's write lock (busy timeout 30 s).
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
+    JSON,
     Text,
     and_,
     bindparam,
@@ -32,8 +42,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from core.envelope import PersistenceError
 from core.store.models import Checkpoint, Run
 from core.store.service_models import (
     Account,
@@ -43,7 +55,7 @@ from core.store.service_models import (
     Webhook,
     WebhookDelivery,
 )
-from core.store.store import Store
+from core.store.store import BUSY_TIMEOUT_MS, Store
 
 CP = Checkpoint.__table__
 RUNS = Run.__table__
@@ -54,12 +66,21 @@ WORKFLOWS = ApiWorkflow.__table__
 WEBHOOKS = Webhook.__table__
 DELIVERIES = WebhookDelivery.__table__
 
-__all__ = ["IntegrityError", "ServiceStore"]
+# What a unique-constraint violation looks like on either path.
+INTEGRITY_ERRORS = (SAIntegrityError, sqlite3.IntegrityError)
 
-# Columns of a checkpoint as the API shows it (everything but the account).
+__all__ = ["INTEGRITY_ERRORS", "ServiceStore"]
+
+_DIALECT = sqlite_dialect.dialect(paramstyle="named")
+_JSON_COLUMNS = {
+    t.name: {c.key for c in t.columns if isinstance(c.type, JSON)}
+    for t in (CP, AGENTS, WEBHOOKS, DELIVERIES, KEYS, WORKFLOWS, ACCOUNTS, RUNS)
+}
+
+
 def _cp_cols(raw_state: bool) -> list[Any]:
-    # raw_state: the state as its stored JSON text, for callers that pass it through
-    # to a response unparsed (a replay page of large states costs no parse at all).
+    # raw_state: the state as its stored JSON text, for callers that pass it through to
+    # a response unparsed (a replay page of large states then costs no parse at all).
     state = cast(CP.c.state, Text).label("state") if raw_state else CP.c.state
     return [
         CP.c.id,
@@ -79,29 +100,35 @@ def _cp_cols(raw_state: bool) -> list[Any]:
 
 
 _live_cp = or_(CP.c.expires_at.is_(None), CP.c.expires_at > bindparam("now"))
-
-_SEL_WORKFLOW = select(WORKFLOWS).where(
+_cp_of_wf = and_(
+    CP.c.account == bindparam("account"), CP.c.workflow_id == bindparam("workflow_id")
+)
+_wf_is = and_(
     WORKFLOWS.c.account == bindparam("account"),
     WORKFLOWS.c.workflow_id == bindparam("workflow_id"),
 )
+
+_SEL_WORKFLOW = select(WORKFLOWS).where(_wf_is)
 _SEL_CP_AT = {
-    raw: select(*_cp_cols(raw)).where(
-        CP.c.account == bindparam("account"),
-        CP.c.workflow_id == bindparam("workflow_id"),
-        CP.c.step == bindparam("step"),
-    )
+    raw: select(*_cp_cols(raw)).where(_cp_of_wf, CP.c.step == bindparam("step"))
     for raw in (False, True)
 }
 _SEL_CP_BY_ID = {
     raw: select(*_cp_cols(raw)).where(CP.c.id == bindparam("id")) for raw in (False, True)
 }
 _SEL_STATE_BY_ID = select(CP.c.state).where(CP.c.id == bindparam("id"))
+_SEL_RUN = select(RUNS.c.run_id).where(RUNS.c.run_id == bindparam("run_id"))
+_SEL_DERIVED = select(func.count(), func.min(CP.c.created_at), func.max(CP.c.id)).where(_cp_of_wf)
 _INSERT_CP = insert(CP)
-# SQLite keeps JSON as text: hand it the compact text the caller already made instead
-# of letting the JSON type serialize a large state a second time.
-_INSERT_CP_TEXT = insert(CP).values(state=bindparam("state_text", type_=Text()))
 _INSERT_WORKFLOW = insert(WORKFLOWS)
 _UPDATE_WORKFLOW = update(WORKFLOWS).where(WORKFLOWS.c.id == bindparam("w_id"))
+_DELETE_CP = delete(CP).where(CP.c.id == bindparam("id"))
+_DELETE_CPS_OF_WF = delete(CP).where(_cp_of_wf)
+_DELETE_WORKFLOW = delete(WORKFLOWS).where(_wf_is)
+_MIN_EXPIRY = select(func.min(CP.c.expires_at)).where(_cp_of_wf)
+_PURGE_EXPIRED = delete(CP).where(
+    _cp_of_wf, CP.c.expires_at.is_not(None), CP.c.expires_at <= bindparam("now")
+)
 _SEL_KEY = (
     select(KEYS.c.key_id, KEYS.c.account, KEYS.c.revoked_at, KEYS.c.expires_at, ACCOUNTS.c.status)
     .select_from(KEYS.outerjoin(ACCOUNTS, ACCOUNTS.c.name == KEYS.c.account))
@@ -118,87 +145,228 @@ _SEL_HOOKS = select(WEBHOOKS.c.webhook_id, WEBHOOKS.c.events).where(
 _INSERT_DELIVERY = insert(DELIVERIES)
 
 
-def _row(row: Any) -> dict[str, Any] | None:
-    return None if row is None else dict(row._mapping)
+def _replay_stmt(raw_state: bool, lower: bool, upper: bool, count: bool) -> Any:
+    where = [_cp_of_wf, _live_cp]
+    if lower:
+        where.append(CP.c.step >= bindparam("from_step"))
+    if upper:
+        where.append(CP.c.step <= bindparam("to_step"))
+    if count:
+        return select(func.count()).select_from(CP).where(*where)
+    return (
+        select(*_cp_cols(raw_state))
+        .where(*where)
+        .order_by(CP.c.step)
+        .limit(bindparam("limit", type_=None))
+    )
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in result]
+_REPLAY = {
+    (raw, lo, up, count): _replay_stmt(raw, lo, up, count)
+    for raw in (False, True)
+    for lo in (False, True)
+    for up in (False, True)
+    for count in (False, True)
+}
 
 
 class ServiceStore:
-    """The service's persistence over the engine's `Store` (same engine, same database)."""
+    """The service's persistence over the engine's `Store` (same database)."""
 
     _write_lock = threading.Lock()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, fast: bool | None = None) -> None:
         self.store = store
         self.is_sqlite = store.is_sqlite
+        self._path = _sqlite_path(store.url) if store.is_sqlite else None
+        # The sqlite3 fast path; `fast=False` forces SQLAlchemy everywhere (tests).
+        self.fast = self._path is not None if fast is None else (fast and self._path is not None)
+        self._local = threading.local()
+        self._compiled: dict[Any, tuple[Any, ...]] = {}
+
+    # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        with self._write_lock, self.store.write() as conn:
-            yield conn
+    def write(self) -> Iterator[Any]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), serialized in-process."""
+        with self._write_lock:
+            if not self.fast:
+                with self.store.write() as conn:
+                    yield conn
+                return
+            with self._raw_tx("BEGIN IMMEDIATE") as conn:
+                yield conn
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.store.read() as conn:
+    def read(self) -> Iterator[Any]:
+        if not self.fast:
+            with self.store.read() as conn:
+                yield conn
+            return
+        with self._raw_tx("BEGIN") as conn:
             yield conn
+
+    def _raw(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _raw_tx(self, begin: str) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._raw()
+            conn.execute(begin)
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"Store transaction failed: {exc}") from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                raise PersistenceError(f"Store transaction failed: {exc}") from exc
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise PersistenceError(f"Store commit failed: {exc}") from exc
+
+    # -- the two executors ----------------------------------------------------------------
+
+    def _compile(self, stmt: Any, keys: tuple[str, ...] | None) -> tuple[Any, ...]:
+        """(sql, JSON input columns, bind defaults, JSON-ness of each output column).
+
+        Only module-level statements come here (the cache is keyed by identity and
+        keeps the statement alive, so an id is never reused for another one)."""
+        cache_key = (id(stmt), keys)
+        hit = self._compiled.get(cache_key)
+        if hit is not None and hit[0] is stmt:
+            return hit[1:]
+        compiled = stmt.compile(
+            dialect=_DIALECT,
+            column_keys=list(keys) if keys else None,
+        )
+        table = getattr(stmt, "table", None)
+        json_in = _JSON_COLUMNS.get(table.name, set()) if table is not None else set()
+        json_out = [
+            isinstance(c.type, JSON) for c in getattr(stmt, "selected_columns", [])
+        ] or None
+        defaults = dict(compiled.construct_params(_check=False))
+        entry = (stmt, str(compiled), json_in, defaults, json_out)
+        self._compiled[cache_key] = entry
+        return entry[1:]
+
+    def _run(
+        self, conn: Any, stmt: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
+        keys: tuple[str, ...] | None = None,
+    ) -> Any:
+        """Execute; returns a sqlite3 cursor (fast path) or a SQLAlchemy result."""
+        if not isinstance(conn, sqlite3.Connection):
+            return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+        sql, json_in, defaults, _json_out = self._compile(stmt, keys)
+        if isinstance(params, list):
+            rows = [self._bind(defaults, p, json_in) for p in params]
+            return conn.executemany(sql, rows)
+        return conn.execute(sql, self._bind(defaults, params or {}, json_in))
+
+    @staticmethod
+    def _bind(defaults: dict[str, Any], params: dict[str, Any], json_in: set[str]) -> dict:
+        out = {**defaults, **params}
+        for name in json_in:
+            value = out.get(name)
+            if value is not None:
+                out[name] = json.dumps(value)
+        return out
+
+    def _rows(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[dict]:
+        if not isinstance(conn, sqlite3.Connection):
+            return [dict(r._mapping) for r in self._run(conn, stmt, params)]
+        cur = self._run(conn, stmt, params)
+        json_out = self._compile(stmt, None)[3]
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            if json_out:
+                row = [
+                    json.loads(v) if j and isinstance(v, str) else v
+                    for v, j in zip(row, json_out, strict=True)
+                ]
+            out.append(dict(zip(names, row, strict=True)))
+        return out
+
+    def _first(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> dict | None:
+        rows = self._rows(conn, stmt, params)
+        return rows[0] if rows else None
+
+    def _scalar(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> Any:
+        if not isinstance(conn, sqlite3.Connection):
+            return self._run(conn, stmt, params).scalar()
+        row = self._run(conn, stmt, params).fetchone()
+        return None if row is None else row[0]
+
+    def _count(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None,
+               keys: tuple[str, ...] | None = None) -> int:
+        """Execute a write; return the affected row count."""
+        return int(self._run(conn, stmt, params, keys).rowcount or 0)
+
+    def _insert(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Any:
+        """Insert one row; return its primary key (the rowid on the fast path)."""
+        if not isinstance(conn, sqlite3.Connection):
+            return conn.execute(stmt, values).inserted_primary_key[0]
+        cur = self._run(conn, stmt, values, tuple(sorted(values)))
+        return cur.lastrowid
 
     # -- accounts and keys ----------------------------------------------------------------
 
-    def ensure_account(self, conn: Connection, name: str, now: str) -> None:
-        have = conn.execute(select(ACCOUNTS.c.name).where(ACCOUNTS.c.name == name)).first()
-        if have is None:
-            conn.execute(insert(ACCOUNTS).values(name=name, status="active", created_at=now))
+    def ensure_account(self, conn: Any, name: str, now: str) -> None:
+        if self._first(conn, _SEL_ACCOUNT, {"name": name}) is None:
+            values = {"name": name, "status": "active", "created_at": now}
+            self._insert(conn, _INSERT_ACCOUNT, values)
 
-    def insert_key(self, conn: Connection, values: dict[str, Any]) -> None:
-        conn.execute(insert(KEYS).values(**values))
+    def insert_key(self, conn: Any, values: dict[str, Any]) -> None:
+        self._insert(conn, _INSERT_KEY, values)
 
     def list_keys(self, account: str | None) -> list[dict[str, Any]]:
-        stmt = select(
-            KEYS.c.key_id,
-            KEYS.c.account,
-            KEYS.c.prefix,
-            KEYS.c.label,
-            KEYS.c.created_at,
-            KEYS.c.expires_at,
-            KEYS.c.revoked_at,
-        ).order_by(KEYS.c.created_at, KEYS.c.key_id)
-        if account is not None:
-            stmt = stmt.where(KEYS.c.account == account)
         with self.read() as conn:
-            return _rows(conn.execute(stmt))
+            if account is None:
+                return self._rows(conn, _LIST_KEYS)
+            return self._rows(conn, _LIST_KEYS_OF, {"account": account})
 
-    def get_key(self, conn: Connection, key_id: str) -> dict[str, Any] | None:
-        return _row(conn.execute(select(KEYS).where(KEYS.c.key_id == key_id)).first())
+    def get_key(self, conn: Any, key_id: str) -> dict[str, Any] | None:
+        return self._first(conn, _SEL_KEY_BY_ID, {"k": key_id})
 
-    def revoke_key(self, conn: Connection, key_id: str, now: str) -> None:
-        conn.execute(update(KEYS).where(KEYS.c.key_id == key_id).values(revoked_at=now))
+    def revoke_key(self, conn: Any, key_id: str, now: str) -> None:
+        self._count(conn, _REVOKE_KEY, {"k": key_id, "now": now})
 
     def key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
         with self.read() as conn:
-            return _row(conn.execute(_SEL_KEY, {"key_hash": key_hash}).first())
+            return self._first(conn, _SEL_KEY, {"key_hash": key_hash})
 
     # -- runs (read-only workflows of account `local`) ------------------------------------
 
-    def run_exists(self, conn: Connection, run_id: str) -> bool:
-        row = conn.execute(select(RUNS.c.run_id).where(RUNS.c.run_id == run_id)).first()
-        return row is not None
+    def run_exists(self, conn: Any, run_id: str) -> bool:
+        return self._first(conn, _SEL_RUN, {"run_id": run_id}) is not None
 
-    def derived_workflow(
-        self, conn: Connection, account: str, workflow_id: str
-    ) -> dict[str, Any] | None:
+    def derived_workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
         """Head and counts of a workflow with no svc_workflows row (a cpf run)."""
-        where = and_(CP.c.account == account, CP.c.workflow_id == workflow_id)
-        row = conn.execute(
-            select(
-                func.count(),
-                func.min(CP.c.created_at),
-                func.max(CP.c.id),
-            ).where(where)
-        ).first()
-        if row is None or not row[0]:
+        params = {"account": account, "workflow_id": workflow_id}
+        if not isinstance(conn, sqlite3.Connection):
+            row = tuple(conn.execute(_SEL_DERIVED, params).first() or ())
+        else:
+            row = tuple(self._run(conn, _SEL_DERIVED, params).fetchone() or ())
+        if not row or not row[0]:
             return None
         head = self.checkpoint_by_pk(conn, int(row[2]))
         assert head is not None
@@ -218,111 +386,68 @@ class ServiceStore:
 
     # -- API workflows --------------------------------------------------------------------
 
-    def workflow(self, conn: Connection, account: str, workflow_id: str) -> dict[str, Any] | None:
-        return _row(
-            conn.execute(_SEL_WORKFLOW, {"account": account, "workflow_id": workflow_id}).first()
-        )
+    def workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
+        return self._first(conn, _SEL_WORKFLOW, {"account": account, "workflow_id": workflow_id})
 
-    def insert_workflow(self, conn: Connection, values: dict[str, Any]) -> None:
-        conn.execute(_INSERT_WORKFLOW, values)
+    def insert_workflow(self, conn: Any, values: dict[str, Any]) -> None:
+        self._insert(conn, _INSERT_WORKFLOW, values)
 
-    def update_workflow(self, conn: Connection, row_id: int, **values: Any) -> None:
-        conn.execute(_UPDATE_WORKFLOW, {"w_id": row_id, **values})
+    def update_workflow(self, conn: Any, row_id: int, **values: Any) -> None:
+        self._count(conn, _UPDATE_WORKFLOW, {"w_id": row_id, **values}, tuple(sorted(values)))
 
-    def delete_workflow(self, conn: Connection, account: str, workflow_id: str) -> int:
+    def delete_workflow(self, conn: Any, account: str, workflow_id: str) -> int:
         """Delete a workflow's checkpoints and row; return how many checkpoints went."""
-        n = conn.execute(
-            delete(CP).where(CP.c.account == account, CP.c.workflow_id == workflow_id)
-        ).rowcount
-        conn.execute(
-            delete(WORKFLOWS).where(
-                WORKFLOWS.c.account == account, WORKFLOWS.c.workflow_id == workflow_id
-            )
-        )
-        return int(n or 0)
+        params = {"account": account, "workflow_id": workflow_id}
+        n = self._count(conn, _DELETE_CPS_OF_WF, params)
+        self._count(conn, _DELETE_WORKFLOW, params)
+        return n
 
-    def list_workflows(
-        self, account: str, now: str, limit: int, offset: int
-    ) -> list[dict[str, Any]]:
+    def list_workflows(self, account: str, now: str, limit: int, offset: int) -> list[dict]:
         """API workflows and (for account `local`) run workflows, most recent activity first."""
-        api = (
-            select(
-                WORKFLOWS.c.workflow_id,
-                WORKFLOWS.c.head_step,
-                WORKFLOWS.c.total,
-                WORKFLOWS.c.started_at,
-                WORKFLOWS.c.last_activity_at,
-                WORKFLOWS.c.expires_at,
-                literal(None).label("run_id"),
-            )
-            .where(WORKFLOWS.c.account == account)
-            .where(or_(WORKFLOWS.c.expires_at.is_(None), WORKFLOWS.c.expires_at > now))
-        )
-        runs = (
-            select(
-                CP.c.workflow_id,
-                func.max(CP.c.step).label("head_step"),
-                func.count().label("total"),
-                func.min(CP.c.created_at).label("started_at"),
-                func.max(CP.c.created_at).label("last_activity_at"),
-                literal(None).label("expires_at"),
-                func.max(CP.c.run_id).label("run_id"),
-            )
-            .where(CP.c.account == account, CP.c.run_id.is_not(None))
-            .group_by(CP.c.workflow_id)
-        )
-        both = api.union_all(runs).subquery()
-        stmt = (
-            select(both)
-            .order_by(both.c.last_activity_at.desc(), both.c.workflow_id)
-            .limit(limit)
-            .offset(offset)
-        )
         with self.read() as conn:
-            return _rows(conn.execute(stmt))
+            return self._rows(
+                conn,
+                _LIST_WORKFLOWS,
+                {"account": account, "now": now, "limit": limit, "offset": offset},
+            )
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def checkpoint_at(
-        self,
-        conn: Connection,
-        account: str,
-        workflow_id: str,
-        step: int,
-        raw_state: bool = False,
+        self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False
     ) -> dict[str, Any] | None:
-        return _row(
-            conn.execute(
-                _SEL_CP_AT[raw_state],
-                {"account": account, "workflow_id": workflow_id, "step": step},
-            ).first()
+        return self._first(
+            conn,
+            _SEL_CP_AT[raw_state],
+            {"account": account, "workflow_id": workflow_id, "step": step},
         )
 
-    def checkpoint_by_pk(
-        self, conn: Connection, pk: int, raw_state: bool = False
-    ) -> dict[str, Any] | None:
-        return _row(conn.execute(_SEL_CP_BY_ID[raw_state], {"id": pk}).first())
+    def checkpoint_by_pk(self, conn: Any, pk: int, raw_state: bool = False) -> dict | None:
+        return self._first(conn, _SEL_CP_BY_ID[raw_state], {"id": pk})
 
-    def state_by_pk(self, conn: Connection, pk: int) -> Any:
-        return conn.execute(_SEL_STATE_BY_ID, {"id": pk}).scalar()
+    def state_by_pk(self, conn: Any, pk: int) -> Any:
+        row = self._first(conn, _SEL_STATE_BY_ID, {"id": pk})
+        return None if row is None else row["state"]
 
     def insert_checkpoint(
-        self, conn: Connection, values: dict[str, Any], state_text: str | None = None
+        self, conn: Any, values: dict[str, Any], state_text: str | None = None
     ) -> int:
-        """Insert a checkpoint row; `state_text` is the compact JSON of values["state"]."""
-        if state_text is not None and self.is_sqlite:
-            values = {k: v for k, v in values.items() if k != "state"}
-            res = conn.execute(_INSERT_CP_TEXT, {**values, "state_text": state_text})
-        else:
-            res = conn.execute(_INSERT_CP, values)
-        return int(res.inserted_primary_key[0])
+        """Insert a checkpoint row; `state_text` is the compact JSON of values["state"]
+        (SQLite keeps JSON as text, so the state is not serialized a second time)."""
+        if state_text is not None and isinstance(conn, sqlite3.Connection):
+            row = {k: v for k, v in values.items() if k != "state"}
+            sql, json_in, defaults, _ = self._compile(_INSERT_CP, tuple(sorted(values)))
+            params = self._bind(defaults, row, json_in - {"state"})
+            params["state"] = state_text
+            return int(conn.execute(sql, params).lastrowid)
+        return int(self._insert(conn, _INSERT_CP, values))
 
-    def delete_checkpoint(self, conn: Connection, pk: int) -> None:
-        conn.execute(delete(CP).where(CP.c.id == pk))
+    def delete_checkpoint(self, conn: Any, pk: int) -> None:
+        self._count(conn, _DELETE_CP, {"id": pk})
 
     def replay(
         self,
-        conn: Connection,
+        conn: Any,
         account: str,
         workflow_id: str,
         now: str,
@@ -332,252 +457,298 @@ class ServiceStore:
         raw_state: bool = False,
     ) -> list[dict[str, Any]]:
         """Live checkpoints by step, the step range applied before the limit."""
-        stmt = select(*_cp_cols(raw_state)).where(
-            CP.c.account == account, CP.c.workflow_id == workflow_id, _live_cp
-        )
+        stmt = _REPLAY[(raw_state, from_step is not None, to_step is not None, False)]
+        params = {"account": account, "workflow_id": workflow_id, "now": now, "limit": limit}
         if from_step is not None:
-            stmt = stmt.where(CP.c.step >= from_step)
+            params["from_step"] = from_step
         if to_step is not None:
-            stmt = stmt.where(CP.c.step <= to_step)
-        stmt = stmt.order_by(CP.c.step).limit(limit)
-        return _rows(conn.execute(stmt, {"now": now}))
+            params["to_step"] = to_step
+        return self._rows(conn, stmt, params)
 
     def count_live(
         self,
-        conn: Connection,
+        conn: Any,
         account: str,
         workflow_id: str,
         now: str,
         from_step: int | None = None,
         to_step: int | None = None,
     ) -> int:
-        stmt = (
-            select(func.count())
-            .select_from(CP)
-            .where(CP.c.account == account, CP.c.workflow_id == workflow_id, _live_cp)
-        )
+        stmt = _REPLAY[(False, from_step is not None, to_step is not None, True)]
+        params: dict[str, Any] = {"account": account, "workflow_id": workflow_id, "now": now}
         if from_step is not None:
-            stmt = stmt.where(CP.c.step >= from_step)
+            params["from_step"] = from_step
         if to_step is not None:
-            stmt = stmt.where(CP.c.step <= to_step)
-        return int(conn.execute(stmt, {"now": now}).scalar() or 0)
+            params["to_step"] = to_step
+        return int(self._scalar(conn, stmt, params) or 0)
 
-    def min_expiry(self, conn: Connection, account: str, workflow_id: str) -> str | None:
-        return conn.execute(
-            select(func.min(CP.c.expires_at)).where(
-                CP.c.account == account, CP.c.workflow_id == workflow_id
-            )
-        ).scalar()
+    def min_expiry(self, conn: Any, account: str, workflow_id: str) -> str | None:
+        return self._scalar(conn, _MIN_EXPIRY, {"account": account, "workflow_id": workflow_id})
 
-    def purge_expired_checkpoints(
-        self, conn: Connection, account: str, workflow_id: str, now: str
-    ) -> int:
-        return int(
-            conn.execute(
-                delete(CP).where(
-                    CP.c.account == account,
-                    CP.c.workflow_id == workflow_id,
-                    CP.c.expires_at.is_not(None),
-                    CP.c.expires_at <= now,
-                )
-            ).rowcount
-            or 0
+    def purge_expired_checkpoints(self, conn: Any, account: str, workflow_id: str, now: str) -> int:
+        return self._count(
+            conn, _PURGE_EXPIRED, {"account": account, "workflow_id": workflow_id, "now": now}
         )
 
     def expired_workflows(self, now: str, limit: int) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return _rows(
-                conn.execute(
-                    select(WORKFLOWS)
-                    .where(WORKFLOWS.c.expires_at.is_not(None), WORKFLOWS.c.expires_at <= now)
-                    .order_by(WORKFLOWS.c.expires_at)
-                    .limit(limit)
-                )
-            )
+            return self._rows(conn, _EXPIRED_WORKFLOWS, {"now": now, "limit": limit})
 
     def workflows_with_expired_checkpoints(self, now: str, limit: int) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return _rows(
-                conn.execute(
-                    select(WORKFLOWS)
-                    .where(
-                        WORKFLOWS.c.min_expires_at.is_not(None),
-                        WORKFLOWS.c.min_expires_at <= now,
-                    )
-                    .order_by(WORKFLOWS.c.min_expires_at)
-                    .limit(limit)
-                )
-            )
+            return self._rows(conn, _DUE_CHECKPOINT_EXPIRY, {"now": now, "limit": limit})
 
     # -- agents ---------------------------------------------------------------------------
 
-    def touch_agent(self, conn: Connection, account: str, agent_id: str, now: str) -> None:
-        conn.execute(_TOUCH_AGENT, {"w_account": account, "w_agent": agent_id, "seen": now})
+    def touch_agent(self, conn: Any, account: str, agent_id: str, now: str) -> None:
+        self._count(conn, _TOUCH_AGENT, {"w_account": account, "w_agent": agent_id, "seen": now})
 
-    def agent(self, conn: Connection, account: str, agent_id: str) -> dict[str, Any] | None:
-        return _row(
-            conn.execute(
-                select(AGENTS).where(AGENTS.c.account == account, AGENTS.c.agent_id == agent_id)
-            ).first()
-        )
+    def agent(self, conn: Any, account: str, agent_id: str) -> dict[str, Any] | None:
+        return self._first(conn, _SEL_AGENT, {"account": account, "agent_id": agent_id})
 
-    def count_agents(self, conn: Connection, account: str) -> int:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(AGENTS).where(AGENTS.c.account == account)
-            ).scalar()
-            or 0
-        )
+    def count_agents(self, conn: Any, account: str) -> int:
+        return int(self._scalar(conn, _COUNT_AGENTS, {"account": account}) or 0)
 
-    def insert_agent(self, conn: Connection, values: dict[str, Any]) -> None:
-        conn.execute(insert(AGENTS).values(**values))
+    def insert_agent(self, conn: Any, values: dict[str, Any]) -> None:
+        self._insert(conn, _INSERT_AGENT, values)
 
-    def update_agent(self, conn: Connection, row_id: int, values: dict[str, Any]) -> None:
-        conn.execute(update(AGENTS).where(AGENTS.c.id == row_id).values(**values))
+    def update_agent(self, conn: Any, row_id: int, values: dict[str, Any]) -> None:
+        self._count(conn, _UPDATE_AGENT, {"w_id": row_id, **values}, tuple(sorted(values)))
 
-    def delete_agent(self, conn: Connection, account: str, agent_id: str) -> bool:
-        n = conn.execute(
-            delete(AGENTS).where(AGENTS.c.account == account, AGENTS.c.agent_id == agent_id)
-        ).rowcount
-        return bool(n)
+    def delete_agent(self, conn: Any, account: str, agent_id: str) -> bool:
+        return bool(self._count(conn, _DELETE_AGENT, {"account": account, "agent_id": agent_id}))
 
     def list_agents(self, account: str) -> list[dict[str, Any]]:
-        # last_seen_at descending with never-seen agents last, then newest first.
-        stmt = (
-            select(AGENTS)
-            .where(AGENTS.c.account == account)
-            .order_by(
-                AGENTS.c.last_seen_at.is_(None),
-                AGENTS.c.last_seen_at.desc(),
-                AGENTS.c.created_at.desc(),
-                AGENTS.c.id.desc(),
-            )
-        )
         with self.read() as conn:
-            return _rows(conn.execute(stmt))
+            return self._rows(conn, _LIST_AGENTS, {"account": account})
 
     # -- webhooks and the outbox ----------------------------------------------------------
 
-    def insert_webhook(self, conn: Connection, values: dict[str, Any]) -> None:
-        conn.execute(insert(WEBHOOKS).values(**values))
+    def insert_webhook(self, conn: Any, values: dict[str, Any]) -> None:
+        self._insert(conn, _INSERT_WEBHOOK, values)
 
-    def count_webhooks(self, conn: Connection, account: str) -> int:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(WEBHOOKS).where(WEBHOOKS.c.account == account)
-            ).scalar()
-            or 0
-        )
+    def count_webhooks(self, conn: Any, account: str) -> int:
+        return int(self._scalar(conn, _COUNT_WEBHOOKS, {"account": account}) or 0)
 
-    def webhook(self, conn: Connection, account: str, webhook_id: str) -> dict[str, Any] | None:
-        return _row(
-            conn.execute(
-                select(WEBHOOKS).where(
-                    WEBHOOKS.c.account == account, WEBHOOKS.c.webhook_id == webhook_id
-                )
-            ).first()
-        )
+    def webhook(self, conn: Any, account: str, webhook_id: str) -> dict[str, Any] | None:
+        return self._first(conn, _SEL_WEBHOOK, {"account": account, "webhook_id": webhook_id})
 
-    def webhook_by_id(self, conn: Connection, webhook_id: str) -> dict[str, Any] | None:
-        return _row(
-            conn.execute(select(WEBHOOKS).where(WEBHOOKS.c.webhook_id == webhook_id)).first()
-        )
+    def webhook_by_id(self, conn: Any, webhook_id: str) -> dict[str, Any] | None:
+        return self._first(conn, _SEL_WEBHOOK_BY_ID, {"webhook_id": webhook_id})
 
     def list_webhooks(self, account: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return _rows(
-                conn.execute(
-                    select(WEBHOOKS)
-                    .where(WEBHOOKS.c.account == account)
-                    .order_by(WEBHOOKS.c.created_at, WEBHOOKS.c.webhook_id)
-                )
-            )
+            return self._rows(conn, _LIST_WEBHOOKS, {"account": account})
 
-    def delete_webhook(self, conn: Connection, account: str, webhook_id: str) -> bool:
-        n = conn.execute(
-            delete(WEBHOOKS).where(
-                WEBHOOKS.c.account == account, WEBHOOKS.c.webhook_id == webhook_id
-            )
-        ).rowcount
+    def delete_webhook(self, conn: Any, account: str, webhook_id: str) -> bool:
+        n = self._count(conn, _DELETE_WEBHOOK, {"account": account, "webhook_id": webhook_id})
         if n:
             # Undelivered events of a removed webhook have nowhere to go.
-            conn.execute(
-                update(DELIVERIES)
-                .where(
-                    DELIVERIES.c.webhook_id == webhook_id,
-                    DELIVERIES.c.status.in_(("pending", "delivering")),
-                )
-                .values(status="cancelled", lease_until=None)
-            )
+            self._count(conn, _CANCEL_DELIVERIES, {"w_webhook": webhook_id})
         return bool(n)
 
-    def hooks_for(self, conn: Connection, account: str) -> list[tuple[str, list[str]]]:
-        return [(r[0], r[1] or []) for r in conn.execute(_SEL_HOOKS, {"account": account})]
+    def hooks_for(self, conn: Any, account: str) -> list[tuple[str, list[str]]]:
+        return [
+            (r["webhook_id"], r["events"] or [])
+            for r in self._rows(conn, _SEL_HOOKS, {"account": account})
+        ]
 
-    def enqueue(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            conn.execute(_INSERT_DELIVERY, rows)
+    def enqueue(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._insert(conn, _INSERT_DELIVERY, row)
 
-    def claim_due(
-        self, now: str, lease_until: str, limit: int
-    ) -> list[dict[str, Any]]:
+    def claim_due(self, now: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
         """Lease due deliveries (pending and due, or a lapsed lease of a dead worker)."""
         with self.write() as conn:
-            rows = _rows(
-                conn.execute(
-                    select(DELIVERIES)
-                    .where(
-                        or_(
-                            and_(
-                                DELIVERIES.c.status == "pending",
-                                DELIVERIES.c.next_attempt_at <= now,
-                            ),
-                            and_(
-                                DELIVERIES.c.status == "delivering",
-                                DELIVERIES.c.lease_until <= now,
-                            ),
-                        )
-                    )
-                    .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
-                    .limit(limit)
-                )
-            )
-            if rows:
-                conn.execute(
-                    update(DELIVERIES)
-                    .where(DELIVERIES.c.id.in_([r["id"] for r in rows]))
-                    .values(status="delivering", lease_until=lease_until, updated_at=now)
+            rows = self._rows(conn, _DUE_DELIVERIES, {"now": now, "limit": limit})
+            for r in rows:
+                self._count(
+                    conn, _LEASE_DELIVERY, {"w_id": r["id"], "lease": lease_until, "now": now}
                 )
             return rows
 
     def next_due(self) -> str | None:
         with self.read() as conn:
-            return conn.execute(
-                select(func.min(DELIVERIES.c.next_attempt_at)).where(
-                    DELIVERIES.c.status == "pending"
-                )
-            ).scalar()
+            return self._scalar(conn, _NEXT_DUE)
 
     def finish_delivery(self, delivery_pk: int, values: dict[str, Any]) -> None:
         with self.write() as conn:
-            conn.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_pk, DELIVERIES.c.status == "delivering")
-                .values(**values)
+            self._count(
+                conn, _FINISH_DELIVERY, {"w_id": delivery_pk, **values}, tuple(sorted(values))
             )
 
-    def list_deliveries(
-        self, conn: Connection, webhook_id: str, limit: int
-    ) -> list[dict[str, Any]]:
-        return _rows(
-            conn.execute(
-                select(DELIVERIES)
-                .where(DELIVERIES.c.webhook_id == webhook_id)
-                .order_by(DELIVERIES.c.id.desc())
-                .limit(limit)
-            )
-        )
+    def list_deliveries(self, conn: Any, webhook_id: str, limit: int) -> list[dict[str, Any]]:
+        return self._rows(conn, _LIST_DELIVERIES, {"webhook_id": webhook_id, "limit": limit})
 
     def health(self) -> None:
         with self.read() as conn:
-            conn.execute(select(literal(1))).scalar()
+            self._scalar(conn, _PING)
+
+
+def _sqlite_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    from pathlib import Path
+
+    return str(Path(database).expanduser())
+
+
+# -- the remaining statements ------------------------------------------------------------
+
+_SEL_ACCOUNT = select(ACCOUNTS.c.name).where(ACCOUNTS.c.name == bindparam("name"))
+_INSERT_ACCOUNT = insert(ACCOUNTS)
+_INSERT_KEY = insert(KEYS)
+_key_cols = (
+    KEYS.c.key_id,
+    KEYS.c.account,
+    KEYS.c.prefix,
+    KEYS.c.label,
+    KEYS.c.created_at,
+    KEYS.c.expires_at,
+    KEYS.c.revoked_at,
+)
+_LIST_KEYS = select(*_key_cols).order_by(KEYS.c.created_at, KEYS.c.key_id)
+_LIST_KEYS_OF = (
+    select(*_key_cols)
+    .where(KEYS.c.account == bindparam("account"))
+    .order_by(KEYS.c.created_at, KEYS.c.key_id)
+)
+_SEL_KEY_BY_ID = select(KEYS).where(KEYS.c.key_id == bindparam("k"))
+_REVOKE_KEY = update(KEYS).where(KEYS.c.key_id == bindparam("k")).values(
+    revoked_at=bindparam("now")
+)
+_INSERT_AGENT = insert(AGENTS)
+_INSERT_WEBHOOK = insert(WEBHOOKS)
+_PING = select(literal(1))
+
+_api_list = (
+    select(
+        WORKFLOWS.c.workflow_id,
+        WORKFLOWS.c.head_step,
+        WORKFLOWS.c.total,
+        WORKFLOWS.c.started_at,
+        WORKFLOWS.c.last_activity_at,
+        WORKFLOWS.c.expires_at,
+        cast(literal(None), Text).label("run_id"),
+    )
+    .where(WORKFLOWS.c.account == bindparam("account"))
+    .where(or_(WORKFLOWS.c.expires_at.is_(None), WORKFLOWS.c.expires_at > bindparam("now")))
+)
+_run_list = (
+    select(
+        CP.c.workflow_id,
+        func.max(CP.c.step).label("head_step"),
+        func.count().label("total"),
+        func.min(CP.c.created_at).label("started_at"),
+        func.max(CP.c.created_at).label("last_activity_at"),
+        cast(literal(None), Text).label("expires_at"),
+        func.max(CP.c.run_id).label("run_id"),
+    )
+    .where(CP.c.account == bindparam("account"), CP.c.run_id.is_not(None))
+    .group_by(CP.c.workflow_id)
+)
+_both = _api_list.union_all(_run_list).subquery()
+_LIST_WORKFLOWS = (
+    select(_both)
+    .order_by(_both.c.last_activity_at.desc(), _both.c.workflow_id)
+    .limit(bindparam("limit", type_=None))
+    .offset(bindparam("offset", type_=None))
+)
+_EXPIRED_WORKFLOWS = (
+    select(WORKFLOWS)
+    .where(WORKFLOWS.c.expires_at.is_not(None), WORKFLOWS.c.expires_at <= bindparam("now"))
+    .order_by(WORKFLOWS.c.expires_at)
+    .limit(bindparam("limit", type_=None))
+)
+_DUE_CHECKPOINT_EXPIRY = (
+    select(WORKFLOWS)
+    .where(
+        WORKFLOWS.c.min_expires_at.is_not(None),
+        WORKFLOWS.c.min_expires_at <= bindparam("now"),
+    )
+    .order_by(WORKFLOWS.c.min_expires_at)
+    .limit(bindparam("limit", type_=None))
+)
+_agent_is = and_(
+    AGENTS.c.account == bindparam("account"), AGENTS.c.agent_id == bindparam("agent_id")
+)
+_SEL_AGENT = select(AGENTS).where(_agent_is)
+_COUNT_AGENTS = (
+    select(func.count()).select_from(AGENTS).where(AGENTS.c.account == bindparam("account"))
+)
+_UPDATE_AGENT = update(AGENTS).where(AGENTS.c.id == bindparam("w_id"))
+_DELETE_AGENT = delete(AGENTS).where(_agent_is)
+# last_seen_at descending with never-seen agents last, then newest first.
+_LIST_AGENTS = (
+    select(AGENTS)
+    .where(AGENTS.c.account == bindparam("account"))
+    .order_by(
+        AGENTS.c.last_seen_at.is_(None),
+        AGENTS.c.last_seen_at.desc(),
+        AGENTS.c.created_at.desc(),
+        AGENTS.c.id.desc(),
+    )
+)
+_hook_is = and_(
+    WEBHOOKS.c.account == bindparam("account"), WEBHOOKS.c.webhook_id == bindparam("webhook_id")
+)
+_COUNT_WEBHOOKS = (
+    select(func.count()).select_from(WEBHOOKS).where(WEBHOOKS.c.account == bindparam("account"))
+)
+_SEL_WEBHOOK = select(WEBHOOKS).where(_hook_is)
+_SEL_WEBHOOK_BY_ID = select(WEBHOOKS).where(WEBHOOKS.c.webhook_id == bindparam("webhook_id"))
+_LIST_WEBHOOKS = (
+    select(WEBHOOKS)
+    .where(WEBHOOKS.c.account == bindparam("account"))
+    .order_by(WEBHOOKS.c.created_at, WEBHOOKS.c.webhook_id)
+)
+_DELETE_WEBHOOK = delete(WEBHOOKS).where(_hook_is)
+_CANCEL_DELIVERIES = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.webhook_id == bindparam("w_webhook"),
+        # Not IN (...): an expanding parameter would not compile to plain SQL once.
+        or_(DELIVERIES.c.status == "pending", DELIVERIES.c.status == "delivering"),
+    )
+    .values(status="cancelled", lease_until=None)
+)
+_DUE_DELIVERIES = (
+    select(DELIVERIES)
+    .where(
+        or_(
+            and_(
+                DELIVERIES.c.status == "pending",
+                DELIVERIES.c.next_attempt_at <= bindparam("now"),
+            ),
+            and_(
+                DELIVERIES.c.status == "delivering",
+                DELIVERIES.c.lease_until <= bindparam("now"),
+            ),
+        )
+    )
+    .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
+    .limit(bindparam("limit", type_=None))
+)
+_LEASE_DELIVERY = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("w_id"))
+    .values(status="delivering", lease_until=bindparam("lease"), updated_at=bindparam("now"))
+)
+_NEXT_DUE = select(func.min(DELIVERIES.c.next_attempt_at)).where(
+    DELIVERIES.c.status == "pending"
+)
+_FINISH_DELIVERY = update(DELIVERIES).where(
+    DELIVERIES.c.id == bindparam("w_id"), DELIVERIES.c.status == "delivering"
+)
+_LIST_DELIVERIES = (
+    select(DELIVERIES)
+    .where(DELIVERIES.c.webhook_id == bindparam("webhook_id"))
+    .order_by(DELIVERIES.c.id.desc())
+    .limit(bindparam("limit", type_=None))
+)

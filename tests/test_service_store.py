@@ -1,0 +1,120 @@
+"""The checkpoint API in-process, on both store paths: the sqlite3 fast path and plain
+SQLAlchemy (what any other database gets). Same scenario, same answers."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.checkpoints import ApiError, CheckpointService, state_diff
+from core.statediff import leaf_diff
+from core.store.service_store import ServiceStore
+from core.store.store import Store
+
+
+def _scenario(svc: CheckpointService) -> list[Any]:
+    """Exercise every store method; return what the API answered (times stripped)."""
+    out: list[Any] = []
+    key = svc.create_key("acct")
+    out.append(svc.authenticate(key["api_key"]).account)
+    out.append([k["account"] for k in svc.list_keys("acct")])
+    s0 = svc.save("acct", {"workflow_id": "w", "step": 0, "state": {"a": 1, "l": [1]}})
+    s1 = svc.save(
+        "acct",
+        {"workflow_id": "w", "step": 1, "state": {"a": 2, "n": "ü"}, "label": "x",
+         "metadata": {"m": [1, {"k": None}]}, "agent_id": "bot"},
+        if_match=s0["etag"],
+    )
+    out.append((s1["diff_from_previous"], s1["size_bytes"], s1["label"]))
+    with pytest.raises(ApiError) as e:
+        svc.save("acct", {"workflow_id": "w", "step": 1, "state": {}})
+    out.append((e.value.code, sorted(e.value.extra["existing"])))
+    out.append(svc.save("acct", {"workflow_id": "w", "step": 1, "state": {}},
+                        if_match=s1["etag"])["etag"] == s1["etag"])
+    for raw in (False, True):
+        got = svc.get("acct", "cp_w_001", raw=raw)
+        state = json.loads(got["state"]) if raw else got["state"]
+        out.append((state, got["metadata"], got["diff_from_previous"]))
+        res = svc.resume("acct", "w", raw=raw)
+        out.append((res["total_checkpoints"], res["latest_checkpoint"]["step"]))
+        rep = svc.replay("acct", "w", from_step=0, to_step=5, limit=1, raw=raw)
+        out.append((rep["total"], rep["has_more"], rep["total_matching"]))
+    out.append([w["workflow_id"] for w in svc.list_workflows("acct")["workflows"]])
+    agent = svc.register_agent("acct", {"agent_id": "bot", "name": "B", "capabilities": ["c"]})
+    out.append((agent["capabilities"], agent["metadata"]))
+    out.append(svc.patch_agent("acct", "bot", {"metadata": {"z": 1}})["metadata"])
+    out.append([a["agent_id"] for a in svc.list_agents("acct")["agents"]])
+    hook = svc.register_webhook(
+        "acct", {"url": "http://127.0.0.1:9/x", "events": ["checkpoint.saved"], "secret": "s"}
+    )
+    svc.save("acct", {"workflow_id": "w", "step": 2, "state": {"a": 3}})
+    claimed = svc.claim_deliveries(30)
+    out.append([(d["event"], d["data"]["step"], d["secret"]) for d in claimed])
+    svc.finish_delivery(claimed[0], ok=False, status_code=500, error="HTTP 500", retry_in=0)
+    log = svc.webhook_deliveries("acct", hook["webhook_id"])["deliveries"]
+    out.append([(d["status"], d["attempts"], d["last_status_code"]) for d in log])
+    out.append(svc.seconds_to_next_delivery() is not None)
+    out.append([h["events"] for h in svc.list_webhooks("acct")["webhooks"]])
+    svc.delete_webhook("acct", hook["webhook_id"])
+    svc.save("acct", {"workflow_id": "t", "step": 0, "state": {}}, ttl_header="1")
+    out.append(svc.sweep())
+    svc.delete_agent("acct", "bot")
+    svc.delete_workflow("acct", "w")
+    with pytest.raises(ApiError):
+        svc.resume("acct", "w")
+    out.append(svc.revoke_key(key["key_id"])["key_id"] == key["key_id"])
+    with pytest.raises(ApiError) as e:
+        svc.authenticate(key["api_key"])
+    out.append(e.value.code)
+    return out
+
+
+def test_fast_and_plain_paths_agree(tmp_path: Path) -> None:
+    answers = []
+    for fast in (True, False):
+        store = Store(f"sqlite:///{tmp_path / f'{fast}.db'}")
+        svc = CheckpointService(store)
+        svc.ss = ServiceStore(store, fast=fast)
+        assert svc.ss.fast is fast
+        answers.append(_scenario(svc))
+        store.close()
+    assert answers[0] == answers[1]
+
+
+def test_state_diff_matches_leaf_diff() -> None:
+    rnd = random.Random(7)
+
+    def value(depth: int) -> Any:
+        r = rnd.random()
+        if depth > 3 or r < 0.4:
+            return rnd.choice([0, 1, 1.0, True, False, None, "x", 2, [], {}, 1.5])
+        if r < 0.7:
+            return {rnd.choice("abcde"): value(depth + 1) for _ in range(rnd.randint(0, 4))}
+        return [value(depth + 1) for _ in range(rnd.randint(0, 4))]
+
+    def mutate(v: Any) -> Any:
+        if isinstance(v, dict):
+            v = {k: mutate(x) if rnd.random() < 0.3 else x for k, x in v.items()
+                 if rnd.random() > 0.1}
+            if rnd.random() < 0.2:
+                v[rnd.choice("abcdef")] = value(2)
+            return v
+        if isinstance(v, list):
+            v = [mutate(x) if rnd.random() < 0.3 else x for x in v]
+            if rnd.random() < 0.2:
+                v.append(value(2))
+            return v
+        return value(2) if rnd.random() < 0.5 else v
+
+    for _ in range(5000):
+        a = {k: value(1) for k in "abc"}
+        b = mutate(a)
+        assert state_diff(a, b) == leaf_diff(a, b), (a, b)
+        assert state_diff(None, b) == leaf_diff(None, b)
+    # Equal under == but not the same JSON: reported as changed.
+    assert state_diff({"x": 1}, {"x": True})["changed"] == ["x"]
+    assert state_diff({"x": [1]}, {"x": [1.0]})["changed"] == ["x[0]"]
