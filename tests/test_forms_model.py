@@ -486,3 +486,20 @@ def test_walk_covers_the_tree() -> None:
     assert [f.kind for f in root.walk()] == [
         "object", "object", "string", "array", "integer", "variant", "string", "integer",
     ]  # fmt: skip
+
+
+def test_x_hints() -> None:
+    root = build(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"enum": ["x", "y"], "x-widget": "select", "x-placeholder": "Pick one"},
+                "b": {"type": "string", "description": "long", "x-help": "short"},
+                "c": {"type": "string", "x-widget": "textarea"},
+            },
+        }
+    )
+    a, b, c = root.children
+    assert (a.widget, a.placeholder) == ("select", "Pick one")
+    assert b.description == "short"
+    assert c.multiline

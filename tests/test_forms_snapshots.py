@@ -197,3 +197,27 @@ def test_snapshot_live_hint_on_blur(snap_compare: Any) -> None:
 def test_snapshot_compact_with_errors(snap_compare: Any) -> None:
     schema = obj({**CHOICES["properties"], **BOOLEANS["properties"]}, ["decision", "confirm"])
     assert snap_compare(host(schema, compact=True), terminal_size=SIZE, press=["ctrl+s"])
+
+
+APPROVAL_EVENT = obj(
+    {
+        "decision": {"type": "string", "enum": ["approve", "reject", "request_changes"]},
+        "comment": {"type": "string"},
+    },
+    ["decision"],
+)
+
+
+def test_snapshot_approval_event_at_80x24(snap_compare: Any) -> None:
+    # The approval example's event form in the smallest terminal we support.
+    assert snap_compare(
+        host(APPROVAL_EVENT),
+        terminal_size=(80, 24),
+        press=["down", "down", "space", "tab", *"split it", "ctrl+s"],
+    )
+
+
+def test_snapshot_approval_event_compact_at_80x24(snap_compare: Any) -> None:
+    assert snap_compare(
+        host(APPROVAL_EVENT, compact=True), terminal_size=(80, 24), press=["ctrl+s"]
+    )

@@ -874,3 +874,19 @@ async def test_raw_round_trip_rebuilds_rows_with_selects_and_variants() -> None:
         form.raw.load_text(json.dumps({"day": "31/01/2024"}))
         assert not form.set_raw_mode(False)
         assert form.collect() == ({"day": "31/01/2024"}, [])
+
+
+async def test_x_widget_overrides_the_default_editor() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "two": {"enum": ["x", "y"], "x-widget": "select"},
+            "many": {"enum": ["a", "b", "c", "d", "e"], "x-widget": "radio"},
+            "flag": {"type": "boolean", "x-widget": "checkbox"},
+        },
+    }
+    app = FormHost(schema)
+    async with app.run_test(size=SIZE):
+        assert isinstance(field(app, "two").focus_target(), Select)
+        assert isinstance(field(app, "many").focus_target(), RadioSet)
+        assert isinstance(field(app, "flag").focus_target(), Checkbox)
