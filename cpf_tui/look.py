@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -60,3 +61,14 @@ def status_text(app: Any, status: str, *, label: bool = True) -> Text:
 
 def short_id(run_id: str) -> str:
     return run_id[:8]
+
+
+def display_path(path: str | Path) -> str:
+    """A path as short as it reads unambiguously: relative to the working folder, or
+    with `~` for the home folder."""
+    p = Path(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        home = Path.home()
+        return f"~/{p.relative_to(home)}" if home in p.parents else str(p)

@@ -124,14 +124,16 @@ is recorded as the actor, with surface `tui`.
                 overflow="ellipsis",
             )
         )
-        self.loaded = True
-        self.call_after_refresh(self._focus_first)
+        self.call_after_refresh(self._ready)
 
-    def _focus_first(self) -> None:
-        for widget in self.query_one("#answer-form").query("*"):
+    def _ready(self) -> None:
+        form = self.query_one("#answer-form")
+        for widget in form.query("*"):
             if widget.focusable:
-                widget.focus()
-                return
+                widget.focus(scroll_visible=False)
+                break
+        form.scroll_home(animate=False, immediate=True)  # the first label stays in view
+        self.loaded = True
 
     def _render_head(self) -> None:
         run = self.run

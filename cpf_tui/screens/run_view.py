@@ -22,7 +22,7 @@ from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration, stamp
 from cpf_tui.control import ACTIVE, RunControl, allowed
 from cpf_tui.feed import LogFeed
-from cpf_tui.look import ICONS, palette, short_id, status_color, status_text
+from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
@@ -368,7 +368,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             ("Run", run["run_id"]),
             ("Workflow", f"{run.get('workflow_name') or ''} ({run['workflow_id']})"),
             ("Version", run.get("workflow_version") or ""),
-            ("File", run.get("workflow_path") or ""),
+            ("File", display_path(run["workflow_path"]) if run.get("workflow_path") else ""),
             ("Status", run["status"]),
             ("Created", stamp(run.get("created_at"))),
             ("Updated", stamp(run.get("updated_at"))),

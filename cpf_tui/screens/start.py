@@ -61,7 +61,8 @@ and the run view opens. `escape` goes back (asking first if you typed something)
         form = self.query_one("#inputs-form")
         for widget in form.query("*"):
             if widget.focusable:
-                widget.focus()
+                widget.focus(scroll_visible=False)
+                form.scroll_home(animate=False, immediate=True)
                 return
         self.query_one("#submit", Button).focus()
 

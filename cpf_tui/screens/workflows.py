@@ -20,7 +20,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from cpf_tui.app import off_thread
-from cpf_tui.look import palette
+from cpf_tui.look import display_path, palette
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.workflows import WorkflowFile, check, discover, outline
@@ -221,7 +221,7 @@ validator, with the path of each problem). The preview shows the step outline
         lines = [head]
         if wf.workflow is not None and wf.workflow.description:
             lines.append(Text(wf.workflow.description, overflow="ellipsis", no_wrap=True))
-        where = Text(_display_path(wf.path), style="dim", no_wrap=True, overflow="ellipsis")
+        where = Text(display_path(wf.path), style="dim", no_wrap=True, overflow="ellipsis")
         if wf.workflow is not None:
             where.append("   enter: run", style="dim italic")
         lines.append(where)
@@ -335,11 +335,3 @@ def _label(name: str, state: str, app: Any = None) -> Text:
 def _root_label(root: Path) -> str:
     text = str(root)
     return text if text.endswith("/") else text + "/"
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        home = Path.home()
-        return f"~/{path.relative_to(home)}" if home in path.parents else str(path)

@@ -172,7 +172,7 @@ class LogView(ScrollView, can_focus=True):
         self.new_lines = 0
         self.follow = True
         self._resize_virtual()
-        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.scroll_to(0, 0, animate=False, immediate=True, force=True)
         self.refresh()
         self.revision += 1
 
@@ -256,11 +256,13 @@ class LogView(ScrollView, can_focus=True):
         self._scan_matches()
         self._resize_virtual()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
         else:
             if shift_rows:
                 # Keep the same text in view while the head of the buffer is dropped.
-                self.scroll_to(y=max(0, self.scroll_y - shift_rows), animate=False, immediate=True)
+                self.scroll_to(
+                    y=max(0, self.scroll_y - shift_rows), animate=False, immediate=True, force=True
+                )
             self.new_lines += added
         self.refresh()
         self.revision += 1
@@ -334,7 +336,7 @@ class LogView(ScrollView, can_focus=True):
             self._rebuild_prefix()
         self._resize_virtual()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
 
     def watch_wrap(self, wrap: bool) -> None:
         # Keep the top line in view across the change of row geometry.
@@ -345,9 +347,9 @@ class LogView(ScrollView, can_focus=True):
             self._prefix = []
         self._resize_virtual()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
         else:
-            self.scroll_to(0, self._row_of_line(top), animate=False, immediate=True)
+            self.scroll_to(0, self._row_of_line(top), animate=False, immediate=True, force=True)
         self.refresh()
         self.revision += 1
 
@@ -374,19 +376,24 @@ class LogView(ScrollView, can_focus=True):
         elif new_value < old_value and self.follow:
             self.follow = False
 
+    def _to_end(self) -> None:
+        # force: right after a size change the scrollbars are not laid out yet, and a
+        # plain scroll would be refused.
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+
     def watch_follow(self, follow: bool) -> None:
         if follow:
             self.new_lines = 0
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
         self.revision += 1
 
     def action_follow(self) -> None:
         self.follow = True
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._to_end()
 
     def action_top(self) -> None:
         self.follow = False
-        self.scroll_to(y=0, animate=False, immediate=True)
+        self.scroll_to(y=0, animate=False, immediate=True, force=True)
 
     def action_toggle_wrap(self) -> None:
         self.wrap = not self.wrap
@@ -440,7 +447,7 @@ class LogView(ScrollView, can_focus=True):
         self.follow = False
         height = self.scrollable_content_region.height
         row = self._row_of_line(line)
-        self.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True)
+        self.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True, force=True)
         self.refresh()
         self.revision += 1
 

@@ -173,9 +173,9 @@ class VirtualTable(ScrollView, can_focus=True):
         top = int(self.scroll_y)
         height = self._body_height()
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
         elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
 
     def action_cursor(self, delta: int) -> None:
         self.cursor += delta
