@@ -276,16 +276,31 @@ def _same(a: Any, b: Any) -> bool:
     return _dump(a) == _dump(b)
 
 
+# Digits -> "1", e/E -> "2", anything else -> "0": finds a number in exponent form.
+_EXPONENT_MAP = bytes(
+    0x31 if 0x30 <= i <= 0x39 else 0x32 if i in (0x45, 0x65) else 0x30 for i in range(256)
+)
+
+
 def _state_text(state: Any) -> tuple[str, int]:
-    """The compact JSON of a state (what is stored and hashed) and its UTF-8 size."""
+    """The compact JSON of a state (what is stored and hashed) and its UTF-8 size.
+
+    The size is that of Python's compact JSON (§6.3's `size_bytes`). orjson writes the
+    same bytes much faster, except that it spells exponents differently (1e16 vs
+    1e+16): any digit followed by an e in its output sends the state to json.dumps."""
     try:
         import orjson
 
         data = orjson.dumps(state)
-        return data.decode("utf-8"), len(data)
-    except (ImportError, TypeError):  # no orjson, or an integer beyond 64 bits
-        text = _compact(state)
+        if data.translate(_EXPONENT_MAP).find(b"12") < 0:
+            return data.decode("utf-8"), len(data)
+    except (ImportError, TypeError):  # no orjson, a >64-bit integer, a lone surrogate
+        pass
+    text = _compact(state)
+    try:
         return text, len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise _invalid("state contains a lone UTF-16 surrogate (not valid Unicode)") from exc
 
 
 class RawJSON(str):
@@ -509,6 +524,7 @@ class CheckpointService:
         key = (account, workflow_id)
         ss = self.ss
         enqueued = False
+        idempotent: dict[str, Any] | None = None
         with ss.write() as conn:
             now_dt = _now()
             now = _iso(now_dt)
@@ -546,98 +562,104 @@ class CheckpointService:
                         f"If-Match {if_match} does not match checkpoint "
                         f"{existing['checkpoint_id']} (etag {existing['etag']})",
                     )
-                # Same step, same etag: an idempotent retry; nothing is written.
-                return _save_record(existing)
-            if if_match is not None:
-                head_etag = wf["head_etag"] if wf is not None else None
-                if if_match != head_etag:
-                    where = (
-                        f"its head is step {wf['head_step']} with etag {head_etag}"
-                        if wf is not None
-                        else "it has no checkpoints"
-                    )
+                # Same step, same etag: an idempotent retry; nothing is written, but
+                # like the reference it still announces checkpoint.saved (marked).
+                enqueued |= self._emit(
+                    conn,
+                    account,
+                    "checkpoint.saved",
+                    {**_saved_event(existing), "idempotent": True},
+                    now,
+                )
+                idempotent = _save_record(existing)
+            else:
+                if if_match is not None:
+                    head_etag = wf["head_etag"] if wf is not None else None
+                    if if_match != head_etag:
+                        where = (
+                            f"its head is step {wf['head_step']} with etag {head_etag}"
+                            if wf is not None
+                            else "it has no checkpoints"
+                        )
+                        raise ApiError(
+                            "CONFLICT",
+                            f"If-Match {if_match} is not the head of workflow {workflow_id}: "
+                            f"{where}",
+                        )
+                previous = None
+                if wf is not None:
+                    previous = self._heads.get(key, wf["head_id"])
+                    if previous is None:
+                        previous = ss.state_by_pk(conn, wf["head_id"])
+                expires_at = _iso(now_dt + timedelta(seconds=ttl))
+                record = {
+                    "checkpoint_id": checkpoint_id_for(workflow_id, step),
+                    "account": account,
+                    "workflow_id": workflow_id,
+                    "run_id": None,
+                    "step": step,
+                    "label": label,
+                    "state": state,
+                    "metadata": metadata,
+                    "etag": _new_etag(account, workflow_id, step, text),
+                    "diff_from_previous": state_diff(previous, state),
+                    "size_bytes": size,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
+                from core.store.service_store import INTEGRITY_ERRORS
+
+                try:
+                    pk = ss.insert_checkpoint(conn, record, text)
+                    if wf is None:
+                        ss.insert_workflow(
+                            conn,
+                            {
+                                "account": account,
+                                "workflow_id": workflow_id,
+                                "head_id": pk,
+                                "head_step": step,
+                                "head_etag": record["etag"],
+                                "total": 1,
+                                "started_at": now,
+                                "last_activity_at": now,
+                                "expires_at": expires_at,
+                                "min_expires_at": expires_at,
+                            },
+                        )
+                    else:
+                        low = wf["min_expires_at"]
+                        ss.update_workflow(
+                            conn,
+                            wf["id"],
+                            head_id=pk,
+                            head_step=step,
+                            head_etag=record["etag"],
+                            total=int(wf["total"]) + 1,
+                            last_activity_at=now,
+                            expires_at=expires_at,
+                            min_expires_at=expires_at if low is None or expires_at < low else low,
+                        )
+                except INTEGRITY_ERRORS as exc:
+                    # Only reachable on servers without a global write lock (PostgreSQL):
+                    # a concurrent writer inserted the same step or workflow first.
                     raise ApiError(
                         "CONFLICT",
-                        f"If-Match {if_match} is not the head of workflow {workflow_id}: "
-                        f"{where}",
-                    )
-            previous = None
-            if wf is not None:
-                previous = self._heads.get(key, wf["head_id"])
-                if previous is None:
-                    previous = ss.state_by_pk(conn, wf["head_id"])
-            expires_at = _iso(now_dt + timedelta(seconds=ttl))
-            record = {
-                "checkpoint_id": checkpoint_id_for(workflow_id, step),
-                "account": account,
-                "workflow_id": workflow_id,
-                "run_id": None,
-                "step": step,
-                "label": label,
-                "state": state,
-                "metadata": metadata,
-                "etag": _new_etag(account, workflow_id, step, text),
-                "diff_from_previous": state_diff(previous, state),
-                "size_bytes": size,
-                "created_at": now,
-                "expires_at": expires_at,
-            }
-            from core.store.service_store import INTEGRITY_ERRORS
-
-            try:
-                pk = ss.insert_checkpoint(conn, record, text)
-                if wf is None:
-                    ss.insert_workflow(
-                        conn,
-                        {
-                            "account": account,
-                            "workflow_id": workflow_id,
-                            "head_id": pk,
-                            "head_step": step,
-                            "head_etag": record["etag"],
-                            "total": 1,
-                            "started_at": now,
-                            "last_activity_at": now,
-                            "expires_at": expires_at,
-                            "min_expires_at": expires_at,
-                        },
-                    )
-                else:
-                    low = wf["min_expires_at"]
-                    ss.update_workflow(
-                        conn,
-                        wf["id"],
-                        head_id=pk,
-                        head_step=step,
-                        head_etag=record["etag"],
-                        total=int(wf["total"]) + 1,
-                        last_activity_at=now,
-                        expires_at=expires_at,
-                        min_expires_at=expires_at if low is None or expires_at < low else low,
-                    )
-            except INTEGRITY_ERRORS as exc:
-                # Only reachable on servers without a global write lock (PostgreSQL):
-                # a concurrent writer inserted the same step or workflow first.
-                raise ApiError(
-                    "CONFLICT",
-                    f"Checkpoint {record['checkpoint_id']} was written concurrently",
-                ) from exc
-            if agent_id is not None:
-                ss.touch_agent(conn, account, agent_id, now)
-            enqueued |= self._emit(
-                conn,
-                account,
-                "checkpoint.saved",
-                {
-                    "workflow_id": workflow_id,
-                    "checkpoint_id": record["checkpoint_id"],
-                    "step": step,
-                    "etag": record["etag"],
-                    "label": label,
-                    "created_at": api_time(now),
-                },
-                now,
-            )
+                        f"Checkpoint {record['checkpoint_id']} was written concurrently",
+                    ) from exc
+                if agent_id is not None:
+                    ss.touch_agent(conn, account, agent_id, now)
+                enqueued |= self._emit(
+                    conn,
+                    account,
+                    "checkpoint.saved",
+                    _saved_event(record),
+                    now,
+                )
+        if idempotent is not None:
+            if enqueued:
+                self._notify()
+            return idempotent
         self._heads.put(key, pk, state)
         if enqueued:
             self._notify()
@@ -1067,6 +1089,17 @@ class CheckpointService:
     def _notify(self) -> None:
         if self.on_enqueue is not None:
             self.on_enqueue()
+
+
+def _saved_event(cp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "workflow_id": cp["workflow_id"],
+        "checkpoint_id": cp["checkpoint_id"],
+        "step": cp["step"],
+        "etag": cp["etag"],
+        "label": cp["label"],
+        "created_at": api_time(cp["created_at"]),
+    }
 
 
 def _expired(row: dict[str, Any], now: str) -> bool:

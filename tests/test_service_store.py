@@ -118,3 +118,19 @@ def test_state_diff_matches_leaf_diff() -> None:
     # Equal under == but not the same JSON: reported as changed.
     assert state_diff({"x": 1}, {"x": True})["changed"] == ["x"]
     assert state_diff({"x": [1]}, {"x": [1.0]})["changed"] == ["x[0]"]
+
+
+def test_size_bytes_is_python_compact_json() -> None:
+    from core.checkpoints import _state_text
+
+    rnd = random.Random(3)
+    for _ in range(3000):
+        state = {
+            "f": rnd.choice([rnd.random() * 10 ** rnd.randint(-12, 25), 1e16, 1e-7, -0.0]),
+            "i": rnd.randint(-(2**70), 2**70),
+            "s": rnd.choice(["plain", "é☃\n\t\u0001\u2028", "item1e5", ""]),
+        }
+        text, size = _state_text(state)
+        expected = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+        assert size == len(expected.encode("utf-8")), (state, text, expected)
+        assert json.loads(text) == state

@@ -447,6 +447,11 @@ class Handlers:
             result = route.op(self.svc, ctx)
         except ApiError as err:
             return error_response(err.code, err.message, extra=err.extra)
+        except UnicodeEncodeError:
+            # A lone surrogate (\ud800) parses as JSON but is not storable text.
+            return error_response(
+                "VALIDATION_ERROR", "The request contains a lone UTF-16 surrogate"
+            )
         except PersistenceError as err:
             log.error("store error: %s", err.message)
             return error_response("STORE_UNAVAILABLE", "The store is unavailable: try again")
