@@ -636,6 +636,7 @@ def history(store: Any, run: dict[str, Any]) -> dict[str, Any]:
                 "output_bytes": a["output_bytes"],
                 "truncated": bool(a["truncated"]),
                 "parent_id": a["parent_id"],
+                "context": a.get("context"),
                 "id": a["id"],
                 "started_at": a["started_at"],
                 "finished_at": a["finished_at"],

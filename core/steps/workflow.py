@@ -81,6 +81,21 @@ def run_child(ctx: StepContext, ref: Any, inputs: Any, *, label: str) -> StepOut
                 exit_code=result.exit_code,
             )
         )
+    declared = child.workflow.get("outputs")
+    if declared:
+        # The child's own `workflow.outputs` holds for its result, as at the top level.
+        problems = check_payload(declared, {} if result.result is None else result.result)
+        if problems:
+            return StepOutcome.failed(
+                StepFailure(
+                    ErrorCode.ERR_STEP_OUTPUT_INVALID,
+                    f"Step '{sid}': the result of {child.id} does not match its "
+                    f"workflow.outputs: {problems[0]}",
+                    step_id=sid,
+                    details=[str(e) for e in problems],
+                ),
+                outputs=result.result,
+            )
     if result.result not in (None, "", {}, []):
         return StepOutcome("completed", outputs=result.result)
     return StepOutcome("completed", outputs=dict(result.outputs))
