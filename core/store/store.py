@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -174,6 +175,10 @@ class Store:
         from core.store import service_models  # noqa: F401
 
         with self.write() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # Concurrent first runs must not create the tables twice: take a
+                # transaction-scoped lock (SQLite's BEGIN IMMEDIATE does the same).
+                conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
             SQLModel.metadata.create_all(conn)
             have = conn.execute(
                 select(META.c.value).where(META.c.key == "schema_version")
