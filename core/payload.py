@@ -35,7 +35,8 @@ def _validator(schema_json: str) -> Any:
 
     schema = json.loads(schema_json)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    # `format` is asserted (dates, emails, ...) so every surface refuses what the TUI form does.
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def check_payload(schema: dict[str, Any] | None, data: Any) -> list[FieldError]:

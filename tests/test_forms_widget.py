@@ -873,7 +873,11 @@ async def test_raw_round_trip_rebuilds_rows_with_selects_and_variants() -> None:
         assert form.set_raw_mode(True)
         form.raw.load_text(json.dumps({"day": "31/01/2024"}))
         assert not form.set_raw_mode(False)
-        assert form.collect() == ({"day": "31/01/2024"}, [])
+        # ...and the one validator (the engine's) reports it, as `cpf resume` would.
+        assert form.collect() == (
+            {"day": "31/01/2024"},
+            [FieldError(("day",), "'31/01/2024' is not a 'date'")],
+        )
 
 
 async def test_x_widget_overrides_the_default_editor() -> None:
