@@ -71,6 +71,11 @@ def _with_run(err: CpfError, run_id: str) -> CpfError:
     return err
 
 
+def _not_waiting(message: str, run_id: str) -> CpfError:
+    """The contract's exit-20 refusal for a run in the wrong state."""
+    return _with_run(RuntimeStateError(ErrorCode.ERR_RUN_NOT_WAITING, message), run_id)
+
+
 # -- envelopes from runs --------------------------------------------------------------
 
 
@@ -519,11 +524,8 @@ def resume_run(
     store = _store()
     run = _load_run(store, run_id)
     if run["status"] != "waiting":
-        raise _with_run(
-            RuntimeStateError(
-                ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run_id} is not waiting (status: {run['status']})",
-            ),
+        raise _not_waiting(
+            f"Run {run_id} is not waiting (status: {run['status']})",
             run_id,
         )
     wait = run.get("wait") or {}
@@ -562,12 +564,9 @@ def resume_run(
     except RunTaken:
         fresh = store.get_run(run_id) or run
         if fresh["status"] != "waiting":
-            raise _with_run(
-                RuntimeStateError(
-                    ErrorCode.ERR_RUN_NOT_WAITING,
-                    f"Run {run_id} is not waiting (status: {fresh['status']}): "
-                    "another resume or cancel got there first",
-                ),
+            raise _not_waiting(
+                f"Run {run_id} is not waiting (status: {fresh['status']}): "
+                "another resume or cancel got there first",
                 run_id,
             ) from None
         raise _with_run(
@@ -681,11 +680,8 @@ def cancel_run(
     store = _store()
     run = _load_run(store, run_id)
     if run["status"] not in ("waiting", "running", "created"):
-        raise _with_run(
-            RuntimeStateError(
-                ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run_id} cannot be cancelled (status: {run['status']})",
-            ),
+        raise _not_waiting(
+            f"Run {run_id} cannot be cancelled (status: {run['status']})",
             run_id,
         )
     who = actor or default_actor()
@@ -696,11 +692,8 @@ def cancel_run(
         ):
             fresh = store.get_run(run_id, conn) or run
             if fresh["status"] not in ("waiting", "running", "created"):
-                raise _with_run(
-                    RuntimeStateError(
-                        ErrorCode.ERR_RUN_NOT_WAITING,
-                        f"Run {run_id} cannot be cancelled (status: {fresh['status']})",
-                    ),
+                raise _not_waiting(
+                    f"Run {run_id} cannot be cancelled (status: {fresh['status']})",
                     run_id,
                 )
             raise _with_run(ConcurrencyError(f"Run {run_id} changed while cancelling"), run_id)
@@ -726,11 +719,8 @@ def delete_run(run_id: str) -> Envelope:
     store = _store()
     run = _load_run(store, run_id)
     if run["status"] in ("created", "running", "waiting"):
-        raise _with_run(
-            RuntimeStateError(
-                ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Cannot delete active run {run_id} (status: {run['status']})",
-            ),
+        raise _not_waiting(
+            f"Cannot delete active run {run_id} (status: {run['status']})",
             run_id,
         )
     with store.write() as conn:
@@ -754,11 +744,8 @@ def retry_run(
     store = _store()
     run = _load_run(store, run_id)
     if run["status"] != "failed":
-        raise _with_run(
-            RuntimeStateError(
-                ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run_id} is not failed (status: {run['status']}); only failed runs retry",
-            ),
+        raise _not_waiting(
+            f"Run {run_id} is not failed (status: {run['status']}); only failed runs retry",
             run_id,
         )
     wf, changed = _load_run_workflow(run, allow_changed=True)
@@ -810,11 +797,8 @@ def continue_run(run_id: str) -> Envelope:
     if run is None:
         raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
     if run["status"] != "running" or run.get("executor") is not None:
-        raise _with_run(
-            RuntimeStateError(
-                ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run_id} has no pending hand-off (status: {run['status']})",
-            ),
+        raise _not_waiting(
+            f"Run {run_id} has no pending hand-off (status: {run['status']})",
             run_id,
         )
     wf, _ = _load_run_workflow(run)
