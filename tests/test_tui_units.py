@@ -311,3 +311,19 @@ def test_output_tail_reads_only_the_end_of_a_big_log(demo):
     assert "".join(c["text"] for c in whole["chunks"]) == (
         'squaring 7\n{"square": 49}\n{"parity": "odd"}\n'
     )
+
+
+async def test_log_takes_a_flood_in_one_piece_and_keeps_its_tail():
+    app = LogHost(max_lines=1000)
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(LogView)
+        view.write("partial ")
+        view.write(lines(100_000) + "open end")
+        await pilot.pause()
+        assert view.line_count == 1000
+        assert view.line(0) == "line 99001"
+        assert view.line(view.line_count - 1) == "open end"
+        assert view.total == view.dropped + view.line_count
+        view.write(" continued\n")
+        await pilot.pause()
+        assert view.line(view.line_count - 1) == "open end continued"

@@ -57,6 +57,7 @@ def key_table(screen: Screen[Any], focused: Widget | None) -> Table:
     table.add_column("Id (keymap)", style="dim", no_wrap=True)
     rows: dict[str, list[str]] = {}
     order: list[str] = []
+
     def rank(active: Any) -> int:
         # This screen's own keys first, then the focused widget's, then the app's.
         return 0 if active.node is screen else 2 if active.node is app else 1

@@ -68,9 +68,19 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         self.loaded = False
         self.missing = False
         self._seen_version: Any = None
-        self._attempt_nodes: dict[int, TreeNode[int | None]] = {}
+        self._attempt_nodes: dict[int, TreeNode[Any]] = {}
+        self._pending_nodes: list[TreeNode[Any]] = []
+        self._pending_shown: list[tuple[str, str]] = []
+        self._plan: list[tuple[str, str]] | None = None  # the workflow's top-level steps
         self._busy = False
         self._ticks = 0
+        # Held, not queried: the tab panes may not be composed yet when the run is read.
+        app: Any = self.app
+        self.log_pane = LogPane(max_lines=app.config.log_max_lines, id="run-log")
+        self.outputs_view = Static("", id="run-outputs")
+        self.events_view = Static("", id="run-events")
+        self.checkpoints_view = Static("", id="run-checkpoints")
+        self.details_view = Static("", id="run-details")
 
     def compose(self) -> ComposeResult:
         yield TopBar()
@@ -82,23 +92,22 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             yield tree
             with TabbedContent(id="run-tabs"):
                 with TabPane("Log", id="tab-log"):
-                    app: Any = self.app
-                    yield LogPane(max_lines=app.config.log_max_lines, id="run-log")
+                    yield self.log_pane
                 with TabPane("Outputs", id="tab-outputs"), VerticalScroll():
-                    yield Static("", id="run-outputs")
+                    yield self.outputs_view
                 with TabPane("Events", id="tab-events"), VerticalScroll():
-                    yield Static("", id="run-events")
+                    yield self.events_view
                 with TabPane("Checkpoints", id="tab-checkpoints"), VerticalScroll():
-                    yield Static("", id="run-checkpoints")
+                    yield self.checkpoints_view
                 with TabPane("Details", id="tab-details"), VerticalScroll():
-                    yield Static("", id="run-details")
+                    yield self.details_view
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one(TopBar).where = f"run {short_id(self.run_id)}"
-        self.query_one("#run-log", LogPane).hint = f"cpf logs --run-id {self.run_id}"
-        self.query_one("#run-log", LogPane).log_view.focus()
+        self.log_pane.hint = f"cpf logs --run-id {self.run_id}"
+        self.call_after_refresh(self.log_pane.log_view.focus)
         self._select(None, load=False)  # the first refresh loads it, after the attempts
         self.set_interval(FAST, self._tick)
         self.run_worker(self._refresh(), group="run-refresh")
@@ -144,6 +153,8 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         self.missing = False
         version = (run.get("version"), run.get("updated_at"), run.get("status"))
         self.run = run
+        if self._plan is None:
+            self._plan = await off_thread(_plan_of, run.get("workflow_path"))
         if version != self._seen_version:
             self.attempts = await off_thread(queries.attempts, self.run_id)
             self.events = await off_thread(queries.events, self.run_id)
@@ -211,6 +222,15 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             if wait.get("risk_level"):
                 second.append(f"  risk {wait['risk_level']}", style=theme.warning)
             second.append("   press a to answer", style="reverse bold")
+        elif run["status"] == "running":
+            current = next((a for a in reversed(self.attempts) if a["status"] == "running"), None)
+            if current is not None:
+                second.append(f" ▶ {current['step_id']}", style=f"bold {theme.accent}")
+                if current.get("attempt", 1) > 1:
+                    second.append(f" attempt {current['attempt']}")
+                since = duration(current.get("started_at"), None, now)
+                second.append(f" running for {since}")
+            second.append("   c cancels", style="dim")
         elif run.get("error"):
             err = run["error"]
             second.append(f" {err.get('code', '')}: ", style=f"bold {theme.error}")
@@ -262,12 +282,35 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             node = parent.add(label, data=a["id"], expand=True, allow_expand=False)
             self._attempt_nodes[a["id"]] = node
         tree.root.set_label(Text("All steps", style="bold"))
+        self._render_pending(tree)
+
+    def _render_pending(self, tree: Tree[Any]) -> None:
+        """Steps of an active run that have not run yet, dimmed, after the others."""
+        pending: list[tuple[str, str]] = []
+        if self.run is not None and self.run["status"] in ACTIVE and self._plan:
+            ran = {a["step_id"] for a in self.attempts if a.get("parent_id") is None}
+            pending = [(sid, kind) for sid, kind in self._plan if sid not in ran]
+        n = len(self._pending_nodes)
+        at_end = n == 0 or all(
+            a is b for a, b in zip(tree.root.children[-n:], self._pending_nodes, strict=False)
+        )
+        if pending == self._pending_shown and at_end:
+            return
+        for node in self._pending_nodes:
+            node.remove()
+        self._pending_nodes = []
+        for sid, kind in pending:
+            label = Text(f"{ICONS['pending']} {sid}", style="dim", no_wrap=True)
+            if kind not in ("cli",):
+                label.append(f" {kind}", style="dim italic")
+            self._pending_nodes.append(tree.root.add_leaf(label, data=f"pending:{sid}"))
+        self._pending_shown = pending
 
     def _selected_attempt(self) -> dict[str, Any] | None:
         return next((a for a in self.attempts if a["id"] == self.selection), None)
 
     def _render_outputs(self) -> None:
-        view = self.query_one("#run-outputs", Static)
+        view = self.outputs_view
         a = self._selected_attempt()
         if a is not None:
             title = Text(f"Outputs of {a['step_id']} (attempt {a.get('attempt', 1)})", "bold")
@@ -297,7 +340,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         view.update(Group(*parts))
 
     def _render_events(self) -> None:
-        view = self.query_one("#run-events", Static)
+        view = self.events_view
         if not self.events:
             view.update(Text("No events yet.", style="dim"))
             return
@@ -322,7 +365,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         view.update(table)
 
     def _render_checkpoints(self) -> None:
-        view = self.query_one("#run-checkpoints", Static)
+        view = self.checkpoints_view
         if not self.checkpoints:
             view.update(Text("No checkpoints yet (one is written per step transition).", "dim"))
             return
@@ -360,7 +403,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         run = self.run
         if run is None:
             return
-        view = self.query_one("#run-details", Static)
+        view = self.details_view
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
@@ -406,8 +449,10 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
 
     # -- selection -----------------------------------------------------------------------
 
-    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[int | None]) -> None:
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Any]) -> None:
         event.stop()
+        if isinstance(event.node.data, str):  # a step that has not run yet
+            return
         if event.node.data != self.selection:
             self._select(event.node.data)
 
@@ -415,7 +460,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         self.selection = attempt_id
         if self.feed is not None:
             self.feed.active = False
-        pane = self.query_one("#run-log", LogPane)
+        pane = self.log_pane
         self.feed = LogFeed(
             pane,
             self.run_id,
@@ -474,7 +519,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
         if tab == "tab-log":
-            self.query_one("#run-log", LogPane).log_view.focus()
+            self.log_pane.log_view.focus()
 
     def context_commands(self) -> Iterator[Command]:
         run = self.run
@@ -489,7 +534,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             yield (f"Retry run {label}", "From a step", self.action_retry)
         if run["status"] in ("completed", "failed", "cancelled"):
             yield (f"Delete run {label}", "Remove it for good", self.action_delete)
-        view = self.query_one("#run-log", LogPane).log_view
+        view = self.log_pane.log_view
         yield ("Toggle log wrap", "Wrap long lines", view.action_toggle_wrap)
         yield ("Follow the log", "Jump to the end and follow", view.action_follow)
         for tab, name in (
@@ -500,6 +545,19 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             ("tab-details", "Details"),
         ):
             yield (f"Show {name}", "Run view tab", partial(self.action_tab, tab))
+
+
+def _plan_of(path: str | None) -> list[tuple[str, str]]:
+    """(id, kind) of the workflow's top-level steps; [] when the file cannot be read."""
+    from core.envelope import CpfError
+    from core.workflow.loader import load_workflow
+
+    if not path:
+        return []
+    try:
+        return [(str(s["id"]), str(s.get("kind", ""))) for s in load_workflow(path).steps]
+    except (CpfError, OSError, KeyError):
+        return []
 
 
 def _at(state: Any, path: str) -> Any:

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Input, Select, Static
 
 from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration
-from cpf_tui.control import RunControl, allowed
+from cpf_tui.control import RunControl
 from cpf_tui.look import short_id, status_text
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.topbar import TopBar
@@ -39,10 +39,11 @@ SORTS = [
     ("status", lambda r: (r.get("status") or "", r.get("created_at") or ""), False),
     ("workflow", lambda r: (r.get("workflow_id") or "", r.get("created_at") or ""), False),
 ]
+FIRST_PAGE = 300
 COLUMNS = [
     Column("status", "Status", 11),
     Column("workflow", "Workflow", 14, stretch=True),
-    Column("step", "Current step", 14),
+    Column("step", "Current step", 14, stretch=True),
     Column("started", "Started", 8),
     Column("updated", "Updated", 8),
     Column("duration", "Duration", 8, justify="right"),
@@ -79,6 +80,7 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         self._last_updated: str | None = None
         self._full_every = 60  # ticks between full re-reads (clock skew, missed deletes)
         self._ticks = 0
+        self.partial = False  # only the first page is read so far
 
     def compose(self) -> ComposeResult:
         yield TopBar()
@@ -127,26 +129,34 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         self._busy = True
         try:
             changed = await self._read(full)
+            if changed:
+                self._render_rows()
+            else:
+                self.query_one(VirtualTable).refresh_cells()  # times move on
+            if self.partial:  # the newest page is on screen; now the rest
+                await self._read(True)
+                self._render_rows()
         except Exception as exc:  # the store went away: keep showing what we have
             self.query_one("#runs-count", Static).update(Text(f"store error: {exc}", "red"))
-            return
         finally:
             self._busy = False
-        if changed:
-            self._render_rows()
-        else:
-            self.query_one(VirtualTable).refresh_cells()  # times move on
 
     async def _read(self, full: bool) -> bool:
-        """Bring `self.runs` up to date; False when nothing changed."""
+        """Bring `self.runs` up to date; False when nothing changed. The very first read
+        takes only the newest FIRST_PAGE runs, so a big store shows at once."""
         from core import queries
 
         overview = await off_thread(queries.runs_overview)
         if overview == self.overview and not full and self.loaded:
             return False
-        if full or not self.loaded or overview["total"] < len(self.runs):
+        if not self.loaded:
+            rows = await off_thread(queries.run_summaries, limit=FIRST_PAGE)
+            self.runs = {r["run_id"]: r for r in rows}
+            self.partial = overview["total"] > len(rows)
+        elif full or overview["total"] < len(self.runs):
             rows = await off_thread(queries.run_summaries)
             self.runs = {r["run_id"]: r for r in rows}
+            self.partial = False
         else:
             rows = await off_thread(queries.run_summaries, updated_after=self._last_updated)
             for r in rows:
@@ -203,7 +213,10 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         self.query_one(VirtualTable).set_rows(rows)
         counts = (self.overview or {}).get("by_status", {})
         info = Text(no_wrap=True)
-        info.append(f"{len(rows):,} of {len(self.runs):,} runs")
+        total = (self.overview or {}).get("total", len(self.runs))
+        info.append(f"{len(rows):,} of {total:,} runs")
+        if self.partial:
+            info.append(" (reading…)", style="italic")
         if counts.get("running"):
             info.append(f"  ▶ {counts['running']} running")
         if counts.get("waiting"):
@@ -223,12 +236,6 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         self.query_one(VirtualTable).focus()
 
     # -- actions -------------------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return allowed(action, self.selected) if self.is_mounted else True
-
-    def on_virtual_table_highlighted(self, _event: VirtualTable.Highlighted) -> None:
-        self.refresh_bindings()
 
     @property
     def selected(self) -> dict[str, Any] | None:

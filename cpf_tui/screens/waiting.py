@@ -23,7 +23,7 @@ COLUMNS = [
     Column("step", "Step", 12),
     Column("since", "Waiting", 8),
     Column("audience", "For", 6),
-    Column("summary", "Summary", 20, stretch=True),
+    Column("summary", "Summary", 16, stretch=True),
     Column("id", "Run", 8),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
@@ -51,6 +53,10 @@ validator, with the path of each problem). The preview shows the step outline
         self.file_nodes: dict[Path, TreeNode[Path | None]] = {}
         self.current: Path | None = None
         self.loaded = False
+        # Held, not queried: the tab panes may not be composed when the scan ends.
+        self.outline_view = Static("", id="wf-outline")
+        self.yaml_view = Static("", id="wf-yaml")
+        self.problems_view = Static("", id="wf-problems")
 
     def compose(self) -> ComposeResult:
         yield TopBar()
@@ -63,11 +69,11 @@ validator, with the path of each problem). The preview shows the step outline
                 yield Static("", id="wf-title")
                 with TabbedContent(id="wf-tabs"):
                     with TabPane("Outline", id="tab-outline"), VerticalScroll():
-                        yield Static("", id="wf-outline")
+                        yield self.outline_view
                     with TabPane("YAML", id="tab-yaml"), VerticalScroll():
-                        yield Static("", id="wf-yaml")
+                        yield self.yaml_view
                     with TabPane("Problems", id="tab-problems"), VerticalScroll():
-                        yield Static("", id="wf-problems")
+                        yield self.problems_view
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -170,9 +176,9 @@ validator, with the path of each problem). The preview shows the step outline
     def _show(self, path: Path | None) -> None:
         self.current = path
         title = self.query_one("#wf-title", Static)
-        outline_view = self.query_one("#wf-outline", Static)
-        yaml_view = self.query_one("#wf-yaml", Static)
-        problems = self.query_one("#wf-problems", Static)
+        outline_view = self.outline_view
+        yaml_view = self.yaml_view
+        problems = self.problems_view
         tabs = self.query_one("#wf-tabs", TabbedContent)
         wf = self.files.get(path) if path else None
         if path is None:
@@ -201,7 +207,8 @@ validator, with the path of each problem). The preview shows the step outline
         )
         problems.update(self._problems(wf))
         count = len(wf.problems)
-        tabs.get_tab("tab-problems").label = f"Problems ({count})" if count else "Problems"
+        with suppress(NoMatches):  # the tabs may not be composed yet
+            tabs.get_tab("tab-problems").label = f"Problems ({count})" if count else "Problems"
 
     def _title(self, wf: WorkflowFile) -> Group:
         theme = palette(self.app)

@@ -36,18 +36,14 @@ class LogPane(Vertical):
         classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
-        self._max_lines = max_lines
-        self._empty_text = empty_text
+        # Held, not queried: owners may use it before this pane is composed.
+        self.log_view = LogView(max_lines=max_lines, empty_text=empty_text)
         self.hint = ""  # e.g. where the full log is: "cpf logs --run-id ..."
 
     def compose(self) -> ComposeResult:
-        yield LogView(max_lines=self._max_lines, empty_text=self._empty_text)
+        yield self.log_view
         yield Input(placeholder="search (enter: find, n/N: next/previous)", id="log-search")
         yield Static(id="log-status")
-
-    @property
-    def log_view(self) -> LogView:
-        return self.query_one(LogView)
 
     def on_mount(self) -> None:
         view = self.log_view

@@ -172,7 +172,8 @@ class LogView(ScrollView, can_focus=True):
         self.new_lines = 0
         self.follow = True
         self._resize_virtual()
-        self.scroll_to(0, 0, animate=False, immediate=True, force=True)
+        if self.is_mounted:
+            self.scroll_to(0, 0, animate=False, immediate=True, force=True)
         self.refresh()
         self.revision += 1
 
@@ -189,10 +190,26 @@ class LogView(ScrollView, can_focus=True):
         """Append output pieces; a piece may end mid-line (continued by the next one)."""
         fresh: list[tuple[str, str, bool]] = []  # (stream, raw, still open)
         changed = False
+        skipped = 0
         for stream, text in chunks:
             if not text:
                 continue
             changed = True
+            if len(text) > 65_536 and text.count("\n") > self.max_lines + 1:
+                # A flood: only its last max_lines lines can stay, so split just those
+                # off (in C) and count the rest as dropped, without making them lines.
+                head, *keep = text.rsplit("\n", self.max_lines + 1)
+                gone = head.count("\n") + 1 + len(fresh)
+                fresh = []
+                self._open.pop(stream, None)
+                self.total += gone
+                self.dropped += gone
+                skipped += gone
+                last = keep.pop()  # after the final newline: "" or an unfinished line
+                fresh.extend((stream, piece, False) for piece in keep)
+                if last:
+                    fresh.append((stream, last, True))
+                continue
             pieces = text.split("\n")
             open_at = self._open.pop(stream, None)
             pending = next(
@@ -227,7 +244,7 @@ class LogView(ScrollView, can_focus=True):
             self._append(stream, raw)
             if still_open:
                 self._open[stream] = len(self._lines) - 1
-        self._after_append(len(fresh) + max(skip, 0))
+        self._after_append(len(fresh) + max(skip, 0) + skipped)
 
     def _close_open(self) -> None:
         self._open.clear()
@@ -378,7 +395,9 @@ class LogView(ScrollView, can_focus=True):
 
     def _to_end(self) -> None:
         # force: right after a size change the scrollbars are not laid out yet, and a
-        # plain scroll would be refused.
+        # plain scroll would be refused. (Before mounting, on_resize does it.)
+        if not self.is_mounted:
+            return
         self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
 
     def watch_follow(self, follow: bool) -> None:

@@ -161,7 +161,7 @@ class VirtualTable(ScrollView, can_focus=True):
         return max(0, min(value, len(self.rows) - 1)) if self.rows else 0
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self._cache.clear()
+        # Cached rows are keyed by (row, has cursor): no need to drop the cache here.
         self._keep_visible()
         self.refresh()
         self.post_message(self.Highlighted(self, self.cursor_key))
@@ -211,10 +211,13 @@ class VirtualTable(ScrollView, can_focus=True):
     def _widths(self, total: int) -> list[int]:
         widths = [c.width for c in self.columns]
         gaps = len(widths)  # one space before each column
-        spare = total - sum(widths) - gaps
+        spare = total - sum(widths) - gaps - 1  # one cell of slack at the right edge
         stretch = [i for i, c in enumerate(self.columns) if c.stretch]
-        if stretch and spare > 0:
-            widths[stretch[0]] += spare
+        if stretch and spare > 0:  # shared by the stretch columns, the first gets the rest
+            share, rest = divmod(spare, len(stretch))
+            for i in stretch:
+                widths[i] += share
+            widths[stretch[0]] += rest
         return widths
 
     def render_line(self, y: int) -> Strip:
@@ -253,21 +256,25 @@ class VirtualTable(ScrollView, can_focus=True):
         return self._render_cells(tuple(c.label for c in self.columns), width, style)
 
     def _render_cells(self, cells: tuple[Cell, ...], width: int, style: Style) -> Strip:
-        line = Text(no_wrap=True, end="")
+        console = self.app.console
+        segments: list[Segment] = []
         for column, cell_width, cell in zip(self.columns, self._widths(width), cells, strict=False):
-            text = Text(cell) if isinstance(cell, str) else cell.copy()
-            text.no_wrap = True
-            if cell_len(text.plain) > cell_width:
-                text.truncate(cell_width, overflow="ellipsis")
-            pad = cell_width - text.cell_len
-            line.append(" ")
-            if column.justify == "right":
-                line.append(" " * pad)
-                line.append_text(text)
-            else:
-                line.append_text(text)
-                line.append(" " * pad)
-        segments = list(line.render(self.app.console))
+            segments.append(Segment(" "))
+            if isinstance(cell, str):
+                text = cell if cell_len(cell) <= cell_width else _truncate(cell, cell_width)
+                pad = " " * (cell_width - cell_len(text))
+                segments.append(Segment(pad + text if column.justify == "right" else text + pad))
+                continue
+            rich_text = cell
+            if rich_text.cell_len > cell_width:
+                rich_text = rich_text.copy()
+                rich_text.truncate(cell_width, overflow="ellipsis")
+            pad = Segment(" " * (cell_width - rich_text.cell_len))
+            parts = list(rich_text.render(console, end=""))
+            if rich_text.style:  # render() leaves the base style to the caller
+                base = console.get_style(rich_text.style)
+                parts = list(Segment.apply_style(parts, base))
+            segments.extend([pad, *parts] if column.justify == "right" else [*parts, pad])
         strip = Strip(segments).apply_style(style)
         return strip.extend_cell_length(width, style).crop(0, width)
 
@@ -275,3 +282,17 @@ class VirtualTable(ScrollView, can_focus=True):
         """Format the visible rows again (their data or the clock changed)."""
         self._cache.clear()
         self.refresh()
+
+
+def _truncate(text: str, width: int) -> str:
+    """Cut `text` to `width` cells, ending with an ellipsis."""
+    if width <= 1:
+        return "…"[:width]
+    out, used = [], 0
+    for ch in text:
+        w = cell_len(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
