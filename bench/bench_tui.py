@@ -1,0 +1,311 @@
+"""TUI benchmark: a big run list, and a step that floods its log.
+
+    .venv/bin/python bench/bench_tui.py                    # 10,000 runs; 200,000 lines
+    .venv/bin/python bench/bench_tui.py --runs 50000 --lines 1000000
+
+1. Runs: a store with N runs (inserted through the store API). Measures the time from
+   creating the app to the Runs table holding every run and answering a key (cursor
+   down), the time a key takes with N rows, and the cost of one live-refresh poll.
+2. Firehose: a `cli` step printing L lines as fast as it can (`seq`), executed by a real
+   detached `cpf` process while the run view follows it. Keys are pressed every 50 ms
+   during the run; reports the key latency (p50/p95/max), the app's resident memory
+   (start/peak/end) and the lines the log view holds, and checks that every line reached
+   the store and the screen shows the last one.
+
+The app runs headless in this process (Textual's `run_test`), against a temporary store.
+Figures depend on the machine and its load; compare runs from one session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def seed_runs(n: int, folder: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.store.store import open_store
+
+    wf = folder / "bench.yaml"
+    wf.write_text(
+        "schema_version: checkpointflow/v1\nworkflow:\n  id: bench\n  inputs: {type: object}\n"
+        "  steps:\n    - id: done\n      kind: end\n"
+    )
+    store = open_store()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    statuses = ["completed"] * 7 + ["failed", "cancelled", "waiting"]
+    with store.write() as conn:
+        for i in range(n):
+            at = (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+            status = statuses[i % len(statuses)]
+            store.insert_run(
+                conn,
+                {
+                    "run_id": f"{i:032x}",
+                    "account": "local",
+                    "workflow_id": f"bench{i % 13}",
+                    "workflow_name": "Bench",
+                    "workflow_path": str(wf),
+                    "workflow_hash": "0" * 64,
+                    "status": status,
+                    "current_step_id": "done",
+                    "inputs": {"i": i},
+                    "step_outputs": {"done": {"i": i}},
+                    "wait": (
+                        {"step_id": "done", "event_name": "go", "input_schema": {}}
+                        if status == "waiting"
+                        else None
+                    ),
+                    "version": 1,
+                    "attempt_seq": 1,
+                    "checkpoint_step": 0,
+                    "created_at": at,
+                    "updated_at": at,
+                    "finished_at": None if status == "waiting" else at,
+                },
+            )
+
+
+def bench_app(**kw: Any) -> Any:
+    """The app with one extra key, f12, whose action notes when it ran: the time from
+    pressing it to that note is how long the UI takes to answer a key."""
+    from textual.binding import Binding
+
+    from cpf_tui.app import CpfApp
+
+    class BenchApp(CpfApp):
+        BINDINGS: ClassVar[list[Any]] = [
+            *CpfApp.BINDINGS,
+            Binding("f12", "bench_ping", show=False, priority=True),
+        ]
+        pinged = 0.0
+
+        def action_bench_ping(self) -> None:
+            self.pinged = time.perf_counter()
+
+    return BenchApp(**kw)
+
+
+async def ping(pilot: Any) -> float:
+    """Seconds from sending f12 to its action running."""
+    t0 = time.perf_counter()
+    await pilot.press("f12")
+    return pilot.app.pinged - t0
+
+
+async def wait_until(pilot: Any, predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await pilot.pause(0.01)
+
+
+async def bench_runs(n: int, size: tuple[int, int]) -> dict[str, float]:
+    from core import queries
+    from cpf_tui.config import TuiConfig
+    from cpf_tui.widgets.vtable import VirtualTable
+
+    t0 = time.perf_counter()
+    app = bench_app(paths=[], config=TuiConfig(), start_area="runs")
+    out: dict[str, float] = {}
+    async with app.run_test(size=size) as pilot:
+
+        def table() -> Any:
+            found = app.screen.query(VirtualTable)
+            return found.first() if found else None
+
+        await wait_until(pilot, lambda: table() is not None and table().row_count > 0, 60, "rows")
+        before = table().cursor
+        await pilot.press("down")
+        out["first_usable_s"] = time.perf_counter() - t0
+        assert table().cursor == before + 1
+        await wait_until(pilot, lambda: table().row_count >= n, 60, "all rows")
+        out["rows_visible_s"] = time.perf_counter() - t0
+        laps, pings = [], []
+        for key in ["down"] * 20 + ["pagedown"] * 10 + ["end", "home"]:
+            k0 = time.perf_counter()
+            await pilot.press(key)
+            laps.append(time.perf_counter() - k0)
+            pings.append(await ping(pilot))
+        out["key_p50_ms"] = statistics.median(laps) * 1000
+        out["key_max_ms"] = max(laps) * 1000
+        out["ping_max_ms"] = max(pings) * 1000
+    polls = []
+    for _ in range(10):
+        p0 = time.perf_counter()
+        queries.runs_overview()
+        polls.append(time.perf_counter() - p0)
+    out["idle_poll_ms"] = statistics.median(polls) * 1000
+    f0 = time.perf_counter()
+    rows = queries.run_summaries()
+    out["full_read_ms"] = (time.perf_counter() - f0) * 1000
+    out["rows"] = len(rows)
+    return out
+
+
+async def bench_firehose(lines: int, folder: Path, size: tuple[int, int]) -> dict[str, Any]:
+    from core import queries, spawn
+    from cpf_tui.config import TuiConfig
+    from cpf_tui.screens.run_view import RunScreen
+
+    wf = folder / "firehose.yaml"
+    wf.write_text(
+        "schema_version: checkpointflow/v1\nworkflow:\n  id: firehose\n"
+        "  inputs: {type: object}\n  steps:\n    - id: flood\n      kind: cli\n"
+        f"      max_output_bytes: {64 * 1024 * 1024}\n"
+        f"      command: seq 1 {lines}\n    - id: done\n      kind: end\n"
+    )
+    app = bench_app(paths=[], config=TuiConfig(), start_area="runs")
+    out: dict[str, Any] = {}
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.5)
+        rss_start = rss_mib()
+        spawned = spawn.spawn_run(wf, {}, actor="bench")
+        t0 = time.perf_counter()
+        app.open_run(spawned.run_id, spawned=spawned)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), 30, "run view")
+        view: Any = app.screen
+        log = view.log_pane.log_view
+        await pilot.pause()  # the view is composed; from here on keys are timed
+        laps: list[float] = []
+        peak = rss_start
+        keys = ["w", "w", "k", "G"]  # wrap on/off, scroll up (pause), follow again
+        first_output = None
+        done_at = None
+
+        def caught_up() -> bool:
+            return bool(log.line_count) and log.line(log.line_count - 1) == str(lines)
+
+        # Keys every 50 ms from the moment the view is up (the executor is still starting)
+        # until the screen shows the last line.
+        pings: list[float] = []
+        while not caught_up():
+            pings.append(await ping(pilot))
+            k0 = time.perf_counter()
+            await pilot.press(keys[len(laps) % len(keys)])
+            laps.append(time.perf_counter() - k0)
+            peak = max(peak, rss_mib())
+            if first_output is None and log.total:
+                first_output = time.perf_counter() - t0
+            run = view.run
+            if done_at is None and run is not None and run["status"] not in ("running", "created"):
+                done_at = time.perf_counter() - t0
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit("the firehose run did not finish in 300 s")
+            await pilot.pause(0.05)
+        out["screen_caught_up_s"] = time.perf_counter() - t0
+        await wait_until(
+            pilot, lambda: view.run["status"] not in ("running", "created"), 60, "run end"
+        )
+        out["run_s"] = done_at or (time.perf_counter() - t0)
+        out["first_output_s"] = first_output
+        out["status"] = view.run["status"]
+        out["held_lines"] = log.line_count
+        out["max_lines"] = log.max_lines
+        out["received_lines"] = log.total - 1  # the step header line is ours
+        out["rss_start_mib"] = rss_start
+        out["rss_peak_mib"] = max(peak, rss_mib())
+        out["rss_end_mib"] = rss_mib()
+        out["keys"] = len(laps)
+        pings.sort()
+        out["ping_p50_ms"] = statistics.median(pings) * 1000
+        out["ping_max_ms"] = pings[-1] * 1000
+        laps.sort()
+        out["key_p50_ms"] = statistics.median(laps) * 1000
+        out["key_p95_ms"] = laps[int(len(laps) * 0.95) - 1] * 1000
+        out["key_max_ms"] = laps[-1] * 1000
+        spawned.process.wait(timeout=30)
+    # Every line in the store?
+    stored = 0
+    last_text = ""
+    after = 0
+    while True:
+        chunks = queries.output(spawned.run_id, after_id=after, step_id="flood", limit=500)
+        if not chunks:
+            break
+        for c in chunks:
+            stored += c["text"].count("\n")
+            last_text = c["text"]
+        after = chunks[-1]["id"]
+    out["stored_lines"] = stored
+    out["stored_last_line"] = last_text.rstrip("\n").rsplit("\n", 1)[-1]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--size", default="120x40", help="terminal COLSxROWS")
+    parser.add_argument("--skip-runs", action="store_true")
+    parser.add_argument("--skip-firehose", action="store_true")
+    args = parser.parse_args()
+    size = tuple(int(x) for x in args.size.split("x"))
+    with tempfile.TemporaryDirectory(prefix="cpf-bench-tui-") as tmp:
+        folder = Path(tmp)
+        os.environ["CPF_TUI_CONFIG"] = ""
+        os.environ.pop("CPF_DATABASE_URL", None)
+        if not args.skip_runs:
+            os.environ["CHECKPOINTFLOW_BASE_DIR"] = str(folder / "runs-store")
+            s0 = time.perf_counter()
+            seed_runs(args.runs, folder)
+            print(f"seeded {args.runs:,} runs in {time.perf_counter() - s0:.1f} s")
+            i0 = time.perf_counter()
+            import cpf_tui.app  # noqa: F401  (import cost, reported apart)
+
+            print(f"import cpf_tui.app: {(time.perf_counter() - i0) * 1000:.0f} ms")
+            r = asyncio.run(bench_runs(args.runs, size))  # type: ignore[arg-type]
+            print(
+                f"runs table: first rows shown and a key answered after "
+                f"{r['first_usable_s']:.2f} s (target < 1 s); all {r['rows']:,} runs in the "
+                f"table after {r['rows_visible_s']:.2f} s\n"
+                f"  with {r['rows']:,} rows: a key reaches its action in at most "
+                f"{r['ping_max_ms']:.1f} ms; a cursor key incl. redraw (pilot round trip, "
+                f"~40 ms of it the pilot's own) p50 {r['key_p50_ms']:.0f} ms, "
+                f"max {r['key_max_ms']:.0f} ms\n"
+                f"  idle live-refresh poll {r['idle_poll_ms']:.2f} ms; "
+                f"full re-read of the list {r['full_read_ms']:.0f} ms"
+            )
+        if not args.skip_firehose:
+            os.environ["CHECKPOINTFLOW_BASE_DIR"] = str(folder / "firehose-store")
+            f = asyncio.run(bench_firehose(args.lines, folder, size))  # type: ignore[arg-type]
+            ok = f["stored_lines"] == args.lines and f["stored_last_line"] == str(args.lines)
+            print(
+                f"firehose: {args.lines:,} lines, run {f['status']} in {f['run_s']:.1f} s, "
+                f"first output on screen after {f['first_output_s']:.2f} s, "
+                f"screen at the last line after {f['screen_caught_up_s']:.1f} s\n"
+                f"  keys during the flood ({f['keys']}): reach their action in p50 "
+                f"{f['ping_p50_ms']:.1f} ms, max {f['ping_max_ms']:.1f} ms (target < 100); "
+                f"w/k/G incl. redraw (pilot round trip) p50 {f['key_p50_ms']:.0f} ms, "
+                f"max {f['key_max_ms']:.0f} ms\n"
+                f"  memory: RSS {f['rss_start_mib']:.0f} -> peak {f['rss_peak_mib']:.0f} -> "
+                f"end {f['rss_end_mib']:.0f} MiB; the view holds {f['held_lines']:,} of "
+                f"{f['received_lines']:,} lines (max_lines {f['max_lines']:,})\n"
+                f"  store: {f['stored_lines']:,} lines, last '{f['stored_last_line']}' "
+                f"-> {'all lines stored' if ok else 'LINES MISSING'}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
