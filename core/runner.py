@@ -59,6 +59,36 @@ class Frame:
         }
 
 
+@dataclass
+class Attempt:
+    """One attempt of one step. Its row is written lazily: at commit for a step that
+    ends quickly, or as soon as it prints, opens a nested context or outlives one
+    watcher tick, so a trivial step costs one transaction, not two."""
+
+    frame: Frame
+    step: dict[str, Any]
+    number: int
+    seq: int
+    started_at: str
+    id: int | None = None
+    pid: int | None = None
+    pid_recorded: bool = False
+    born: float = field(default_factory=time.monotonic)
+
+    def row(self, run_id: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "seq": self.seq,
+            "step_id": self.step["id"],
+            "step_kind": self.step["kind"],
+            "attempt": self.number,
+            "parent_id": self.frame.parent_id,
+            "context": self.frame.label.rstrip("/") or None,
+            "status": "running",
+            "started_at": self.started_at,
+        }
+
+
 class Runner:
     def __init__(
         self, store: Store, wf: LoadedWorkflow, run: dict[str, Any], executor: str, run_dir: Path
@@ -73,11 +103,10 @@ class Runner:
         self.exit_code: int | None = None  # set when a step fails with a non-30 code
         self.interrupted: str | None = None  # the signal that stopped this executor
         self._lock = threading.RLock()
-        # (attempt id, process group) of step processes running now; the watcher records
-        # them once they outlive one tick, so a reaper can stop the groups if this
-        # executor dies (trivial steps never pay for it).
-        self._children: dict[int, int] = {}
-        self._recorded: set[int] = set()
+        # Attempts in flight (parallel branches run several): the watcher writes the rows
+        # and process groups of those that outlive a tick, so a reaper can stop the
+        # groups if this executor dies (trivial steps never pay for it).
+        self._active: dict[int, Attempt] = {}
         self.inputs = run.get("inputs") or {}
         self.step_outputs: dict[str, Any] = dict(run.get("step_outputs") or {})
         self.top = Frame(
@@ -180,7 +209,7 @@ class Runner:
                 if not take:
                     step_id = self._next_id(frame, index, None)
                     continue
-            outcome, attempt_id = self._attempts(frame, step)
+            outcome, att = self._attempts(frame, step)
             if (
                 outcome.status == "completed"
                 and outcome.next_step_id is not None
@@ -195,7 +224,7 @@ class Runner:
                     outputs=outcome.outputs,
                 )
             next_id = self._next_id(frame, index, outcome.next_step_id)
-            self._commit(frame, step, attempt_id, outcome, next_id)
+            self._commit(frame, step, att, outcome, next_id)
             if outcome.status == "end":
                 return FrameResult("end", result=outcome.result, outputs=frame.outputs)
             if outcome.status == "failed":
@@ -217,26 +246,24 @@ class Runner:
     def _exit_code(err: CpfError | None) -> int:
         return int(err.exit_code) if err is not None else int(ExitCode.STEP_FAILED)
 
-    def _attempts(self, frame: Frame, step: dict[str, Any]) -> tuple[StepOutcome, int]:
+    def _attempts(self, frame: Frame, step: dict[str, Any]) -> tuple[StepOutcome, Attempt]:
         retry = step.get("retry") or {}
         max_attempts = max(1, int(retry.get("max_attempts", 1)))
         backoff = float(retry.get("backoff_seconds", 0) or 0)
         exponential = retry.get("strategy") == "exponential"
-        attempt = 1
+        number = 1
         while True:
-            attempt_id = self._begin(frame, step, attempt)
-            outcome = self._execute(frame, step, attempt, attempt_id)
-            if outcome.status != "failed" or attempt >= max_attempts or self.cancel.is_set():
-                return outcome, attempt_id
-            self._close_attempt(attempt_id, outcome)
-            delay = backoff * (2 ** (attempt - 1) if exponential else 1)
+            att = self._begin(frame, step, number)
+            outcome = self._execute(frame, step, att)
+            if outcome.status != "failed" or number >= max_attempts or self.cancel.is_set():
+                return outcome, att
+            self._close_attempt(att, outcome)
+            delay = backoff * (2 ** (number - 1) if exponential else 1)
             if delay > 0 and self.cancel.wait(delay):
-                return StepOutcome(status="cancelled"), attempt_id
-            attempt += 1
+                return StepOutcome(status="cancelled"), att
+            number += 1
 
-    def _execute(
-        self, frame: Frame, step: dict[str, Any], attempt: int, attempt_id: int
-    ) -> StepOutcome:
+    def _execute(self, frame: Frame, step: dict[str, Any], att: Attempt) -> StepOutcome:
         kind = step["kind"]
         sid = step["id"]
         if kind == "await_event" and not frame.top:
@@ -259,7 +286,7 @@ class Runner:
             )
 
         def sink(batch: list[tuple[str, str]]) -> None:
-            self.store.append_output(self.run_id, attempt_id, sid, batch)
+            self.store.append_output(self.run_id, self._ensure(att), sid, batch)
 
         def nested(
             steps: list[dict[str, Any]],
@@ -272,7 +299,7 @@ class Runner:
                 steps=steps,
                 scope=scope,
                 workflow=workflow or frame.workflow,
-                parent_id=attempt_id,
+                parent_id=self._ensure(att),
                 label=f"{frame.label}{label}",
                 depth=frame.depth + 1,
             )
@@ -288,14 +315,14 @@ class Runner:
         ctx = StepContext(
             run_id=self.run_id,
             step=step,
-            attempt=attempt,
+            attempt=att.number,
             scope=frame.scope,
             defaults=frame.workflow.defaults,
             workflow_path=frame.workflow.path,
             run_dir=self.run_dir,
             cancel=self.cancel,
             output=sink,
-            on_pid=lambda pid: self._set_child(attempt_id, pid),
+            on_pid=lambda pid: setattr(att, "pid", pid),
             artifact_name=f"{frame.label}{sid}",
             nested=nested,
             siblings=frame.steps,
@@ -316,37 +343,34 @@ class Runner:
                 )
             )
         finally:
-            self._children.pop(attempt_id, None)
+            att.pid = None
 
     # -- transactions ------------------------------------------------------------------
 
-    def _begin(self, frame: Frame, step: dict[str, Any], attempt: int) -> int:
-        now = now_iso()
-        with self._lock, self.store.write() as conn:
+    def _begin(self, frame: Frame, step: dict[str, Any], number: int) -> Attempt:
+        with self._lock:
             seq = int(self.run.get("attempt_seq") or 0) + 1
-            values: dict[str, Any] = {
-                "status": "running",
-                "attempt_seq": seq,
-                "heartbeat_at": now,
-                "updated_at": now,
-            }
-            if frame.top:
-                values["current_step_id"] = step["id"]
-            self._cas(conn, **values)
-            return self.store.insert_attempt(
-                conn,
-                {
-                    "run_id": self.run_id,
-                    "seq": seq,
-                    "step_id": step["id"],
-                    "step_kind": step["kind"],
-                    "attempt": attempt,
-                    "parent_id": frame.parent_id,
-                    "context": frame.label.rstrip("/") or None,
-                    "status": "running",
-                    "started_at": now,
-                },
-            )
+            self.run["attempt_seq"] = seq  # persisted with the next compare-and-set
+            att = Attempt(frame, step, number, seq, now_iso())
+            self._active[seq] = att
+            return att
+
+    def _ensure(self, att: Attempt) -> int:
+        """Write the attempt's row now (it prints, nests or runs long); return its id."""
+        with self._lock:
+            if att.id is None:
+                with self.store.write() as conn:
+                    att.id = self.store.insert_attempt(conn, att.row(self.run_id))
+            return att.id
+
+    def _save_attempt(self, conn: Any, att: Attempt, values: dict[str, Any]) -> int:
+        """Close the attempt in the caller's transaction: insert or update its row."""
+        if att.id is None:
+            att.id = self.store.insert_attempt(conn, {**att.row(self.run_id), **values})
+        else:
+            self.store.update_attempt(conn, att.id, **values)
+        self._active.pop(att.seq, None)
+        return att.id
 
     def _attempt_values(self, outcome: StepOutcome, status: str) -> dict[str, Any]:
         err = outcome.error
@@ -363,9 +387,9 @@ class Runner:
             "finished_at": now_iso(),
         }
 
-    def _close_attempt(self, attempt_id: int, outcome: StepOutcome) -> None:
-        with self.store.write() as conn:
-            self.store.update_attempt(conn, attempt_id, **self._attempt_values(outcome, "failed"))
+    def _close_attempt(self, att: Attempt, outcome: StepOutcome) -> None:
+        with self._lock, self.store.write() as conn:
+            self._save_attempt(conn, att, self._attempt_values(outcome, "failed"))
 
     def _run_values(
         self, frame: Frame, step: dict[str, Any], outcome: StepOutcome, next_id: str | None
@@ -420,29 +444,32 @@ class Runner:
         self,
         frame: Frame,
         step: dict[str, Any],
-        attempt_id: int,
+        att: Attempt,
         outcome: StepOutcome,
         next_id: str | None,
     ) -> None:
+        """One transaction: the run's next state (compare-and-set), the attempt's row,
+        and the checkpoint of the transition."""
         sid = step["id"]
         if outcome.status == "cancelled":
             # Only a cancel from elsewhere stops a step; the run row already says so.
-            with self.store.write() as conn:
-                self.store.update_attempt(
-                    conn, attempt_id, **self._attempt_values(outcome, "cancelled")
-                )
+            with self._lock, self.store.write() as conn:
+                self._save_attempt(conn, att, self._attempt_values(outcome, "cancelled"))
             raise RunTaken()
         with self._lock:
             previous = self._state()
             run_values, attempt_status = self._run_values(frame, step, outcome, next_id)
             cp_step = int(self.run.get("checkpoint_step", -1)) + 1
-            run_values["checkpoint_step"] = cp_step
+            run_values.update(
+                checkpoint_step=cp_step,
+                attempt_seq=self.run["attempt_seq"],
+                heartbeat_at=now_iso(),
+            )
+            attempt_values = self._attempt_values(outcome, attempt_status)
             try:
                 with self.store.write() as conn:
                     self._cas(conn, **run_values)
-                    self.store.update_attempt(
-                        conn, attempt_id, **self._attempt_values(outcome, attempt_status)
-                    )
+                    attempt_id = self._save_attempt(conn, att, attempt_values)
                     self.store.insert_run_checkpoint(
                         conn,
                         run_id=self.run_id,
@@ -459,9 +486,7 @@ class Runner:
                     )
             except RunTaken:
                 with self.store.write() as conn:
-                    self.store.update_attempt(
-                        conn, attempt_id, **self._attempt_values(outcome, attempt_status)
-                    )
+                    self._save_attempt(conn, att, attempt_values)
                 raise
 
     def _check_workflow_outputs(self, result: Any) -> CpfError | None:
@@ -592,9 +617,6 @@ class Runner:
 
     # -- liveness and cancellation -------------------------------------------------------
 
-    def _set_child(self, attempt_id: int, pid: int) -> None:
-        self._children[attempt_id] = pid
-
     def _watch(self) -> None:
         """Beat the heartbeat, record long-lived step processes, and notice a cancel
         written by another process."""
@@ -609,11 +631,14 @@ class Runner:
                     and state[1] != self.run["version"]
                 ):
                     self.cancel.set()
-                for attempt_id, pid in list(self._children.items()):
-                    if attempt_id not in self._recorded:
+                for att in list(self._active.values()):
+                    if time.monotonic() - att.born < WATCH_SECONDS:
+                        continue
+                    attempt_id = self._ensure(att)
+                    if att.pid is not None and not att.pid_recorded:
                         with self.store.write() as conn:
-                            self.store.update_attempt(conn, attempt_id, pid=pid)
-                        self._recorded.add(attempt_id)
+                            self.store.update_attempt(conn, attempt_id, pid=att.pid)
+                        att.pid_recorded = True
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.touch_heartbeat(self.run_id, self.executor)
                     last_beat = time.monotonic()

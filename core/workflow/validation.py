@@ -43,9 +43,28 @@ def workflow_schema() -> dict[str, Any]:
 @cache
 def _validator() -> Draft202012Validator:
     # Imported here: jsonschema costs tens of milliseconds and only validation needs it.
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
-    return Draft202012Validator(workflow_schema())
+    # `x-dispatch` picks a step's schema by its `kind`: one lookup instead of an `if` per
+    # kind (eight subschema evaluations per step), and errors still point at the field.
+    root = workflow_schema()
+
+    def resolve(pointer: str) -> Any:  # "#/$defs/cliStep" -> that subschema
+        node: Any = root
+        for part in pointer.lstrip("#/").split("/"):
+            node = node[part]
+        return node
+
+    targets = {kind: resolve(ptr) for kind, ptr in root["$defs"]["step"]["x-dispatch"].items()}
+
+    def dispatch(validator: Any, _mapping: Any, instance: Any, _schema: Any) -> Any:
+        if isinstance(instance, dict) and isinstance(instance.get("kind"), str):
+            target = targets.get(instance["kind"])
+            if target is not None:
+                yield from validator.descend(instance, target)
+
+    cls = validators.extend(Draft202012Validator, {"x-dispatch": dispatch})
+    return cls(root)
 
 
 def schema_errors(doc: Any) -> list[str]:
