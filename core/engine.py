@@ -391,6 +391,8 @@ def start_run(
         "workflow_path": str(wf.path),
         "workflow_hash": wf.sha256,
         "status": "running",
+        # The step about to run: attempt rows are written lazily, the run row says it.
+        "current_step_id": wf.steps[0]["id"],
         "inputs": inputs,
         "step_outputs": {},
         "version": 0,

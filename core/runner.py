@@ -359,7 +359,7 @@ class Runner:
         """Write the attempt's row now (it prints, nests or runs long); return its id."""
         with self._lock:
             if att.id is None:
-                with self.store.write() as conn:
+                with self.store.hot() as conn:
                     att.id = self.store.insert_attempt(conn, att.row(self.run_id))
             return att.id
 
@@ -388,7 +388,7 @@ class Runner:
         }
 
     def _close_attempt(self, att: Attempt, outcome: StepOutcome) -> None:
-        with self._lock, self.store.write() as conn:
+        with self._lock, self.store.hot() as conn:
             self._save_attempt(conn, att, self._attempt_values(outcome, "failed"))
 
     def _run_values(
@@ -453,7 +453,7 @@ class Runner:
         sid = step["id"]
         if outcome.status == "cancelled":
             # Only a cancel from elsewhere stops a step; the run row already says so.
-            with self._lock, self.store.write() as conn:
+            with self._lock, self.store.hot() as conn:
                 self._save_attempt(conn, att, self._attempt_values(outcome, "cancelled"))
             raise RunTaken()
         with self._lock:
@@ -467,7 +467,7 @@ class Runner:
             )
             attempt_values = self._attempt_values(outcome, attempt_status)
             try:
-                with self.store.write() as conn:
+                with self.store.hot() as conn:
                     self._cas(conn, **run_values)
                     attempt_id = self._save_attempt(conn, att, attempt_values)
                     self.store.insert_run_checkpoint(
@@ -485,7 +485,7 @@ class Runner:
                         },
                     )
             except RunTaken:
-                with self.store.write() as conn:
+                with self.store.hot() as conn:
                     self._save_attempt(conn, att, attempt_values)
                 raise
 
@@ -564,7 +564,7 @@ class Runner:
             )
         cp_step = int(self.run.get("checkpoint_step", -1)) + 1
         values["checkpoint_step"] = cp_step
-        with self.store.write() as conn:
+        with self.store.hot() as conn:
             self._cas(conn, **values)
             self.store.insert_event(
                 conn,
@@ -595,12 +595,12 @@ class Runner:
 
     def _fail_run(self, step_id: str, err: CpfError) -> None:
         """A failure outside any attempt (bad `if`, bad jump): mark the run failed."""
-        with self._lock, self.store.write() as conn:
+        with self._lock, self.store.hot() as conn:
             self._cas(conn, **self._failed_values(step_id, err))
 
     def _complete_implicitly(self) -> None:
         error = self._check_workflow_outputs(None)
-        with self._lock, self.store.write() as conn:
+        with self._lock, self.store.hot() as conn:
             if error is not None:
                 self.exit_code = error.exit_code
                 values = self._failed_values(self.run.get("current_step_id") or "", error)
@@ -636,7 +636,7 @@ class Runner:
                         continue
                     attempt_id = self._ensure(att)
                     if att.pid is not None and not att.pid_recorded:
-                        with self.store.write() as conn:
+                        with self.store.hot() as conn:
                             self.store.update_attempt(conn, attempt_id, pid=att.pid)
                         att.pid_recorded = True
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:

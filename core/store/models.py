@@ -22,9 +22,7 @@ def _json(nullable: bool = True) -> Any:
 
 def _fk_run() -> Any:
     return Field(
-        sa_column=Column(
-            String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False
-        )
+        sa_column=Column(String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False)
     )
 
 

@@ -21,15 +21,10 @@ server) still meet at SQLite's write lock (busy timeout 30 s).
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Text,
     and_,
     bindparam,
@@ -42,10 +37,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from core.envelope import PersistenceError
 from core.store.models import Checkpoint, Run
 from core.store.service_models import (
     Account,
@@ -55,7 +47,7 @@ from core.store.service_models import (
     Webhook,
     WebhookDelivery,
 )
-from core.store.store import BUSY_TIMEOUT_MS, Store
+from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor
 
 CP = Checkpoint.__table__
 RUNS = Run.__table__
@@ -66,16 +58,7 @@ WORKFLOWS = ApiWorkflow.__table__
 WEBHOOKS = Webhook.__table__
 DELIVERIES = WebhookDelivery.__table__
 
-# What a unique-constraint violation looks like on either path.
-INTEGRITY_ERRORS = (SAIntegrityError, sqlite3.IntegrityError)
-
 __all__ = ["INTEGRITY_ERRORS", "ServiceStore"]
-
-_DIALECT = sqlite_dialect.dialect(paramstyle="named")
-_JSON_COLUMNS = {
-    t.name: {c.key for c in t.columns if isinstance(c.type, JSON)}
-    for t in (CP, AGENTS, WEBHOOKS, DELIVERIES, KEYS, WORKFLOWS, ACCOUNTS, RUNS)
-}
 
 
 def _cp_cols(raw_state: bool) -> list[Any]:
@@ -100,9 +83,7 @@ def _cp_cols(raw_state: bool) -> list[Any]:
 
 
 _live_cp = or_(CP.c.expires_at.is_(None), CP.c.expires_at > bindparam("now"))
-_cp_of_wf = and_(
-    CP.c.account == bindparam("account"), CP.c.workflow_id == bindparam("workflow_id")
-)
+_cp_of_wf = and_(CP.c.account == bindparam("account"), CP.c.workflow_id == bindparam("workflow_id"))
 _wf_is = and_(
     WORKFLOWS.c.account == bindparam("account"),
     WORKFLOWS.c.workflow_id == bindparam("workflow_id"),
@@ -170,194 +151,39 @@ _REPLAY = {
 }
 
 
-class ServiceStore:
+class ServiceStore(SqlExecutor):
     """The service's persistence over the engine's `Store` (same database)."""
-
-    _write_lock = threading.Lock()
-
-    def __init__(self, store: Store, *, fast: bool | None = None) -> None:
-        self.store = store
-        self.is_sqlite = store.is_sqlite
-        self._path = _sqlite_path(store.url) if store.is_sqlite else None
-        # The sqlite3 fast path; `fast=False` forces SQLAlchemy everywhere (tests).
-        self.fast = self._path is not None if fast is None else (fast and self._path is not None)
-        self._local = threading.local()
-        self._compiled: dict[Any, tuple[Any, ...]] = {}
-
-    # -- transactions ---------------------------------------------------------------------
-
-    @contextmanager
-    def write(self) -> Iterator[Any]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite), serialized in-process."""
-        with self._write_lock:
-            if not self.fast:
-                with self.store.write() as conn:
-                    yield conn
-                return
-            with self._raw_tx("BEGIN IMMEDIATE") as conn:
-                yield conn
-
-    @contextmanager
-    def read(self) -> Iterator[Any]:
-        if not self.fast:
-            with self.store.read() as conn:
-                yield conn
-            return
-        with self._raw_tx("BEGIN") as conn:
-            yield conn
-
-    def _raw(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self._path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _raw_tx(self, begin: str) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._raw()
-            conn.execute(begin)
-        except sqlite3.Error as exc:
-            raise PersistenceError(f"Store transaction failed: {exc}") from exc
-        try:
-            yield conn
-        except BaseException as exc:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-                raise PersistenceError(f"Store transaction failed: {exc}") from exc
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise PersistenceError(f"Store commit failed: {exc}") from exc
-
-    # -- the two executors ----------------------------------------------------------------
-
-    def _compile(self, stmt: Any, keys: tuple[str, ...] | None) -> tuple[Any, ...]:
-        """(sql, JSON input columns, bind defaults, JSON-ness of each output column).
-
-        Only module-level statements come here (the cache is keyed by identity and
-        keeps the statement alive, so an id is never reused for another one)."""
-        cache_key = (id(stmt), keys)
-        hit = self._compiled.get(cache_key)
-        if hit is not None and hit[0] is stmt:
-            return hit[1:]
-        compiled = stmt.compile(
-            dialect=_DIALECT,
-            column_keys=list(keys) if keys else None,
-        )
-        table = getattr(stmt, "table", None)
-        json_in = _JSON_COLUMNS.get(table.name, set()) if table is not None else set()
-        json_out = [
-            isinstance(c.type, JSON) for c in getattr(stmt, "selected_columns", [])
-        ] or None
-        defaults = dict(compiled.construct_params(_check=False))
-        entry = (stmt, str(compiled), json_in, defaults, json_out)
-        self._compiled[cache_key] = entry
-        return entry[1:]
-
-    def _run(
-        self, conn: Any, stmt: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
-        keys: tuple[str, ...] | None = None,
-    ) -> Any:
-        """Execute; returns a sqlite3 cursor (fast path) or a SQLAlchemy result."""
-        if not isinstance(conn, sqlite3.Connection):
-            return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
-        sql, json_in, defaults, _json_out = self._compile(stmt, keys)
-        if isinstance(params, list):
-            rows = [self._bind(defaults, p, json_in) for p in params]
-            return conn.executemany(sql, rows)
-        return conn.execute(sql, self._bind(defaults, params or {}, json_in))
-
-    @staticmethod
-    def _bind(defaults: dict[str, Any], params: dict[str, Any], json_in: set[str]) -> dict:
-        out = {**defaults, **params}
-        for name in json_in:
-            value = out.get(name)
-            if value is not None:
-                out[name] = json.dumps(value)
-        return out
-
-    def _rows(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[dict]:
-        if not isinstance(conn, sqlite3.Connection):
-            return [dict(r._mapping) for r in self._run(conn, stmt, params)]
-        cur = self._run(conn, stmt, params)
-        json_out = self._compile(stmt, None)[3]
-        names = [d[0] for d in cur.description]
-        out = []
-        for row in cur.fetchall():
-            if json_out:
-                row = [
-                    json.loads(v) if j and isinstance(v, str) else v
-                    for v, j in zip(row, json_out, strict=True)
-                ]
-            out.append(dict(zip(names, row, strict=True)))
-        return out
-
-    def _first(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> dict | None:
-        rows = self._rows(conn, stmt, params)
-        return rows[0] if rows else None
-
-    def _scalar(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> Any:
-        if not isinstance(conn, sqlite3.Connection):
-            return self._run(conn, stmt, params).scalar()
-        row = self._run(conn, stmt, params).fetchone()
-        return None if row is None else row[0]
-
-    def _count(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None,
-               keys: tuple[str, ...] | None = None) -> int:
-        """Execute a write; return the affected row count."""
-        return int(self._run(conn, stmt, params, keys).rowcount or 0)
-
-    def _insert(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Any:
-        """Insert one row; return its primary key (the rowid on the fast path)."""
-        if not isinstance(conn, sqlite3.Connection):
-            return conn.execute(stmt, values).inserted_primary_key[0]
-        cur = self._run(conn, stmt, values, tuple(sorted(values)))
-        return cur.lastrowid
 
     # -- accounts and keys ----------------------------------------------------------------
 
     def ensure_account(self, conn: Any, name: str, now: str) -> None:
-        if self._first(conn, _SEL_ACCOUNT, {"name": name}) is None:
+        if self.first(conn, _SEL_ACCOUNT, {"name": name}) is None:
             values = {"name": name, "status": "active", "created_at": now}
-            self._insert(conn, _INSERT_ACCOUNT, values)
+            self.insert_row(conn, _INSERT_ACCOUNT, values)
 
     def insert_key(self, conn: Any, values: dict[str, Any]) -> None:
-        self._insert(conn, _INSERT_KEY, values)
+        self.insert_row(conn, _INSERT_KEY, values)
 
     def list_keys(self, account: str | None) -> list[dict[str, Any]]:
         with self.read() as conn:
             if account is None:
-                return self._rows(conn, _LIST_KEYS)
-            return self._rows(conn, _LIST_KEYS_OF, {"account": account})
+                return self.rows(conn, _LIST_KEYS)
+            return self.rows(conn, _LIST_KEYS_OF, {"account": account})
 
     def get_key(self, conn: Any, key_id: str) -> dict[str, Any] | None:
-        return self._first(conn, _SEL_KEY_BY_ID, {"k": key_id})
+        return self.first(conn, _SEL_KEY_BY_ID, {"k": key_id})
 
     def revoke_key(self, conn: Any, key_id: str, now: str) -> None:
-        self._count(conn, _REVOKE_KEY, {"k": key_id, "now": now})
+        self.count(conn, _REVOKE_KEY, {"k": key_id, "now": now})
 
     def key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
         with self.read() as conn:
-            return self._first(conn, _SEL_KEY, {"key_hash": key_hash})
+            return self.first(conn, _SEL_KEY, {"key_hash": key_hash})
 
     # -- runs (read-only workflows of account `local`) ------------------------------------
 
     def run_exists(self, conn: Any, run_id: str) -> bool:
-        return self._first(conn, _SEL_RUN, {"run_id": run_id}) is not None
+        return self.first(conn, _SEL_RUN, {"run_id": run_id}) is not None
 
     def derived_workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
         """Head and counts of a workflow with no svc_workflows row (a cpf run)."""
@@ -365,7 +191,7 @@ class ServiceStore:
         if not isinstance(conn, sqlite3.Connection):
             row = tuple(conn.execute(_SEL_DERIVED, params).first() or ())
         else:
-            row = tuple(self._run(conn, _SEL_DERIVED, params).fetchone() or ())
+            row = tuple(self.execute(conn, _SEL_DERIVED, params).fetchone() or ())
         if not row or not row[0]:
             return None
         head = self.checkpoint_by_pk(conn, int(row[2]))
@@ -387,25 +213,25 @@ class ServiceStore:
     # -- API workflows --------------------------------------------------------------------
 
     def workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
-        return self._first(conn, _SEL_WORKFLOW, {"account": account, "workflow_id": workflow_id})
+        return self.first(conn, _SEL_WORKFLOW, {"account": account, "workflow_id": workflow_id})
 
     def insert_workflow(self, conn: Any, values: dict[str, Any]) -> None:
-        self._insert(conn, _INSERT_WORKFLOW, values)
+        self.insert_row(conn, _INSERT_WORKFLOW, values)
 
     def update_workflow(self, conn: Any, row_id: int, **values: Any) -> None:
-        self._count(conn, _UPDATE_WORKFLOW, {"w_id": row_id, **values}, tuple(sorted(values)))
+        self.count(conn, _UPDATE_WORKFLOW, {"w_id": row_id, **values}, tuple(sorted(values)))
 
     def delete_workflow(self, conn: Any, account: str, workflow_id: str) -> int:
         """Delete a workflow's checkpoints and row; return how many checkpoints went."""
         params = {"account": account, "workflow_id": workflow_id}
-        n = self._count(conn, _DELETE_CPS_OF_WF, params)
-        self._count(conn, _DELETE_WORKFLOW, params)
+        n = self.count(conn, _DELETE_CPS_OF_WF, params)
+        self.count(conn, _DELETE_WORKFLOW, params)
         return n
 
     def list_workflows(self, account: str, now: str, limit: int, offset: int) -> list[dict]:
         """API workflows and (for account `local`) run workflows, most recent activity first."""
         with self.read() as conn:
-            return self._rows(
+            return self.rows(
                 conn,
                 _LIST_WORKFLOWS,
                 {"account": account, "now": now, "limit": limit, "offset": offset},
@@ -416,17 +242,17 @@ class ServiceStore:
     def checkpoint_at(
         self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False
     ) -> dict[str, Any] | None:
-        return self._first(
+        return self.first(
             conn,
             _SEL_CP_AT[raw_state],
             {"account": account, "workflow_id": workflow_id, "step": step},
         )
 
     def checkpoint_by_pk(self, conn: Any, pk: int, raw_state: bool = False) -> dict | None:
-        return self._first(conn, _SEL_CP_BY_ID[raw_state], {"id": pk})
+        return self.first(conn, _SEL_CP_BY_ID[raw_state], {"id": pk})
 
     def state_by_pk(self, conn: Any, pk: int) -> Any:
-        row = self._first(conn, _SEL_STATE_BY_ID, {"id": pk})
+        row = self.first(conn, _SEL_STATE_BY_ID, {"id": pk})
         return None if row is None else row["state"]
 
     def insert_checkpoint(
@@ -440,10 +266,10 @@ class ServiceStore:
             params = self._bind(defaults, row, json_in - {"state"})
             params["state"] = state_text
             return int(conn.execute(sql, params).lastrowid)
-        return int(self._insert(conn, _INSERT_CP, values))
+        return int(self.insert_row(conn, _INSERT_CP, values))
 
     def delete_checkpoint(self, conn: Any, pk: int) -> None:
-        self._count(conn, _DELETE_CP, {"id": pk})
+        self.count(conn, _DELETE_CP, {"id": pk})
 
     def replay(
         self,
@@ -463,7 +289,7 @@ class ServiceStore:
             params["from_step"] = from_step
         if to_step is not None:
             params["to_step"] = to_step
-        return self._rows(conn, stmt, params)
+        return self.rows(conn, stmt, params)
 
     def count_live(
         self,
@@ -480,123 +306,109 @@ class ServiceStore:
             params["from_step"] = from_step
         if to_step is not None:
             params["to_step"] = to_step
-        return int(self._scalar(conn, stmt, params) or 0)
+        return int(self.scalar(conn, stmt, params) or 0)
 
     def min_expiry(self, conn: Any, account: str, workflow_id: str) -> str | None:
-        return self._scalar(conn, _MIN_EXPIRY, {"account": account, "workflow_id": workflow_id})
+        return self.scalar(conn, _MIN_EXPIRY, {"account": account, "workflow_id": workflow_id})
 
     def purge_expired_checkpoints(self, conn: Any, account: str, workflow_id: str, now: str) -> int:
-        return self._count(
+        return self.count(
             conn, _PURGE_EXPIRED, {"account": account, "workflow_id": workflow_id, "now": now}
         )
 
     def expired_workflows(self, now: str, limit: int) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return self._rows(conn, _EXPIRED_WORKFLOWS, {"now": now, "limit": limit})
+            return self.rows(conn, _EXPIRED_WORKFLOWS, {"now": now, "limit": limit})
 
     def workflows_with_expired_checkpoints(self, now: str, limit: int) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return self._rows(conn, _DUE_CHECKPOINT_EXPIRY, {"now": now, "limit": limit})
+            return self.rows(conn, _DUE_CHECKPOINT_EXPIRY, {"now": now, "limit": limit})
 
     # -- agents ---------------------------------------------------------------------------
 
     def touch_agent(self, conn: Any, account: str, agent_id: str, now: str) -> None:
-        self._count(conn, _TOUCH_AGENT, {"w_account": account, "w_agent": agent_id, "seen": now})
+        self.count(conn, _TOUCH_AGENT, {"w_account": account, "w_agent": agent_id, "seen": now})
 
     def agent(self, conn: Any, account: str, agent_id: str) -> dict[str, Any] | None:
-        return self._first(conn, _SEL_AGENT, {"account": account, "agent_id": agent_id})
+        return self.first(conn, _SEL_AGENT, {"account": account, "agent_id": agent_id})
 
     def count_agents(self, conn: Any, account: str) -> int:
-        return int(self._scalar(conn, _COUNT_AGENTS, {"account": account}) or 0)
+        return int(self.scalar(conn, _COUNT_AGENTS, {"account": account}) or 0)
 
     def insert_agent(self, conn: Any, values: dict[str, Any]) -> None:
-        self._insert(conn, _INSERT_AGENT, values)
+        self.insert_row(conn, _INSERT_AGENT, values)
 
     def update_agent(self, conn: Any, row_id: int, values: dict[str, Any]) -> None:
-        self._count(conn, _UPDATE_AGENT, {"w_id": row_id, **values}, tuple(sorted(values)))
+        self.count(conn, _UPDATE_AGENT, {"w_id": row_id, **values}, tuple(sorted(values)))
 
     def delete_agent(self, conn: Any, account: str, agent_id: str) -> bool:
-        return bool(self._count(conn, _DELETE_AGENT, {"account": account, "agent_id": agent_id}))
+        return bool(self.count(conn, _DELETE_AGENT, {"account": account, "agent_id": agent_id}))
 
     def list_agents(self, account: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return self._rows(conn, _LIST_AGENTS, {"account": account})
+            return self.rows(conn, _LIST_AGENTS, {"account": account})
 
     # -- webhooks and the outbox ----------------------------------------------------------
 
     def insert_webhook(self, conn: Any, values: dict[str, Any]) -> None:
-        self._insert(conn, _INSERT_WEBHOOK, values)
+        self.insert_row(conn, _INSERT_WEBHOOK, values)
 
     def count_webhooks(self, conn: Any, account: str) -> int:
-        return int(self._scalar(conn, _COUNT_WEBHOOKS, {"account": account}) or 0)
+        return int(self.scalar(conn, _COUNT_WEBHOOKS, {"account": account}) or 0)
 
     def webhook(self, conn: Any, account: str, webhook_id: str) -> dict[str, Any] | None:
-        return self._first(conn, _SEL_WEBHOOK, {"account": account, "webhook_id": webhook_id})
+        return self.first(conn, _SEL_WEBHOOK, {"account": account, "webhook_id": webhook_id})
 
     def webhook_by_id(self, conn: Any, webhook_id: str) -> dict[str, Any] | None:
-        return self._first(conn, _SEL_WEBHOOK_BY_ID, {"webhook_id": webhook_id})
+        return self.first(conn, _SEL_WEBHOOK_BY_ID, {"webhook_id": webhook_id})
 
     def list_webhooks(self, account: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            return self._rows(conn, _LIST_WEBHOOKS, {"account": account})
+            return self.rows(conn, _LIST_WEBHOOKS, {"account": account})
 
     def delete_webhook(self, conn: Any, account: str, webhook_id: str) -> bool:
-        n = self._count(conn, _DELETE_WEBHOOK, {"account": account, "webhook_id": webhook_id})
+        n = self.count(conn, _DELETE_WEBHOOK, {"account": account, "webhook_id": webhook_id})
         if n:
             # Undelivered events of a removed webhook have nowhere to go.
-            self._count(conn, _CANCEL_DELIVERIES, {"w_webhook": webhook_id})
+            self.count(conn, _CANCEL_DELIVERIES, {"w_webhook": webhook_id})
         return bool(n)
 
     def hooks_for(self, conn: Any, account: str) -> list[tuple[str, list[str]]]:
         return [
             (r["webhook_id"], r["events"] or [])
-            for r in self._rows(conn, _SEL_HOOKS, {"account": account})
+            for r in self.rows(conn, _SEL_HOOKS, {"account": account})
         ]
 
     def enqueue(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            self._insert(conn, _INSERT_DELIVERY, row)
+            self.insert_row(conn, _INSERT_DELIVERY, row)
 
     def claim_due(self, now: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
         """Lease due deliveries (pending and due, or a lapsed lease of a dead worker)."""
         with self.write() as conn:
-            rows = self._rows(conn, _DUE_DELIVERIES, {"now": now, "limit": limit})
+            rows = self.rows(conn, _DUE_DELIVERIES, {"now": now, "limit": limit})
             for r in rows:
-                self._count(
+                self.count(
                     conn, _LEASE_DELIVERY, {"w_id": r["id"], "lease": lease_until, "now": now}
                 )
             return rows
 
     def next_due(self) -> str | None:
         with self.read() as conn:
-            return self._scalar(conn, _NEXT_DUE)
+            return self.scalar(conn, _NEXT_DUE)
 
     def finish_delivery(self, delivery_pk: int, values: dict[str, Any]) -> None:
         with self.write() as conn:
-            self._count(
+            self.count(
                 conn, _FINISH_DELIVERY, {"w_id": delivery_pk, **values}, tuple(sorted(values))
             )
 
     def list_deliveries(self, conn: Any, webhook_id: str, limit: int) -> list[dict[str, Any]]:
-        return self._rows(conn, _LIST_DELIVERIES, {"webhook_id": webhook_id, "limit": limit})
+        return self.rows(conn, _LIST_DELIVERIES, {"webhook_id": webhook_id, "limit": limit})
 
     def health(self) -> None:
         with self.read() as conn:
-            self._scalar(conn, _PING)
-
-
-def _sqlite_path(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(url).database
-    except Exception:
-        return None
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    from pathlib import Path
-
-    return str(Path(database).expanduser())
+            self.scalar(conn, _PING)
 
 
 # -- the remaining statements ------------------------------------------------------------
@@ -620,8 +432,8 @@ _LIST_KEYS_OF = (
     .order_by(KEYS.c.created_at, KEYS.c.key_id)
 )
 _SEL_KEY_BY_ID = select(KEYS).where(KEYS.c.key_id == bindparam("k"))
-_REVOKE_KEY = update(KEYS).where(KEYS.c.key_id == bindparam("k")).values(
-    revoked_at=bindparam("now")
+_REVOKE_KEY = (
+    update(KEYS).where(KEYS.c.key_id == bindparam("k")).values(revoked_at=bindparam("now"))
 )
 _INSERT_AGENT = insert(AGENTS)
 _INSERT_WEBHOOK = insert(WEBHOOKS)
@@ -740,9 +552,7 @@ _LEASE_DELIVERY = (
     .where(DELIVERIES.c.id == bindparam("w_id"))
     .values(status="delivering", lease_until=bindparam("lease"), updated_at=bindparam("now"))
 )
-_NEXT_DUE = select(func.min(DELIVERIES.c.next_attempt_at)).where(
-    DELIVERIES.c.status == "pending"
-)
+_NEXT_DUE = select(func.min(DELIVERIES.c.next_attempt_at)).where(DELIVERIES.c.status == "pending")
 _FINISH_DELIVERY = update(DELIVERIES).where(
     DELIVERIES.c.id == bindparam("w_id"), DELIVERIES.c.status == "delivering"
 )

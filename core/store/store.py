@@ -42,6 +42,7 @@ from core.store.models import (
     Run,
     StepAttempt,
 )
+from core.store.sqlexec import BUSY_TIMEOUT_MS, SqlExecutor
 
 RUNS = Run.__table__
 ATTEMPTS = StepAttempt.__table__
@@ -50,7 +51,6 @@ EVENTS = Event.__table__
 CHECKPOINTS = Checkpoint.__table__
 META = Meta.__table__
 
-BUSY_TIMEOUT_MS = 30_000
 
 # Hot-path statements are built once: SET columns come from the execution parameters,
 # so SQLAlchemy compiles each shape once instead of rebuilding `.values()` per step.
@@ -61,6 +61,10 @@ _INSERT_ATTEMPT = insert(ATTEMPTS)
 _UPDATE_ATTEMPT = update(ATTEMPTS).where(ATTEMPTS.c.id == bindparam("w_id"))
 _INSERT_CHECKPOINT = insert(CHECKPOINTS)
 _INSERT_EVENT = insert(EVENTS)
+_INSERT_CHUNK = insert(CHUNKS)
+_CLOSE_WAITING = update(ATTEMPTS).where(
+    ATTEMPTS.c.run_id == bindparam("w_run_id"), ATTEMPTS.c.status == "waiting"
+)
 
 
 def now_iso() -> str:
@@ -116,6 +120,8 @@ class Store:
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             self._ensure_schema()
+            # The runner's per-step statements go through it (sqlite3 directly on SQLite).
+            self.sql = SqlExecutor(self)
         except PersistenceError:
             raise
         except (SQLAlchemyError, OSError, ValueError) as exc:
@@ -149,6 +155,12 @@ class Store:
         except SQLAlchemyError as exc:
             raise PersistenceError(f"Store write failed: {_one_line(exc)}") from exc
 
+    def hot(self) -> Any:
+        """A write transaction for the per-step hot path: a `sqlite3` connection on
+        SQLite, else a SQLAlchemy one. Only the methods below that take `conn` and say
+        "either connection" may be called in it."""
+        return self.sql.write()
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         try:
@@ -180,13 +192,9 @@ class Store:
                 # transaction-scoped lock (SQLite's BEGIN IMMEDIATE does the same).
                 conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
             SQLModel.metadata.create_all(conn)
-            have = conn.execute(
-                select(META.c.value).where(META.c.key == "schema_version")
-            ).scalar()
+            have = conn.execute(select(META.c.value).where(META.c.key == "schema_version")).scalar()
             if have is None:
-                conn.execute(
-                    insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
+                conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(have) < SCHEMA_VERSION:
                 conn.execute(
                     update(META)
@@ -224,11 +232,13 @@ class Store:
         with self.read() as c:
             return _row(c.execute(stmt).first())
 
-    def cas_run(self, conn: Connection, run_id: str, version: int, **values: Any) -> bool:
-        """Compare-and-set: apply `values` only if the run is still at `version`."""
+    def cas_run(self, conn: Any, run_id: str, version: int, **values: Any) -> bool:
+        """Compare-and-set: apply `values` only if the run is still at `version`.
+        (Either connection.)"""
         values.setdefault("updated_at", now_iso())
-        params = {"w_run_id": run_id, "w_version": version, "version": version + 1, **values}
-        return conn.execute(_CAS_RUN, params).rowcount == 1
+        values["version"] = version + 1
+        params = {"w_run_id": run_id, "w_version": version, **values}
+        return self.sql.count(conn, _CAS_RUN, params, tuple(sorted(values))) == 1
 
     def touch_heartbeat(self, run_id: str, executor: str) -> None:
         with self.write() as conn:
@@ -275,12 +285,13 @@ class Store:
 
     # -- attempts -----------------------------------------------------------------------
 
-    def insert_attempt(self, conn: Connection, values: dict[str, Any]) -> int:
-        res = conn.execute(_INSERT_ATTEMPT, values)
-        return int(res.inserted_primary_key[0])
+    def insert_attempt(self, conn: Any, values: dict[str, Any]) -> int:
+        """(Either connection.)"""
+        return int(self.sql.insert_row(conn, _INSERT_ATTEMPT, values))
 
-    def update_attempt(self, conn: Connection, attempt_id: int, **values: Any) -> None:
-        conn.execute(_UPDATE_ATTEMPT, {"w_id": attempt_id, **values})
+    def update_attempt(self, conn: Any, attempt_id: int, **values: Any) -> None:
+        """(Either connection.)"""
+        self.sql.count(conn, _UPDATE_ATTEMPT, {"w_id": attempt_id, **values}, tuple(sorted(values)))
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:
@@ -300,7 +311,7 @@ class Store:
 
     def close_waiting_attempts(
         self,
-        conn: Connection,
+        conn: Any,
         run_id: str,
         *,
         outputs: Any = None,
@@ -308,7 +319,8 @@ class Store:
         error: tuple[str, str] | None = None,
     ) -> None:
         """Close the attempt that waited for an event: completed with the payload
-        (resume), cancelled (no payload), or `status` with an error (timeout)."""
+        (resume), cancelled (no payload), or `status` with an error (timeout).
+        (Either connection.)"""
         values: dict[str, Any] = {"finished_at": now_iso()}
         if status is not None:
             values["status"] = status
@@ -318,11 +330,7 @@ class Store:
             values.update(status="completed", outputs=outputs)
         if error is not None:
             values.update(error_code=error[0], error_message=error[1])
-        conn.execute(
-            update(ATTEMPTS)
-            .where(ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.status == "waiting")
-            .values(**values)
-        )
+        self.sql.count(conn, _CLOSE_WAITING, {"w_run_id": run_id, **values}, tuple(sorted(values)))
 
     # -- output -------------------------------------------------------------------------
 
@@ -345,8 +353,8 @@ class Store:
             if text
         ]
         if rows:
-            with self.write() as conn:
-                conn.execute(insert(CHUNKS), rows)
+            with self.hot() as conn:
+                self.sql.execute(conn, _INSERT_CHUNK, rows, tuple(sorted(rows[0])))
 
     def output(
         self,
@@ -374,10 +382,11 @@ class Store:
 
     # -- events -------------------------------------------------------------------------
 
-    def insert_event(self, conn: Connection, **values: Any) -> str:
+    def insert_event(self, conn: Any, **values: Any) -> str:
+        """(Either connection.)"""
         values.setdefault("event_id", new_id())
         values.setdefault("created_at", now_iso())
-        conn.execute(_INSERT_EVENT, values)
+        self.sql.insert_row(conn, _INSERT_EVENT, values)
         return values["event_id"]
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -393,7 +402,7 @@ class Store:
 
     def insert_run_checkpoint(
         self,
-        conn: Connection,
+        conn: Any,
         *,
         run_id: str,
         step: int,
@@ -403,11 +412,13 @@ class Store:
         metadata: dict[str, Any],
         account: str = "local",
     ) -> str:
-        """The checkpoint of one committed step transition of a run (same transaction)."""
+        """The checkpoint of one committed step transition of a run (same transaction).
+        (Either connection.)"""
         body = compact_json(state)
         checkpoint_id = f"cp_{run_id}_{step:03d}"
         etag = checkpoint_etag(account, run_id, step, body)
-        conn.execute(
+        self.sql.insert_row(
+            conn,
             _INSERT_CHECKPOINT,
             {
                 "checkpoint_id": checkpoint_id,
