@@ -230,3 +230,19 @@ def output_tail(
             complete = conn.execute(older).first() is None
     picked.reverse()
     return {"chunks": picked, "complete": complete}
+
+
+def attempts_signature(run_id: str) -> tuple[int, int, str | None]:
+    """(count, newest id, newest finished_at) of a run's attempts: changes whenever an
+    attempt is written, even when the run row itself does not (a step that starts)."""
+    from sqlalchemy import func, select
+
+    from core.store.store import ATTEMPTS
+
+    with _store().read() as conn:
+        row = conn.execute(
+            select(func.count(), func.max(ATTEMPTS.c.id), func.max(ATTEMPTS.c.finished_at)).where(
+                ATTEMPTS.c.run_id == run_id
+            )
+        ).one()
+    return int(row[0] or 0), int(row[1] or 0), row[2]
