@@ -8,6 +8,7 @@ Runs are executed by detached `cpf` processes, so closing the app never stops a 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,9 @@ class CpfApp(App[None]):
         for problem in self.config.problems:
             self.notify(problem, title="Settings", severity="warning", timeout=8)
         self.switch_mode(self.start_area or "workflows")
+        # Everything built so far lives as long as the app: keep it out of the garbage
+        # collector's full passes, which otherwise pause the UI during log floods.
+        self.set_timer(1.0, gc.freeze)
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
         self.call_later(self._poll_waiting)

@@ -327,3 +327,41 @@ async def test_log_takes_a_flood_in_one_piece_and_keeps_its_tail():
         view.write(" continued\n")
         await pilot.pause()
         assert view.line(view.line_count - 1) == "open end continued"
+
+
+async def test_log_counts_every_line_whatever_the_chunking():
+    import random
+
+    rnd = random.Random(7)
+    app = LogHost(max_lines=1000)
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(LogView)
+        for n in (500, 5_000, 60_000, 150_000):
+            view.clear()
+            data = lines(n)
+            pos, pieces = 0, []
+            while pos < len(data):
+                step = rnd.choice([7, 900, 70_000, 250_000])
+                pieces.append(data[pos : pos + step])
+                pos += step
+            i = 0
+            while i < len(pieces):
+                k = rnd.randint(1, 4)
+                view.write_chunks([("stdout", p) for p in pieces[i : i + k]])
+                i += k
+            await pilot.pause()
+            assert view.total == n
+            assert view.line_count == min(n, 1000)
+            assert view.lines() == [f"line {j}" for j in range(max(0, n - 1000), n)]
+
+
+async def test_log_header_lines_are_ours_and_not_searched():
+    app = LogHost()
+    async with app.run_test(size=(60, 12)) as pilot:
+        view = app.query_one(LogView)
+        view.write("half a li")
+        view.write_meta("── step two ──")
+        view.write("ne two\n")
+        await pilot.pause()
+        assert view.lines() == ["half a li", "── step two ──", "ne two"]
+        assert view.search("two") == 1  # the header is not output

@@ -25,6 +25,7 @@ from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog, TypeToConfirmDialog
 from cpf_tui.widgets.formhost import make_form
+from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
 
@@ -55,7 +56,7 @@ is recorded as the actor, with surface `tui`.
 
     def compose(self) -> ComposeResult:
         yield TopBar()
-        yield Static("", id="answer-head")
+        yield Line("", id="answer-head")
         with Horizontal(id="answer-context"):
             with VerticalScroll(id="answer-prompt"):
                 yield Markdown("", id="answer-markdown")
@@ -86,7 +87,7 @@ is recorded as the actor, with surface `tui`.
         if run is None or run["status"] != "waiting":
             self.loaded = True
             state = "not found" if run is None else run["status"]
-            self.query_one("#answer-head", Static).update(
+            self.query_one("#answer-head", Line).update(
                 Text(f"Run {short_id(self.run_id)} is not waiting (it is {state}).", "bold")
             )
             self.query_one("#submit", Button).disabled = True
@@ -153,7 +154,7 @@ is recorded as the actor, with surface `tui`.
             text.append(f"  risk: {risk}", style=style)
         if wait.get("timeout_at"):
             text.append(f"  · times out {wait['timeout_at']}", style="dim")
-        self.query_one("#answer-head", Static).update(text)
+        self.query_one("#answer-head", Line).update(text)
 
     async def _tick(self) -> None:
         """Follow the log of the step before; notice when the run stops waiting."""
@@ -168,7 +169,7 @@ is recorded as the actor, with surface `tui`.
             state = "deleted" if run is None else run["status"]
             self.run = None
             self.query_one("#submit", Button).disabled = True
-            self.query_one("#answer-head", Static).update(
+            self.query_one("#answer-head", Line).update(
                 Text(
                     f"This run is no longer waiting for this answer (now {state}): "
                     "someone else answered or cancelled it.",

@@ -24,6 +24,7 @@ from cpf_tui.control import ACTIVE, RunControl, allowed
 from cpf_tui.feed import LogFeed
 from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
 
@@ -68,6 +69,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         self.loaded = False
         self.missing = False
         self._seen_version: Any = None
+        self._seen_attempts: Any = None
         self._attempt_nodes: dict[int, TreeNode[Any]] = {}
         self._pending_nodes: list[TreeNode[Any]] = []
         self._pending_shown: list[tuple[str, str]] = []
@@ -84,7 +86,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
 
     def compose(self) -> ComposeResult:
         yield TopBar()
-        yield Static("", id="run-head")
+        yield Line("", id="run-head")
         with Horizontal(id="run-body"):
             tree: Tree[int | None] = Tree("All steps", data=None, id="timeline")
             tree.guide_depth = 2
@@ -139,7 +141,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
                 else:
                     await self.feed.poll()
         except Exception as exc:
-            self.query_one("#run-head", Static).update(Text(f"store error: {exc}", "red"))
+            self.query_one("#run-head", Line).update(Text(f"cannot read the run: {exc}", "red"))
         finally:
             self._busy = False
 
@@ -155,21 +157,30 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         self.run = run
         if self._plan is None:
             self._plan = await off_thread(_plan_of, run.get("workflow_path"))
+        # A step that starts writes its attempt without touching the run row.
+        signature = await off_thread(queries.attempts_signature, self.run_id)
         if version != self._seen_version:
             self.attempts = await off_thread(queries.attempts, self.run_id)
             self.events = await off_thread(queries.events, self.run_id)
             self.checkpoints = await off_thread(queries.checkpoints, self.run_id)
             self._seen_version = version
+            self._seen_attempts = signature
             self._render_all()
             self.refresh_bindings()
+        elif signature != self._seen_attempts:
+            self.attempts = await off_thread(queries.attempts, self.run_id)
+            self._seen_attempts = signature
+            self._render_head()
+            self._render_timeline()
+            self._render_outputs()
         else:
             self._render_head()
-            if self.active:
-                self._render_timeline()  # running durations move on
+            if self.active and self._ticks % SLOW_EVERY == 0:
+                self._render_timeline()  # running durations move on (once a second)
         self.loaded = True
 
     def _missing(self) -> None:
-        head = self.query_one("#run-head", Static)
+        head = self.query_one("#run-head", Line)
         if self.spawned is not None and self.spawned.process.poll() is None:
             head.update(Text(f"Starting run {short_id(self.run_id)}…", style="italic"))
             return
@@ -241,7 +252,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             second.append(
                 json.dumps(result, ensure_ascii=False) if result is not None else "(none)"
             )
-        self.query_one("#run-head", Static).update(Group(text, second))
+        self.query_one("#run-head", Line).update(Group(text, second))
 
     def _attempt_label(self, a: dict[str, Any]) -> Text:
         status = a["status"]

@@ -14,13 +14,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Footer, Input, Select, Static
+from textual.widgets import Footer, Input, Select
 
 from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration
 from cpf_tui.control import RunControl
 from cpf_tui.look import short_id, status_text
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
 
@@ -89,7 +90,7 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
                 STATUS_FILTERS, value="all", allow_blank=False, compact=True, id="status-filter"
             )
             yield Input(placeholder="workflow filter  (/)", compact=True, id="workflow-filter")
-            yield Static("", id="runs-count")
+            yield Line("", id="runs-count")
         yield VirtualTable(
             COLUMNS, empty_text="No runs yet.", formatter=self._cells, id="runs-table"
         )
@@ -137,7 +138,7 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
                 await self._read(True)
                 self._render_rows()
         except Exception as exc:  # the store went away: keep showing what we have
-            self.query_one("#runs-count", Static).update(Text(f"store error: {exc}", "red"))
+            self.query_one("#runs-count", Line).update(Text(f"store error: {exc}", "red"))
         finally:
             self._busy = False
 
@@ -222,7 +223,7 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         if counts.get("waiting"):
             info.append(f"  ‖ {counts['waiting']} waiting", style="bold")
         info.append(f"  · sort: {SORTS[self._sort][0]}", style="dim")
-        self.query_one("#runs-count", Static).update(info)
+        self.query_one("#runs-count", Line).update(info)
 
     def on_select_changed(self, _event: Select.Changed) -> None:
         if self.loaded:

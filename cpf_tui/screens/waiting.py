@@ -8,12 +8,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 
 from cpf_tui.clock import ago
 from cpf_tui.control import RunControl
 from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
 
@@ -50,7 +51,7 @@ shows a notification when a run starts waiting.
 
     def compose(self) -> ComposeResult:
         yield TopBar()
-        yield Static("", id="waiting-info")
+        yield Line("", id="waiting-info")
         yield VirtualTable(
             COLUMNS,
             empty_text="No run is waiting for input.",
@@ -80,7 +81,7 @@ shows a notification when a run starts waiting.
             info.append("  · enter: answer  v: view run", style="dim")
         else:
             info.append(" Nothing is waiting for you.", style="dim")
-        self.query_one("#waiting-info", Static).update(info)
+        self.query_one("#waiting-info", Line).update(info)
 
     def _cells(self, r: dict[str, Any]) -> tuple[Any, ...]:
         wait = r.get("wait") or {}

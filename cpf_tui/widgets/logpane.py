@@ -9,8 +9,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import Input, Static
+from textual.widgets import Input
 
+from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logview import LogView
 
 
@@ -43,7 +44,7 @@ class LogPane(Vertical):
     def compose(self) -> ComposeResult:
         yield self.log_view
         yield Input(placeholder="search (enter: find, n/N: next/previous)", id="log-search")
-        yield Static(id="log-status")
+        yield Line(id="log-status")
 
     def on_mount(self) -> None:
         view = self.log_view
@@ -70,7 +71,7 @@ class LogPane(Vertical):
             text.append(f"  · last {view.line_count:,} of {view.dropped + view.line_count:,} lines")
             if self.hint:
                 text.append(f" (all: {self.hint})")
-        self.query_one("#log-status", Static).update(text)
+        self.query_one("#log-status", Line).update(text)
 
     def action_open_search(self) -> None:
         field = self.query_one("#log-search", Input)

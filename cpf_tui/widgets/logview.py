@@ -36,6 +36,8 @@ GUTTER = 2  # stream marker + space
 def clean(raw: str) -> str:
     """What a terminal would leave of a line: the text after the last carriage return
     (progress bars), tabs expanded, other control characters made visible."""
+    if raw.isprintable():
+        return raw
     if "\r" in raw:
         parts = [p for p in raw.split("\r") if p]
         raw = parts[-1] if parts else ""
@@ -44,14 +46,14 @@ def clean(raw: str) -> str:
     return _CONTROL.sub("\ufffd", raw)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=4096)
 def plain(raw: str) -> str:
     """The line without ANSI escapes (what search and widths see)."""
     text = clean(raw)
     return _ANSI.sub("", text) if "\x1b" in text else text
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=512)
 def styled(raw: str) -> Text:
     text = clean(raw)
     if "\x1b" in text:
@@ -129,13 +131,16 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.max_lines = max(10, max_lines)
         self.empty_text = empty_text
-        self._lines: list[tuple[str, str]] = []  # [start:] are live
+        # Two parallel lists rather than (stream, text) tuples: strings are not tracked by
+        # the garbage collector, so a flood of lines does not trigger long collections.
+        self._texts: list[str] = []  # [start:] are live
+        self._streams: list[str] = []
         self._start = 0
         self._open: dict[str, int] = {}  # stream -> absolute index of its unfinished line
         self.dropped = 0  # lines dropped from the front (kept in the store)
         self.total = 0  # lines ever received
         self._max_width = 0
-        # Wrap mode: _prefix[i] = display rows before absolute line i (parallel to _lines).
+        # Wrap mode: _prefix[i] = display rows before absolute line i (parallel to _texts).
         self._prefix: list[int] = []
         self._wrap_width = 0
         self.query_text = ""
@@ -147,19 +152,20 @@ class LogView(ScrollView, can_focus=True):
 
     @property
     def line_count(self) -> int:
-        return len(self._lines) - self._start
+        return len(self._texts) - self._start
 
     def line(self, i: int) -> str:
         """Plain text of live line `i` (0 = oldest held)."""
-        return plain(self._lines[self._start + i][1])
+        return plain(self._texts[self._start + i])
 
     def lines(self) -> list[str]:
-        return [plain(raw) for _, raw in self._lines[self._start :]]
+        return [plain(raw) for raw in self._texts[self._start :]]
 
     # -- writing --------------------------------------------------------------------------
 
     def clear(self) -> None:
-        self._lines = []
+        self._texts = []
+        self._streams = []
         self._start = 0
         self._open = {}
         self._prefix = []
@@ -188,79 +194,103 @@ class LogView(ScrollView, can_focus=True):
 
     def write_chunks(self, chunks: Iterable[tuple[str, str]]) -> None:
         """Append output pieces; a piece may end mid-line (continued by the next one)."""
-        fresh: list[tuple[str, str, bool]] = []  # (stream, raw, still open)
-        changed = False
+        texts: list[str] = []  # the new lines, and their streams alongside
+        streams: list[str] = []
+        open_new: dict[str, int] = {}  # stream -> index in `texts` of its open line
         skipped = 0
+        chunks = [(stream, text) for stream, text in chunks if text]
+        if not chunks:
+            return
+        counts = [text.count("\n") for _, text in chunks]
+        surplus = sum(counts) - self.max_lines
+        if surplus > 0 and len(chunks) > 1:
+            # A flood in many pieces: whole chunks that would be dropped anyway are only
+            # counted (their lines are in the store), never split into lines.
+            first = 0
+            while first < len(chunks) - 1 and counts[first] <= surplus:
+                stream = chunks[first][0]
+                surplus -= counts[first]
+                skipped += counts[first]
+                # Its first newline ends a line already counted (without a newline it
+                # only extends that line, which stays open).
+                if counts[first] and self._open.pop(stream, None) is not None:
+                    skipped -= 1
+                first += 1
+            chunks = chunks[first:]
         for stream, text in chunks:
-            if not text:
-                continue
-            changed = True
             if len(text) > 65_536 and text.count("\n") > self.max_lines + 1:
                 # A flood: only its last max_lines lines can stay, so split just those
                 # off (in C) and count the rest as dropped, without making them lines.
-                head, *keep = text.rsplit("\n", self.max_lines + 1)
-                gone = head.count("\n") + 1 + len(fresh)
-                fresh = []
-                self._open.pop(stream, None)
-                self.total += gone
-                self.dropped += gone
-                skipped += gone
-                last = keep.pop()  # after the final newline: "" or an unfinished line
-                fresh.extend((stream, piece, False) for piece in keep)
-                if last:
-                    fresh.append((stream, last, True))
-                continue
-            pieces = text.split("\n")
-            open_at = self._open.pop(stream, None)
-            pending = next(
-                (i for i in range(len(fresh) - 1, -1, -1) if fresh[i][0] == stream and fresh[i][2]),
-                None,
-            )
-            if pending is not None:  # continues a line opened earlier in this batch
-                s, raw, _ = fresh[pending]
-                fresh[pending] = (s, raw + pieces[0], len(pieces) == 1)
-                pieces = pieces[1:]
-            elif open_at is not None and open_at >= self._start:
-                old_stream, old = self._lines[open_at]
-                self._lines[open_at] = (old_stream, old + pieces[0])
-                self._line_changed(open_at)
-                if len(pieces) == 1:
-                    self._open[stream] = open_at
-                pieces = pieces[1:]
+                head, *pieces = text.rsplit("\n", self.max_lines + 1)
+                skipped += head.count("\n") + 1 + len(texts)
+                if open_new.get(stream) is not None or self._open.pop(stream, None) is not None:
+                    skipped -= 1  # the head's first piece ends a line already counted
+                texts, streams, open_new = [], [], {}
+            else:
+                pieces = text.split("\n")
+                at = open_new.pop(stream, None)
+                open_at = self._open.pop(stream, None)
+                if at is not None:  # continues a line opened earlier in this batch
+                    texts[at] += pieces[0]
+                    if len(pieces) == 1:
+                        open_new[stream] = at
+                    pieces = pieces[1:]
+                elif open_at is not None and open_at >= self._start:
+                    self._texts[open_at] += pieces[0]
+                    self._line_changed(open_at)
+                    if len(pieces) == 1:
+                        self._open[stream] = open_at
+                    pieces = pieces[1:]
             if pieces:
                 last = pieces.pop()  # after the final newline: "" or an unfinished line
-                fresh.extend((stream, piece, False) for piece in pieces)
                 if last:
-                    fresh.append((stream, last, True))
-        if not changed:
-            return
+                    pieces.append(last)
+                    open_new[stream] = len(texts) + len(pieces) - 1
+                texts.extend(pieces)
+                streams.extend([stream] * len(pieces))
         # A burst larger than the buffer: skip what would be dropped at once anyway.
-        skip = len(fresh) - self.max_lines
+        skip = len(texts) - self.max_lines
         if skip > 0:
-            fresh = fresh[skip:]
-            self.total += skip
-            self.dropped += skip
-        for stream, raw, still_open in fresh:
-            self._append(stream, raw)
-            if still_open:
-                self._open[stream] = len(self._lines) - 1
-        self._after_append(len(fresh) + max(skip, 0) + skipped)
+            texts, streams = texts[skip:], streams[skip:]
+            skipped += skip
+            open_new = {k: i - skip for k, i in open_new.items() if i >= skip}
+        self.total += skipped
+        self.dropped += skipped
+        self._append_many(texts, streams, open_new)
+        self._after_append(len(texts) + skipped)
 
     def _close_open(self) -> None:
         self._open.clear()
 
     def _append(self, stream: str, raw: str) -> None:
-        self._lines.append((stream, raw))
-        self.total += 1
-        width = cell_len(plain(raw)) + GUTTER
-        if width > self._max_width:
-            self._max_width = width
-        if self.wrap:
-            before = self._prefix[-1] + self._rows_of(len(self._lines) - 2) if self._prefix else 0
-            self._prefix.append(before)
+        self._append_many([raw], [stream], {})
+
+    def _append_many(self, texts: list[str], streams: list[str], open_at: dict[str, int]) -> None:
+        """Add lines (`open_at`: stream -> index in `texts` of its unfinished line).
+
+        Written for floods: the per-line work is list operations done in C; widths
+        are lengths (exact for ASCII, measured only for the other lines)."""
+        if not texts:
+            return
+        base = len(self._texts)
+        self._texts.extend(texts)
+        self._streams.extend(streams)
+        widest = max(map(len, texts))
+        odd = [raw for raw in texts if not raw.isascii()]
+        if odd:
+            widest = max(widest, *(cell_len(plain(raw)) for raw in odd))
+        self._max_width = max(self._max_width, widest + GUTTER)
+        for stream, i in open_at.items():
+            self._open[stream] = base + i
+        if self.wrap:  # a reactive: read once per batch
+            total = self._prefix[-1] + self._rows_of(base - 1) if self._prefix else 0
+            for i in range(base, len(self._texts)):
+                self._prefix.append(total)
+                total += self._rows_of(i)
+        self.total += len(texts)
 
     def _line_changed(self, index: int) -> None:
-        width = cell_len(plain(self._lines[index][1])) + GUTTER
+        width = cell_len(plain(self._texts[index])) + GUTTER
         self._max_width = max(self._max_width, width)
         if self.wrap:
             self._rebuild_prefix(index)
@@ -293,7 +323,8 @@ class LogView(ScrollView, can_focus=True):
         self._open = {s: i for s, i in self._open.items() if i >= new_start}
         self._matches = [m for m in self._matches if m >= new_start]
         if self._start > self.max_lines:  # compact now and then: amortised O(1)
-            del self._lines[: self._start]
+            del self._texts[: self._start]
+            del self._streams[: self._start]
             if self._prefix:
                 del self._prefix[: self._start]
             self._open = {s: i - self._start for s, i in self._open.items()}
@@ -309,12 +340,15 @@ class LogView(ScrollView, can_focus=True):
         return max(10, self.scrollable_content_region.width - GUTTER)
 
     def _rows_of(self, index: int) -> int:
-        text = plain(self._lines[index][1])
-        return len(_cuts(text, self._wrap_width)) + 1
+        text = plain(self._texts[index])
+        width = self._wrap_width
+        if text.isascii():  # the common case, without building the cut list
+            return max(1, (len(text) + width - 1) // width) if width > 0 else 1
+        return len(_cuts(text, width)) + 1
 
     def _rebuild_prefix(self, from_index: int | None = None) -> None:
         self._wrap_width = self._text_width()
-        n = len(self._lines)
+        n = len(self._texts)
         if from_index is None or from_index <= 0 or from_index > len(self._prefix):
             self._prefix = [0] * n
             total = 0
@@ -331,7 +365,7 @@ class LogView(ScrollView, can_focus=True):
             total += self._rows_of(i)
 
     def _row_at_line(self, index: int) -> int:
-        if index >= len(self._lines):
+        if index >= len(self._texts):
             return self._total_rows()
         return self._prefix[index]
 
@@ -340,7 +374,7 @@ class LogView(ScrollView, can_focus=True):
             return self.line_count
         if not self._prefix or self.line_count == 0:
             return 0
-        last = len(self._lines) - 1
+        last = len(self._texts) - 1
         return self._prefix[last] + self._rows_of(last) - self._prefix[self._start]
 
     def _resize_virtual(self) -> None:
@@ -445,14 +479,14 @@ class LogView(ScrollView, can_focus=True):
 
     def _scan_matches(self) -> None:
         if not self.query_text:
-            self._matched_upto = len(self._lines)
+            self._matched_upto = len(self._texts)
             return
         needle = self.query_text.casefold()
         start = max(self._matched_upto, self._start)
-        for i in range(start, len(self._lines)):
-            if self._lines[i][0] != "meta" and needle in plain(self._lines[i][1]).casefold():
+        for i in range(start, len(self._texts)):
+            if self._streams[i] != "meta" and needle in plain(self._texts[i]).casefold():
                 self._matches.append(i)
-        self._matched_upto = len(self._lines)
+        self._matched_upto = len(self._texts)
 
     @property
     def match_count(self) -> int:
@@ -492,7 +526,7 @@ class LogView(ScrollView, can_focus=True):
         if row >= self._total_rows():
             return Strip.blank(width, base)
         index = self._line_at_row(row)
-        stream, raw = self._lines[index]
+        stream, raw = self._streams[index], self._texts[index]
         text = styled(raw).copy()
         if stream == "meta":
             text = Text(raw, style=self.get_component_rich_style("log--meta"), no_wrap=True)
