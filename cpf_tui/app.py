@@ -166,8 +166,9 @@ class CpfApp(App[None]):
             self.notify(f"The cpf {what} process ended without a result.", severity="error")
             return
         error = envelope.get("error") or {}
-        status = envelope.get("status")
-        if envelope.get("ok") is False and status not in ("failed", "cancelled"):
+        # A step that failed shows in the run view; refusals of the command itself
+        # (invalid input 10, not waiting 20, store 60, race 70, internal 90) do not.
+        if envelope.get("ok") is False and envelope.get("exit_code") in (10, 20, 60, 70, 90):
             self.notify(
                 f"{error.get('code', 'error')}: {error.get('message', '')}",
                 title=f"cpf {what}",

@@ -41,6 +41,11 @@ class CpfCommands(Provider):
                     str(wf.path),
                     partial(app.start_workflow, wf),
                 )
+        yield (
+            "Switch theme",
+            "Pick a colour theme (also: theme: in the settings)",
+            app.search_themes,
+        )
         yield ("Help", "Keys and what this screen does", app.action_help)
 
     async def discover(self) -> Hits:

@@ -115,7 +115,7 @@ workflow:
           count: { type: integer, maximum: 10 }
     - id: done
       kind: end
-      result: { count: "${event.count}" }
+      result: { count: "${steps.ask.outputs.count}" }
 """
 
 GATED = """\
@@ -551,3 +551,70 @@ def test_the_console_script_is_wired(store):
     )
     assert proc.returncode == 0
     assert "PATH" in proc.stdout or "paths" in proc.stdout
+
+
+LOOP = """\
+schema_version: checkpointflow/v1
+workflow:
+  id: loop
+  inputs: { type: object }
+  steps:
+    - id: each
+      kind: foreach
+      items: '["a", "b"]'
+      body:
+        - id: say
+          kind: cli
+          env: { NAME: "${item}" }
+          command: |
+            echo "item $NAME"
+    - id: done
+      kind: end
+"""
+
+
+async def test_timeline_nests_foreach_iterations(store, tmp_path):
+    flow = tmp_path / "loop.yaml"
+    flow.write_text(LOOP)
+    env = cpf("run", "-f", str(flow))
+    assert env["status"] == "completed", env
+    app = CpfApp([str(tmp_path)], config=TuiConfig())
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(env["run_id"])
+        await wait_until(pilot, lambda: screen_ready(app, RunScreen), what="run view")
+        await wait_until(pilot, lambda: "item b" in log_text(app), what="the loop's log")
+        tree = app.screen.query_one("#timeline")
+        (each,) = [n for n in tree.root.children if "each" in str(n.label)]
+        labels = [str(n.label) for n in each.children]
+        assert [label.split()[1:3] for label in labels] == [["[0]", "say"], ["[1]", "say"]]
+        assert "── each[1]/say ──" in log_text(app)
+
+
+async def test_an_answer_given_elsewhere_closes_the_form(store, flows):
+    run_id = cpf("run", "-f", str(flows / "count.yaml"))["run_id"]
+    app = app_for(flows)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        app.open_approval(run_id)
+        await wait_until(pilot, lambda: screen_ready(app, ApprovalScreen), what="the form")
+        env = cpf("resume", "--run-id", run_id, "--event", "how_many", "--input", '{"count": 3}')
+        assert env["status"] == "completed"
+        submit = app.screen.query_one("#submit")
+        await wait_until(pilot, lambda: submit.disabled, what="the form to close")
+        assert "no longer waiting" in str(app.screen.query_one("#answer-head").render())
+        # A refused resume (exit 20) is reported; a failed step is left to the run view.
+        app.report_envelope(
+            "resume",
+            {
+                "ok": False,
+                "exit_code": 20,
+                "error": {"code": "ERR_RUN_NOT_WAITING", "message": "not waiting"},
+            },
+        )
+        app.report_envelope(
+            "resume",
+            {"ok": False, "exit_code": 30, "error": {"code": "ERR_STEP_FAILED", "message": "boom"}},
+        )
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any("ERR_RUN_NOT_WAITING" in m for m in messages)
+        assert not any("boom" in m for m in messages)

@@ -259,8 +259,9 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         text = Text(no_wrap=True, overflow="ellipsis")
         style = status_color(self.app, status)
         text.append(f"{ICONS.get(status, '?')} ", style=style)
-        if a.get("context") and a.get("parent_id") is None:
-            text.append(f"{a['context']}/", style="dim")
+        where = self._context_tail(a)
+        if where:
+            text.append(f"{where} ", style="dim")
         text.append(a["step_id"], style="bold" if status in ("running", "waiting") else "")
         if a.get("attempt", 1) > 1 or self._retried(a):
             text.append(f" #{a.get('attempt', 1)}", style="dim")
@@ -269,6 +270,16 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         if status != "waiting":
             text.append(f" {duration(a.get('started_at'), a.get('finished_at'), self.now)}", "dim")
         return text
+
+    def _context_tail(self, a: dict[str, Any]) -> str:
+        """What tells nested siblings apart: `[2]` for a foreach iteration (the rest of
+        the context is the tree above it)."""
+        context = a.get("context") or ""
+        parent = next((p for p in self.attempts if p["id"] == a.get("parent_id")), None)
+        if parent is None:
+            return f"{context}/" if context else ""
+        above = (f"{parent['context']}/" if parent.get("context") else "") + parent["step_id"]
+        return context[len(above) :] if context.startswith(above) else context
 
     def _retried(self, a: dict[str, Any]) -> bool:
         return any(
