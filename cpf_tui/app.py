@@ -38,14 +38,33 @@ class Tracked:
     on_done: Callable[[dict[str, Any] | None], None] | None
 
 
+@dataclass(frozen=True)
+class Area:
+    """A top-level area: a mode with its own screen stack, a key and a top-bar tab."""
+
+    name: str
+    key: str
+    label: str
+    screen: str  # "module:Class", imported when the app starts
+
+
+AREAS = (
+    Area("workflows", "1", "Workflows", "cpf_tui.screens.workflows:WorkflowsScreen"),
+    Area("runs", "2", "Runs", "cpf_tui.screens.runs:RunsScreen"),
+    Area("waiting", "3", "Waiting", "cpf_tui.screens.waiting:WaitingScreen"),
+)
+
+
 class CpfApp(App[None]):
     CSS = APP_CSS
     TITLE = "cpf"
     COMMANDS = App.COMMANDS | {CpfCommands}
+    AREAS: ClassVar[tuple[Area, ...]] = AREAS
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "area('workflows')", "Workflows", show=False, id="app.workflows"),
-        Binding("2", "area('runs')", "Runs", show=False, id="app.runs"),
-        Binding("3", "area('waiting')", "Waiting", show=False, id="app.waiting"),
+        *(
+            Binding(a.key, f"area('{a.name}')", a.label, show=False, id=f"app.{a.name}")
+            for a in AREAS
+        ),
         Binding("f1,question_mark", "help", "Help", id="app.help"),
         Binding("f8", "screenshot", "Screenshot", show=False, id="app.screenshot"),
     ]
@@ -76,13 +95,11 @@ class CpfApp(App[None]):
     # -- start-up ------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        from cpf_tui.screens.runs import RunsScreen
-        from cpf_tui.screens.waiting import WaitingScreen
-        from cpf_tui.screens.workflows import WorkflowsScreen
+        from importlib import import_module
 
-        self.add_mode("workflows", WorkflowsScreen)
-        self.add_mode("runs", RunsScreen)
-        self.add_mode("waiting", WaitingScreen)
+        for area in self.AREAS:
+            module, _, name = area.screen.partition(":")
+            self.add_mode(area.name, getattr(import_module(module), name))
         if self.config.theme in self.available_themes:
             self.theme = self.config.theme
         else:

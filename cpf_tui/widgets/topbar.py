@@ -8,8 +8,6 @@ from textual.widget import Widget
 
 from cpf_tui.look import palette
 
-AREAS = (("workflows", "1", "Workflows"), ("runs", "2", "Runs"), ("waiting", "3", "Waiting"))
-
 
 class TopBar(Widget):
     DEFAULT_CSS = """
@@ -24,7 +22,8 @@ class TopBar(Widget):
         theme = palette(self.app)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" cpf ", style=f"bold {theme.background} on {theme.primary}")
-        for key, number, label in AREAS:
+        areas = getattr(self.app, "AREAS", ())
+        for key, number, label in ((a.name, a.key, a.label) for a in areas):
             current = key == self.area
             text.append("  ")
             text.append(number, style=f"bold {theme.accent}")
