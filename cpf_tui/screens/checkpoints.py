@@ -11,9 +11,8 @@ call runs in a worker thread. The list is polled twice a second; a workflow's
 checkpoints are read again only when its head, count or last activity changed, and
 states are kept as their stored JSON text until one is shown.
 
-Wiring (cpf_tui/app.py): `self.add_mode("checkpoints", CheckpointsScreen)` and a key
-such as `Binding("4", "area('checkpoints')", "Checkpoints", show=False,
-id="app.checkpoints")`.
+Wiring: one entry in `cpf_tui.app.AREAS` (mode, key and top-bar tab):
+`Area("checkpoints", "4", "Checkpoints", "cpf_tui.screens.checkpoints:CheckpointsScreen")`.
 """
 
 from __future__ import annotations
@@ -335,7 +334,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         return next((c for c in self.checkpoints if str(c["step"]) == key), None)
 
     def _where(self) -> None:
-        self.query_one(TopBar).where = f"checkpoints · account {self.account}"
+        self.query_one(TopBar).where = f"account {self.account}"  # the tab says Checkpoints
 
     # -- polling -------------------------------------------------------------------------
 
