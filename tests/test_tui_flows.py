@@ -286,6 +286,8 @@ async def test_approve_a_waiting_run_through_the_form(store, flows):
         await wait_until(pilot, lambda: "plan: 3 files" in log_text(app), what="step before")
         await pilot.pause()
         await pilot.press("enter")  # the decision radio set: "approve" is first
+        form = screen.query_one("#answer-form")
+        await wait_until(pilot, lambda: form.value == {"decision": "approve"}, what="the choice")
         await pilot.press("ctrl+s")
         # risk_level high: type the step id to confirm.
         await wait_until(pilot, lambda: isinstance(app.screen, TypeToConfirmDialog))
