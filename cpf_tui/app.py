@@ -52,6 +52,7 @@ AREAS = (
     Area("workflows", "1", "Workflows", "cpf_tui.screens.workflows:WorkflowsScreen"),
     Area("runs", "2", "Runs", "cpf_tui.screens.runs:RunsScreen"),
     Area("waiting", "3", "Waiting", "cpf_tui.screens.waiting:WaitingScreen"),
+    Area("checkpoints", "4", "Checkpoints", "cpf_tui.screens.checkpoints:CheckpointsScreen"),
 )
 
 

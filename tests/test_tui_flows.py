@@ -537,6 +537,8 @@ async def test_every_screen_at_small_and_large_sizes(store, flows, size):
         for key in ("o", "e", "p", "i", "l", "w", "t", "down", "f1", "escape", "escape"):
             await pilot.press(key)
             await pilot.pause()
+        await pilot.press("4", "f1", "escape", "1")  # the checkpoints area, and back
+        await pilot.pause()
         app.open_run(waiting)
         await wait_until(pilot, lambda: screen_ready(app, RunScreen), what="run view")
         await pilot.press("a")
