@@ -813,7 +813,8 @@ def continue_run(run_id: str) -> Envelope:
 
 @_guarded("tick")
 def tick() -> Envelope:
-    """Apply every await timeout that is due (for cron, or the TUI's clock)."""
+    """Apply every await timeout that is due, and mark runs whose executor died as
+    interrupted (for cron, or the TUI's clock)."""
     store = _store()
     applied = []
     for run in store.list_runs(status="waiting"):
@@ -826,7 +827,12 @@ def tick() -> Envelope:
                     "status": after["status"],
                 }
             )
-    return Envelope.success("tick", result={"expired": applied})
+    interrupted = [
+        run["run_id"]
+        for run in store.list_runs(status="running")
+        if reap(store, run)["status"] == "failed"
+    ]
+    return Envelope.success("tick", result={"expired": applied, "interrupted": interrupted})
 
 
 @_guarded("runs")

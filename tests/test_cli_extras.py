@@ -805,3 +805,30 @@ def test_logs_follow_of_finished_run_returns(cpf: CpfRunner, write_workflow) -> 
     run_id = cpf.ok("run", "-f", str(waiting), exit_code=40)["run_id"]
     proc, _ = cpf("logs", "--run-id", run_id, "--follow", timeout=20)
     assert proc.returncode == 0
+
+
+def test_tick_reaps_a_killed_executor_and_stops_its_step(
+    cpf: CpfRunner, write_workflow, workdir: Path
+) -> None:
+    path = write_workflow(
+        _wf(
+            """
+    - id: long
+      kind: cli
+      command: echo $$ > long.pid; sleep 60
+""",
+            wf_id="orphan",
+        )
+    )
+    run_proc = cpf.popen("run", "-f", str(path))
+    step_pid = wait_for(lambda: _read_pid(workdir / "long.pid"), timeout=30, what="step start")
+    # Let the executor record the step's process group (it does so after one watcher tick).
+    time.sleep(1.0)
+    run_proc.send_signal(signal.SIGKILL)
+    run_proc.wait(timeout=30)
+    tick = cpf.ok("tick")
+    assert len(tick["result"]["interrupted"]) == 1
+    run_id = tick["result"]["interrupted"][0]
+    assert cpf.status(run_id)["error"]["code"] == "ERR_RUN_INTERRUPTED"
+    wait_for(lambda: pid_gone(step_pid), timeout=30, what="the orphaned step to be stopped")
+    assert cpf.ok("tick")["result"]["interrupted"] == []
