@@ -117,6 +117,8 @@ class SchemaForm(VerticalScroll, can_focus=False):
             help_text = "Raw JSON of the whole payload. ctrl+r: back to the form."
         elif not schema:
             help_text = "No schema: any JSON payload is accepted."
+        elif _declares_no_fields(schema):
+            help_text = "No fields are declared: send {} as it is, or enter any JSON object."
         else:
             help_text = "This schema cannot be shown as a form: enter the payload as JSON."
         self.raw_help = Static(Content(help_text), classes="form-raw-help")
@@ -426,3 +428,13 @@ def _location(tail: tuple[str | int, ...]) -> str:
 
 
 __all__ = ["CHANGE_EVENTS", "SchemaForm"]
+
+
+def _declares_no_fields(schema: Any) -> bool:
+    """An object schema with no `properties` (e.g. a workflow's `inputs: {type: object}`)."""
+    return (
+        isinstance(schema, dict)
+        and schema.get("type") == "object"
+        and not schema.get("properties")
+        and schema.get("additionalProperties") is not False
+    )
