@@ -894,3 +894,13 @@ async def test_x_widget_overrides_the_default_editor() -> None:
         assert isinstance(field(app, "two").focus_target(), Select)
         assert isinstance(field(app, "many").focus_target(), RadioSet)
         assert isinstance(field(app, "flag").focus_target(), Checkbox)
+
+
+async def test_an_object_schema_without_fields_sends_an_empty_object() -> None:
+    # A workflow's `inputs: {type: object}`: raw JSON, prefilled, and it says why.
+    app = FormHost({"type": "object"})
+    async with app.run_test(size=SIZE):
+        form = app.form
+        assert form.raw_mode
+        assert "No fields are declared" in str(form.raw_help.render())
+        assert form.collect() == ({}, [])
