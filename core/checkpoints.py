@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.envelope import CpfError, ExitCode
+from core.statediff import leaf_diff
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
@@ -255,27 +256,6 @@ _compact = __import__("json").JSONEncoder(
 ).encode
 
 
-def _dump(value: Any) -> Any:
-    try:
-        import orjson
-
-        return orjson.dumps(value)
-    except (ImportError, TypeError):  # no orjson, or an integer beyond 64 bits
-        return _compact(value).encode()
-
-
-def _same(a: Any, b: Any) -> bool:
-    """True when two JSON values are identical, types included (1, 1.0 and true differ).
-
-    `==` runs in C and settles most unequal pairs; when it says equal, comparing the
-    serialized texts (also C) rules out the int/float/bool mix-ups `==` forgives."""
-    if a is b:
-        return True
-    if type(a) is not type(b) or a != b:
-        return False
-    return _dump(a) == _dump(b)
-
-
 # Digits -> "1", e/E -> "2", anything else -> "0": finds a number in exponent form.
 _EXPONENT_MAP = bytes(
     0x31 if 0x30 <= i <= 0x39 else 0x32 if i in (0x45, 0x65) else 0x30 for i in range(256)
@@ -305,55 +285,6 @@ def _state_text(state: Any) -> tuple[str, int]:
 
 class RawJSON(str):
     """A JSON text passed through unparsed (a stored state, with `raw=True` reads)."""
-
-
-def _leaf_paths(value: Any, path: str, out: list[str]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _leaf_paths(v, f"{path}.{k}" if path else str(k), out)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _leaf_paths(v, f"{path}[{i}]", out)
-    else:
-        out.append(path)
-
-
-def state_diff(previous: Any, current: Any) -> dict[str, list[str]]:
-    """`core.statediff.leaf_diff` (§6.3), same lists in the same order, but identical
-    subtrees are skipped at C speed: saving a large state that changed a little is cheap."""
-    added: list[str] = []
-    removed: list[str] = []
-    changed: list[str] = []
-
-    def walk(a: Any, b: Any, path: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k, v in b.items():
-                sub = f"{path}.{k}" if path else str(k)
-                if k not in a:
-                    _leaf_paths(v, sub, added)
-                elif not _same(a[k], v):
-                    walk(a[k], v, sub)
-            for k, v in a.items():
-                if k not in b:
-                    _leaf_paths(v, f"{path}.{k}" if path else str(k), removed)
-        elif isinstance(a, list) and isinstance(b, list):
-            for i in range(max(len(a), len(b))):
-                sub = f"{path}[{i}]"
-                if i >= len(a):
-                    _leaf_paths(b[i], sub, added)
-                elif i >= len(b):
-                    _leaf_paths(a[i], sub, removed)
-                elif not _same(a[i], b[i]):
-                    walk(a[i], b[i], sub)
-        else:
-            # A container replaced by a scalar (or the reverse), or a different scalar.
-            changed.append(path)
-
-    if previous is None:
-        _leaf_paths(current, "", added)
-    elif not _same(previous, current):
-        walk(previous, current, "")
-    return {"added": added, "removed": removed, "changed": changed}
 
 
 # -- the API ---------------------------------------------------------------------------
@@ -602,7 +533,7 @@ class CheckpointService:
                     "state": state,
                     "metadata": metadata,
                     "etag": _new_etag(account, workflow_id, step, text),
-                    "diff_from_previous": state_diff(previous, state),
+                    "diff_from_previous": leaf_diff(previous, state),
                     "size_bytes": size,
                     "created_at": now,
                     "expires_at": expires_at,
