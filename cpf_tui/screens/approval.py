@@ -239,11 +239,6 @@ is recorded as the actor, with surface `tui`.
         else:
             app.open_run(self.run_id, spawned=spawned)
 
-    def can_leave(self) -> bool:
-        """False while the form holds unsent edits (area keys must not drop them)."""
-        form: Any = self.query(".cpf-form")
-        return not (bool(form) and getattr(form.first(), "dirty", False))
-
     def action_back(self) -> None:
         form: Any = self.query("#answer-form")
         dirty = bool(form) and getattr(form.first(), "dirty", False)

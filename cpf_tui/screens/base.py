@@ -34,6 +34,12 @@ class CpfScreen(Screen[Any]):
     def waiting_changed(self, rows: list[dict[str, Any]]) -> None:
         """Override to react to the app's list of waiting runs."""
 
+    def can_leave(self) -> bool:
+        """False while a form on this screen holds unsent edits (area keys must not drop
+        them). Screens without a form can always be left."""
+        form: Any = self.query(".cpf-form")
+        return not (bool(form) and getattr(form.first(), "dirty", False))
+
     def context_commands(self) -> Iterator[Command]:
         """Commands this screen adds to the palette."""
         return iter(())

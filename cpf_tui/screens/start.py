@@ -107,11 +107,6 @@ and the run view opens. `escape` goes back (asking first if you typed something)
         app.pop_screen()
         app.open_run(spawned.run_id, spawned=spawned)
 
-    def can_leave(self) -> bool:
-        """False while the form holds unsent edits (area keys must not drop them)."""
-        form: Any = self.query(".cpf-form")
-        return not (bool(form) and getattr(form.first(), "dirty", False))
-
     def action_back(self) -> None:
         form: Any = self.query_one("#inputs-form")
         if getattr(form, "dirty", False):
