@@ -3,58 +3,34 @@
 Like checkpointflow, requests to loopback, private, link-local, reserved or
 unresolvable hosts are refused (a workflow is no way into the operator's network),
 unless the workflow opts in with `defaults.api.allow_private: true` or the
-environment sets `CPF_API_ALLOW_PRIVATE=1`.
+environment sets `CPF_API_ALLOW_PRIVATE=1`. The rules, and the connection pinned to
+the address that was checked (no DNS rebinding), live in core.netguard.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
-import socket
 from typing import Any
-from urllib.parse import urlsplit
 
+from core import netguard
 from core.envelope import CpfError, ErrorCode, StepFailure
 from core.steps.base import StepContext, StepOutcome
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_OK = (200, 201, 204)
 
-# Tests inject an httpx transport here (httpx.MockTransport or a real one).
+# Tests inject an httpx transport here (httpx.MockTransport or a real one); it then
+# replaces the pinned connection (the address check still runs without the opt-in).
 transport: Any = None
 
-
-class Refused(Exception):
-    pass
+OPT_IN_HINT = "; set defaults.api.allow_private: true (or CPF_API_ALLOW_PRIVATE=1) to allow it"
 
 
 def _allow_private(ctx: StepContext) -> bool:
     api_defaults = ctx.defaults.get("api") or {}
     if isinstance(api_defaults, dict) and api_defaults.get("allow_private") is True:
         return True
-    return os.environ.get("CPF_API_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
-
-
-def check_host(url: str) -> None:
-    """Refuse non-http(s) URLs and hosts that resolve to non-public addresses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise Refused(f"only http and https URLs are allowed, not '{parts.scheme or url}'")
-    host = parts.hostname
-    if not host:
-        raise Refused(f"no host in URL '{url}'")
-    try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise Refused(f"cannot resolve host '{host}': {exc}") from exc
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not addr.is_global or addr.is_multicast:
-            raise Refused(
-                f"host '{host}' resolves to non-public address {addr}; set "
-                "defaults.api.allow_private: true (or CPF_API_ALLOW_PRIVATE=1) to allow it"
-            )
+    return netguard.env_flag("CPF_API_ALLOW_PRIVATE")
 
 
 def _fail(
@@ -78,23 +54,30 @@ def run(ctx: StepContext) -> StepOutcome:
         body = ctx.interpolate(step.get("body"), "body")
     except CpfError as exc:
         return StepOutcome.failed(exc)
-    if not _allow_private(ctx):
-        try:
-            check_host(url)
-        except Refused as exc:
-            return _fail(ctx, f"request refused: {exc}")
+    allow_private = _allow_private(ctx)
+    try:
+        endpoint = netguard.parse(url)
+        target = None
+        if transport is None or not allow_private:
+            target = netguard.check(endpoint, allow_private=allow_private, hint=OPT_IN_HINT)
+    except netguard.Refused as exc:
+        return _fail(ctx, f"request refused: {exc}")
     kwargs: dict[str, Any] = {}
     if isinstance(body, dict | list):
         kwargs["json"] = body
     elif body is not None:
         kwargs["content"] = body if isinstance(body, str) else json.dumps(body)
     timeout = float(step.get("timeout_seconds") or DEFAULT_TIMEOUT)
+    via = transport if transport is not None else netguard.sync_transport(target)
     try:
-        with httpx.Client(timeout=timeout, transport=transport, follow_redirects=False) as client:
+        with httpx.Client(
+            timeout=timeout, transport=via, follow_redirects=False, trust_env=False
+        ) as client:
             response = client.request(step["method"], url, headers=headers, **kwargs)
     except httpx.TimeoutException:
         return _fail(ctx, f"timed out after {timeout:g}s", ErrorCode.ERR_TIMEOUT)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError, TypeError) as exc:
+        # Transport errors, and headers or bodies httpx cannot encode: the step fails.
         return _fail(ctx, f"request failed: {type(exc).__name__}: {exc}")
     text = response.text
     ctx.output([("stdout", text)] if text else [])
