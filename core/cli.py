@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=3000)
     c.add_argument("--rate-limit", type=int, default=100, help="requests per minute per key")
+    c.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="allow webhook targets on loopback/private/link-local networks (local development)",
+    )
 
     c = cmd("keys", "Manage API keys of `cpf serve`.")
     keys = c.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import CpfRunner, step_results_for
 
 PARENT = """
@@ -163,28 +164,38 @@ def test_sub_workflow_resolved_next_to_parent_from_another_cwd(
     assert set(ins["result"]["step_outputs"]) == {"build", "sub", "done"}
 
 
-def test_sub_workflow_falls_back_to_the_cwd(cpf: CpfRunner, write_workflow) -> None:
-    """checkpointflow compatibility: a ref that only exists relative to the cwd."""
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_sub_workflow_falls_back_to_the_cwd(cpf: CpfRunner, write_workflow, opt_in: bool) -> None:
+    """checkpointflow compatibility: a ref that only exists relative to the cwd. The cwd
+    is outside the workflow's folder here, so it takes the workflow's opt-in."""
     write_workflow(GRANDCHILD, "lib/square.yaml")
+    defaults = "defaults: { workflow: { allow_outside: true } }" if opt_in else ""
     path = write_workflow(
-        """
+        f"""
         schema_version: checkpointflow/v1
         workflow:
           id: fallback
-          inputs: { type: object }
+          {defaults}
+          inputs: {{ type: object }}
           steps:
             - id: sq
               kind: workflow
               workflow_ref: lib/square.yaml
-              inputs: { n: 4 }
+              inputs: {{ n: 4 }}
             - id: done
               kind: end
-              result: ${steps.sq.outputs.square.square}
+              result: ${{steps.sq.outputs.square.square}}
         """,
         "flows/fallback.yaml",
     )
-    env = cpf.ok("run", "-f", str(path))
-    assert env["result"] == 16
+    if opt_in:
+        env = cpf.ok("run", "-f", str(path))
+        assert env["result"] == 16
+    else:
+        env = cpf.ok("run", "-f", str(path), exit_code=30)
+        assert env["error"]["code"] == "ERR_STEP_FAILED"
+        assert "outside the folder of fallback.yaml" in env["error"]["message"]
+        assert "allow_outside" in env["error"]["message"]
 
 
 def test_sub_workflow_missing_file(cpf: CpfRunner, write_workflow) -> None:

@@ -35,6 +35,7 @@ def free_port() -> int:
 def cpf_env(base: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("CPF_DATABASE_URL", None)
+    env.pop("CPF_WEBHOOK_ALLOW_PRIVATE", None)  # the default refuses private targets
     env["CHECKPOINTFLOW_BASE_DIR"] = str(base)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
@@ -54,7 +55,12 @@ def run_cpf(env: dict[str, str], *args: str, timeout: float = 60) -> dict[str, A
 
 class ServeProcess:
     def __init__(
-        self, base: Path, *, rate_limit: int = 100_000, env: dict[str, str] | None = None
+        self,
+        base: Path,
+        *,
+        rate_limit: int = 100_000,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
@@ -65,7 +71,7 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [
                 CPF, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--rate-limit", str(rate_limit),
+                "--rate-limit", str(rate_limit), *args,
             ],
             env=self.env,
             stdin=subprocess.DEVNULL,

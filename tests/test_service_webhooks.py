@@ -24,8 +24,10 @@ SECRET = "s3cr3t-for-tests"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # The receivers listen on 127.0.0.1: this server opts in to private webhook targets.
     server = ServeProcess(
-        tmp_path_factory.mktemp("serve-hooks") / "base", env={"CPF_SWEEP_INTERVAL": "0.3"}
+        tmp_path_factory.mktemp("serve-hooks") / "base",
+        env={"CPF_SWEEP_INTERVAL": "0.3", "CPF_WEBHOOK_ALLOW_PRIVATE": "1"},
     )
     yield server
     assert server.stop() == 0, server.logs()

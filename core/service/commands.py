@@ -7,7 +7,8 @@ effect at once, for running servers too (keys are checked on every request).
 
 Environment knobs of `cpf serve` (seconds): CPF_RATE_LIMIT_WINDOW (60),
 CPF_SWEEP_INTERVAL (expiry sweeper period, 60), CPF_DEFAULT_TTL (604800),
-CPF_MAX_TTL (ten years).
+CPF_MAX_TTL (ten years). Webhook targets on loopback, private or link-local networks
+are refused unless CPF_WEBHOOK_ALLOW_PRIVATE=1 or `--allow-private-webhooks` is given.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def serve(args: argparse.Namespace) -> int:
     if args.rate_limit < 0:
         sys.stderr.write("cpf serve: --rate-limit must be >= 0 (0 disables it)\n")
         return 2
+    from core import netguard
+    from core.service.webhooks import ALLOW_PRIVATE_ENV
+
+    if getattr(args, "allow_private_webhooks", False):
+        # The flag is the environment variable, for this process: one switch to read.
+        os.environ[ALLOW_PRIVATE_ENV] = "1"
     options = checkpoints.Options(
         default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
         max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
@@ -88,6 +95,10 @@ def serve(args: argparse.Namespace) -> int:
         f"cpf serve: SnapState API on http://{args.host}:{args.port} "
         f"(rate limit {args.rate_limit}/{settings.rate_window:g}s per key; Ctrl-C stops)\n"
     )
+    if netguard.env_flag(ALLOW_PRIVATE_ENV):
+        sys.stderr.write(
+            "cpf serve: webhooks may target loopback, private and link-local addresses\n"
+        )
     sys.stderr.flush()
     config = uvicorn.Config(
         app,

@@ -194,6 +194,24 @@ def _deliveries(svc: CheckpointService, c: Ctx) -> Any:
     )
 
 
+def _register_webhook(svc: CheckpointService, c: Ctx) -> Any:
+    # The body's shape first, then where its URL points: no loopback, private or
+    # link-local targets unless the server allows them (checked again at delivery).
+    # A name that does not resolve now is accepted; its deliveries will fail clearly.
+    from core import netguard
+    from core.checkpoints import check_body
+    from core.service import webhooks
+
+    check_body(WEBHOOK_SCHEMA, c.body)
+    try:
+        webhooks.check_target(c.body["url"])
+    except netguard.Unresolvable:
+        pass
+    except netguard.Refused as exc:
+        raise ApiError("VALIDATION_ERROR", f"webhook url refused: {exc}") from None
+    return svc.register_webhook(c.principal.account, c.body)
+
+
 def _no_query(op: Callable[[CheckpointService, Ctx], Any]) -> Callable[..., Any]:
     def run(svc: CheckpointService, c: Ctx) -> Any:
         if c.query:
@@ -363,7 +381,7 @@ ROUTES: list[Route] = [
     Route(
         "POST",
         "/webhooks",
-        lambda s, c: s.register_webhook(c.principal.account, c.body),
+        _register_webhook,
         "Register a webhook",
         status=201,
         body_schema=WEBHOOK_SCHEMA,

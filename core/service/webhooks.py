@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 
-from core import __version__
+from core import __version__, netguard
 from core.checkpoints import CheckpointService
 
 log = logging.getLogger("cpf.serve.webhooks")
@@ -49,6 +49,13 @@ TIMEOUT = 5.0
 LEASE = 60.0
 POLL = 1.0
 CONCURRENCY = 8
+
+# Targets on loopback, private, link-local... networks are refused unless this is set
+# (local development and tests), at registration and again at every delivery.
+ALLOW_PRIVATE_ENV = "CPF_WEBHOOK_ALLOW_PRIVATE"
+OPT_IN_HINT = (
+    "; start cpf serve with --allow-private-webhooks (or CPF_WEBHOOK_ALLOW_PRIVATE=1) to allow it"
+)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -82,6 +89,34 @@ def build_request(delivery: dict[str, Any], now: float | None = None) -> tuple[b
     return body, headers
 
 
+def allow_private() -> bool:
+    """`cpf serve --allow-private-webhooks` sets this variable for its own process."""
+    return netguard.env_flag(ALLOW_PRIVATE_ENV)
+
+
+def check_target(url: str) -> netguard.Target:
+    """Resolve once and check the webhook URL's addresses (raises netguard.Refused)."""
+    return netguard.check_url(url, allow_private=allow_private(), hint=OPT_IN_HINT)
+
+
+async def post(client: Any, delivery: dict[str, Any]) -> tuple[int | None, str | None]:
+    """One attempt: (HTTP status, error). A refused target is a failed attempt."""
+    url = delivery["url"]
+    try:
+        # getaddrinfo blocks: resolve in a worker thread, then connect to what it checked.
+        target = await anyio.to_thread.run_sync(check_target, url)
+    except netguard.Refused as exc:
+        return None, f"refused: {exc}"[:500]
+    body, headers = build_request(delivery)
+    try:
+        with netguard.pinned(target):
+            resp = await client.post(url, content=body, headers=headers)
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    status = resp.status_code
+    return status, None if 200 <= status < 300 else f"HTTP {status}"
+
+
 class DeliveryWorker:
     """Drains the outbox while the server runs (one asyncio task)."""
 
@@ -102,7 +137,13 @@ class DeliveryWorker:
         import httpx
 
         self._loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
+        # Every connection goes to an address checked for this delivery (core.netguard).
+        async with httpx.AsyncClient(
+            timeout=TIMEOUT,
+            follow_redirects=False,
+            trust_env=False,
+            transport=netguard.async_transport(),
+        ) as client:
             while True:
                 try:
                     batch = await anyio.to_thread.run_sync(self.svc.claim_deliveries, LEASE)
@@ -134,14 +175,7 @@ class DeliveryWorker:
             if not delivery.get("url"):
                 error = "webhook was deleted"
             else:
-                body, headers = build_request(delivery)
-                try:
-                    resp = await client.post(delivery["url"], content=body, headers=headers)
-                    status = resp.status_code
-                    if not 200 <= status < 300:
-                        error = f"HTTP {status}"
-                except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"[:500]
+                status, error = await post(client, delivery)
             ok = error is None
             attempt = int(delivery["attempts"]) + 1
             retry_in = None

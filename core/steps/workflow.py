@@ -3,10 +3,16 @@
 `workflow_ref` is resolved against the parent workflow's folder (then the cwd, as
 checkpointflow did); the child is fully validated, its inputs checked against its
 `inputs` schema, and its steps recorded under this step.
+
+A ref may be interpolated (`parts/${inputs.flavor}.yaml`), so run input could choose
+what executes: a ref that resolves (symlinks followed) outside the folder of the
+workflow that names it is refused, whichever way it was found, unless that workflow
+opts in with `defaults.workflow.allow_outside: true`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,18 @@ def resolve_ref(ref: str, parent: Path) -> Path:
     return Path.cwd() / path if (Path.cwd() / path).exists() else beside
 
 
+def outside_folder(path: Path, parent: Path) -> str | None:
+    """The real path of `path` (symlinks followed) when it is outside `parent`'s folder."""
+    folder = os.path.realpath(parent.parent)
+    real = os.path.realpath(path)
+    return None if os.path.commonpath([folder, real]) == folder else real
+
+
+def allow_outside(ctx: StepContext) -> bool:
+    wf_defaults = ctx.defaults.get("workflow") or {}
+    return isinstance(wf_defaults, dict) and wf_defaults.get("allow_outside") is True
+
+
 def run_child(ctx: StepContext, ref: Any, inputs: Any, *, label: str) -> StepOutcome:
     """Load, check and run the child workflow; outputs = its end result, or its step outputs."""
     from core.payload import apply_defaults, check_payload
@@ -32,7 +50,27 @@ def run_child(ctx: StepContext, ref: Any, inputs: Any, *, label: str) -> StepOut
     assert ctx.nested is not None
     sid = ctx.step_id
     ref = ctx.interpolate(ref, "workflow_ref")
-    path = resolve_ref(str(ref), ctx.workflow_path)
+    try:
+        path = resolve_ref(str(ref), ctx.workflow_path)
+        outside = outside_folder(path, ctx.workflow_path)
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, loops, odd names
+        return StepOutcome.failed(
+            StepFailure(
+                ErrorCode.ERR_STEP_FAILED,
+                f"Step '{sid}': workflow_ref {_short(ref)} is not a usable path: {exc}",
+                step_id=sid,
+            )
+        )
+    if outside and not allow_outside(ctx):
+        return StepOutcome.failed(
+            StepFailure(
+                ErrorCode.ERR_STEP_FAILED,
+                f"Step '{sid}': workflow_ref {_short(ref)} resolves to {outside}, outside the "
+                f"folder of {ctx.workflow_path.name}; refused (set "
+                "defaults.workflow.allow_outside: true in that workflow to allow it)",
+                step_id=sid,
+            )
+        )
     if not path.is_file():
         return StepOutcome.failed(
             StepFailure(
@@ -104,3 +142,8 @@ def run_child(ctx: StepContext, ref: Any, inputs: Any, *, label: str) -> StepOut
 def run(ctx: StepContext) -> StepOutcome:
     inputs = ctx.interpolate(ctx.step.get("inputs") or {}, "inputs")
     return run_child(ctx, ctx.step["workflow_ref"], inputs, label=f"{ctx.step_id}/")
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -231,6 +231,7 @@ _TEMPLATE_FIELDS = (
     "body",
     "result",
     "inputs",
+    "workflow_ref",
 )
 
 
@@ -270,6 +271,13 @@ def workflow_warnings(doc: dict[str, Any]) -> list[str]:
                             check_template(text)
                         except ExprError as exc:
                             warnings.append(f"{format_path(spath)}: {_one_line(exc)}")
+            ref = step.get("workflow_ref")
+            if isinstance(ref, str) and "${" in ref:
+                warnings.append(
+                    f"{format_path((*path, 'workflow_ref'))}: {_short(ref)} is interpolated, "
+                    "so run input can choose which file runs; at run time a ref outside this "
+                    "workflow's folder is refused unless defaults.workflow.allow_outside is true"
+                )
             if step.get("kind") == "foreach" and isinstance(step.get("body"), list):
                 scan(step["body"], (*path, "body"))
         warnings.extend(_unreachable(steps, base))
@@ -419,6 +427,15 @@ def _defaults_warnings(defaults: Any) -> list[str]:
         elif "allow_private" in api and not isinstance(api["allow_private"], bool):
             out.append(
                 f"workflow.defaults.api.allow_private: {_short(api['allow_private'])} "
+                "is not of type 'boolean'"
+            )
+    wf = defaults.get("workflow")
+    if wf is not None:
+        if not isinstance(wf, dict):
+            out.append(f"workflow.defaults.workflow: {_short(wf)} is not of type 'object'")
+        elif "allow_outside" in wf and not isinstance(wf["allow_outside"], bool):
+            out.append(
+                f"workflow.defaults.workflow.allow_outside: {_short(wf['allow_outside'])} "
                 "is not of type 'boolean'"
             )
     return out
