@@ -723,3 +723,68 @@ def test_api_step_with_injected_mock_transport(
     assert out.error.code == "ERR_STEP_FAILED"
     assert "refused" in out.error.message
     assert len(seen) == count
+
+
+# --------------------------------------------------------------------------- hostile URLs
+
+HOSTILE = {
+    # malformed: refused before any lookup, never exit 90
+    "bad_port": ("http://127.0.0.1:99999/", "port 99999 is out of range"),
+    "zero_port": ("http://127.0.0.1:0/", "port 0 is out of range"),
+    "open_bracket": ("http://[::1/", "malformed URL"),
+    "no_host": ("http:///x", "no host"),
+    "bad_scheme": ("gopher://example.com/", "only http and https"),
+    "bad_octet": ("http://256.0.0.1/", "malformed URL"),
+    # IPv4 spelled as numbers, and carried inside IPv6
+    "decimal": ("http://2852039166/", "169.254.169.254, not a public address: link-local"),
+    "hex_short": ("http://0x7f.1/", "127.0.0.1, not a public address: loopback"),
+    "nat64": ("http://[64:ff9b::a9fe:a9fe]/", "NAT64 carrying 169.254.169.254"),
+    "sixtofour": ("http://[2002:a9fe:a9fe::]/", "6to4 carrying 169.254.169.254"),
+    "compat": ("http://[::a9fe:a9fe]/", "IPv4-compatible"),
+    "mapped": ("http://[::ffff:127.0.0.1]/", "IPv4-mapped carrying 127.0.0.1"),
+    "teredo": ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "Teredo"),
+    "cgnat": ("http://100.64.0.1/", "shared address space"),
+    "ula_metadata": ("http://[fd00:ec2::254]/", "unique local"),
+}
+MALFORMED = ("bad_port", "zero_port", "open_bracket", "no_host", "bad_scheme", "bad_octet")
+
+
+def _fan_from_inputs(names: list[str]) -> str:
+    """A parallel step over one api step per name, each URL taken from run input."""
+    branches = ", ".join(f"{{ start_at: {name} }}" for name in names)
+    steps = "".join(
+        f"""
+    - id: {name}
+      kind: api
+      method: GET
+      url: ${{inputs.{name}}}
+      timeout_seconds: 2
+"""
+        for name in names
+    )
+    return f"    - id: fan\n      kind: parallel\n      branches: [{branches}]\n{steps}"
+
+
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_api_hostile_urls_fail_the_step_cleanly(
+    no_optin: CpfRunner, write_workflow, opt_in: bool
+) -> None:
+    """Each URL comes from run input, as an attacker would send it: every branch fails
+    with a one-line refusal, exit 30, never 90. The opt-in lifts the address rules (so
+    only malformed URLs are sent then: nothing here may reach a real address), but a
+    malformed URL is refused all the same."""
+    cpf = no_optin
+    names = list(MALFORMED if opt_in else HOSTILE)
+    path = write_workflow(_doc(_fan_from_inputs(names), allow_private=None))
+    urls = {name: HOSTILE[name][0] for name in names}
+    env = dict(cpf.env, CPF_API_ALLOW_PRIVATE="1") if opt_in else None
+    out = cpf.ok("run", "-f", str(path), "--input", json.dumps(urls), exit_code=30, env=env)
+    assert out["error"]["code"] == "ERR_STEP_FAILED"
+    ins = cpf.inspect(out["run_id"])
+    for name in names:
+        [rec] = step_results_for(ins, name)
+        assert rec["status"] == "failed", rec
+        assert rec["error_code"] == "ERR_STEP_FAILED", rec
+        assert "request refused" in rec["error_message"], rec
+        assert HOSTILE[name][1] in rec["error_message"], (name, rec["error_message"])
+        assert "\n" not in rec["error_message"]

@@ -8,6 +8,7 @@ collisions), §13.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -476,3 +477,94 @@ def test_inspect_names_the_context_of_nested_records(cpf: CpfRunner, write_workf
     assert contexts["body_step"] == ["loop[0]", "loop[1]"]
     assert contexts["branch_step"] == ["fan"]
     assert contexts["square"] == ["deploy"]
+
+
+# --------------------------------------------------------------------------- escapes
+
+EVIL = """
+schema_version: checkpointflow/v1
+workflow:
+  id: evil
+  inputs: { type: object }
+  steps:
+    - id: pwn
+      kind: cli
+      command: touch PWNED
+"""
+
+
+def _escape_tree(write_workflow: Callable[..., Path], tmp_path: Path, defaults: str) -> Path:
+    """proj/main.yaml picks parts/<flavor>.yaml by run input; elsewhere/evil.yaml is outside."""
+    write_workflow(EVIL.replace("evil", "good").replace("PWNED", "GOOD"), "proj/parts/good.yaml")
+    evil = write_workflow(EVIL, "elsewhere/evil.yaml")
+    (tmp_path / "work" / "proj" / "parts" / "link.yaml").symlink_to(evil)
+    return write_workflow(
+        f"""
+        schema_version: checkpointflow/v1
+        workflow:
+          id: main
+          {defaults}
+          inputs: {{ type: object }}
+          steps:
+            - id: sub
+              kind: workflow
+              workflow_ref: parts/${{inputs.flavor}}.yaml
+            - id: each
+              kind: foreach
+              items: inputs.list
+              workflow_ref: ${{inputs.each}}
+        """,
+        "proj/main.yaml",
+    )
+
+
+@pytest.mark.parametrize(
+    "flavor, each",
+    [
+        ("../../elsewhere/evil", "parts/good.yaml"),  # traversal out of the folder
+        ("link", "parts/good.yaml"),  # a symlink inside that points outside
+        ("good", "../elsewhere/evil.yaml"),  # foreach workflow_ref
+        ("good", "ABSOLUTE"),  # an absolute path outside
+    ],
+)
+def test_workflow_refs_cannot_leave_the_workflow_folder(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], tmp_path: Path, flavor: str, each: str
+) -> None:
+    path = _escape_tree(write_workflow, tmp_path, "")
+    if each == "ABSOLUTE":
+        each = str(tmp_path / "work" / "elsewhere" / "evil.yaml")
+    inputs = {"flavor": flavor, "list": [1], "each": each}
+    env = cpf.ok("run", "-f", str(path), "--input", json.dumps(inputs), exit_code=30)
+    assert env["status"] == "failed"
+    assert env["error"]["code"] == "ERR_STEP_FAILED"
+    message = env["error"]["message"]
+    assert "outside the folder of main.yaml; refused" in message, message
+    assert "defaults.workflow.allow_outside: true" in message
+    assert str(tmp_path / "work" / "elsewhere" / "evil.yaml") in message  # the real path
+    assert not (cpf.cwd / "PWNED").exists()
+
+
+def test_workflow_refs_outside_with_the_opt_in(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = _escape_tree(write_workflow, tmp_path, "defaults: { workflow: { allow_outside: true } }")
+    inputs = {"flavor": "../../elsewhere/evil", "list": [1], "each": "parts/good.yaml"}
+    env = cpf.ok("run", "-f", str(path), "--input", json.dumps(inputs))
+    assert env["status"] == "completed"
+    assert (cpf.cwd / "PWNED").exists() and (cpf.cwd / "GOOD").exists()
+
+
+def test_validate_warns_about_interpolated_refs(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = _escape_tree(write_workflow, tmp_path, "defaults: { workflow: { allow_outside: 1 } }")
+    env = cpf.ok("validate", "-f", str(path))
+    warnings = env["warnings"]
+    for where in ("workflow.steps[0].workflow_ref", "workflow.steps[1].workflow_ref"):
+        [hit] = [w for w in warnings if w.startswith(where + ":")]
+        assert "is interpolated, so run input can choose which file runs" in hit
+        assert "defaults.workflow.allow_outside" in hit
+    assert "workflow.defaults.workflow.allow_outside: 1 is not of type 'boolean'" in warnings
+    # A fixed ref draws no such warning.
+    env = cpf.ok("validate", "-f", str(write_workflow(PARENT, "flows/parent.yaml")))
+    assert not [w for w in env.get("warnings", []) if "interpolated" in w]
