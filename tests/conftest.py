@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests run hypothesis's default budget in CI; `pytest --hypothesis-profile=deep`
+# runs long searches by hand.
+settings.register_profile("deep", max_examples=20_000, deadline=None)
 
 CPF = shutil.which("cpf") or str(Path(sys.executable).parent / "cpf")
 ENVELOPE_SCHEMA = "checkpointflow-run/v1"
