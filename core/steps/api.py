@@ -68,7 +68,10 @@ def run(ctx: StepContext) -> StepOutcome:
     elif body is not None:
         kwargs["content"] = body if isinstance(body, str) else json.dumps(body)
     timeout = float(step.get("timeout_seconds") or DEFAULT_TIMEOUT)
-    via = transport if transport is not None else netguard.sync_transport(target)
+    via = transport
+    if via is None:
+        assert target is not None  # checked above whenever no transport is injected
+        via = netguard.sync_transport(target)
     try:
         with httpx.Client(
             timeout=timeout, transport=via, follow_redirects=False, trust_env=False
