@@ -95,6 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=3000)
     c.add_argument("--rate-limit", type=int, default=100, help="requests per minute per key")
+    c.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has to send a request head (default 10)")
+    c.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a client has to send a request body (default 30)")
+    c.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds an idle keep-alive connection stays open (default 5)")
+    c.add_argument("--max-connections", type=int, default=0, metavar="N",
+                   help="open connections at most; more get 503 (default 1000, lower "
+                   "under a low file limit)")
 
     c = cmd("keys", "Manage API keys of `cpf serve`.")
     keys = c.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
