@@ -113,6 +113,9 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
             "format": "uri",
             "pattern": "^https?://[^\\s/?#]+",
             "maxLength": 2048,
+            "description": "An absolute http(s) URI in ASCII (RFC 3986): a host name "
+            "(dot-separated labels of A-Z a-z 0-9 _ -) or an IP literal, an optional "
+            "port 1-65535; no spaces or control characters",
         },
         "events": {
             "type": "array",
@@ -193,7 +196,7 @@ _URI_CHARS = frozenset(
 )
 _PCT_BAD = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOST_RE = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
 )
 

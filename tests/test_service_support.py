@@ -54,7 +54,13 @@ def run_cpf(env: dict[str, str], *args: str, timeout: float = 60) -> dict[str, A
 
 class ServeProcess:
     def __init__(
-        self, base: Path, *, rate_limit: int = 100_000, env: dict[str, str] | None = None
+        self,
+        base: Path,
+        *,
+        rate_limit: int = 100_000,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
@@ -65,12 +71,13 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [
                 CPF, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--rate-limit", str(rate_limit),
+                "--rate-limit", str(rate_limit), *args,
             ],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
         deadline = time.monotonic() + 90
         while True:
