@@ -113,9 +113,8 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
             "format": "uri",
             "pattern": "^https?://[^\\s/?#]+",
             "maxLength": 2048,
-            "description": "An absolute http(s) URI in ASCII (RFC 3986): a host name "
-            "(dot-separated labels of A-Z a-z 0-9 _ -) or an IP literal, an optional "
-            "port 1-65535; no spaces or control characters",
+            "description": "An absolute http(s) URI in ASCII (RFC 3986): a host (name or "
+            "IP literal), an optional port 1-65535; no spaces or control characters",
         },
         "events": {
             "type": "array",
@@ -195,10 +194,9 @@ _URI_CHARS = frozenset(
     "-._~:/?#[]@!$&'()*+,;=%"
 )
 _PCT_BAD = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_HOST_RE = re.compile(
-    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-)
+# RFC 3986 reg-name: unreserved, sub-delims and %XX; whether DNS can resolve it (label
+# lengths, empty labels) is for delivery to find out, as for any unknown host.
+_HOST_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+")
 
 
 def check_webhook_url(url: str) -> None:
