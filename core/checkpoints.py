@@ -273,8 +273,13 @@ def parse_ttl(
     """`X-Checkpoint-TTL`: a positive integer of seconds, clamped to `maximum`; anything
     else (absent, junk, zero, negative) means `default`, as the reference does."""
     text = (header or "").strip()
-    if not text.isascii() or not text.isdigit() or int(text) <= 0:
+    if not text.isascii() or not text.isdigit():
         return default
+    text = text.lstrip("0")
+    if not text:
+        return default
+    if len(text) > 18:  # more seconds than any maximum (and no int() of 5,000 digits)
+        return maximum
     return min(int(text), maximum)
 
 
