@@ -592,3 +592,54 @@ def test_schemathesis(case: Any, key: str) -> None:
     if response.status_code == 400 and response.json()["error"]["code"] in QUOTAS:
         return  # a valid request past a per-account quota: a documented 400 by design
     case.validate_response(response, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_guard_also_holds_with_h11() -> None:
+    """`cpf serve` uses httptools when installed, else h11: the same limits on both."""
+    import threading
+
+    import uvicorn
+    from test_service_support import free_port
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from core.service.guard import guarded_protocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    protocol = guarded_protocol(H11Protocol, header_timeout=1, max_connections=5)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=protocol, lifespan="off",
+        log_level="warning", timeout_keep_alive=1,
+    ))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=20, what="uvicorn (h11)")
+        partial = _open(port, b"GET / HTTP/1.1\r\nHost: x\r\n")
+        idle = [_open(port) for _ in range(4)]
+        extra = _open(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(extra, timeout=5).startswith(b"HTTP/1.1 503")
+        assert _answer(partial, timeout=10).startswith(b"HTTP/1.1 408")
+        for s in [partial, extra, *idle]:
+            s.close()
+
+        def served() -> socket.socket | None:
+            s = _open(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(10)
+            if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                return s
+            s.close()  # a 503 while the closed ones are still being counted
+            return None
+
+        ok = wait_until(served, timeout=10, what="a slot after the others closed")
+        ok.sendall(b"GET /x")
+        assert b"HTTP/1.1 408" in _answer(ok, timeout=10)
+        ok.close()
+    finally:
+        server.should_exit = True
+        thread.join(15)
