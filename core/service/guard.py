@@ -104,9 +104,9 @@ def guarded_protocol(
             self._disarm()
             if self.transport.is_closing():
                 return
-            # Only while no request is being served: its response must not be cut.
-            if self.cycle is None or self.cycle.response_complete:
-                self.transport.write(response)
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # a (pipelined) request is being served: its response re-arms
+            self.transport.write(response)
             self.transport.close()
 
     Guarded.__name__ = f"Guarded{base.__name__}"
