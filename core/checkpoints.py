@@ -34,6 +34,7 @@ MAX_STATE_BYTES = 1024 * 1024
 MAX_AGENTS = 50
 MAX_WEBHOOKS = 25
 MAX_STEP = 2**53 - 1  # what a JavaScript client can represent exactly
+MAX_OFFSET = MAX_STEP  # of GET /workflows (SQL OFFSET is a signed 64-bit integer)
 REPLAY_DEFAULT_LIMIT = 100
 REPLAY_MAX_LIMIT = 1000
 KEY_PREFIX = "snp_"
@@ -45,7 +46,12 @@ EVENTS = ("checkpoint.saved", "workflow.resumed", "workflow.expired")
 WORKFLOW_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 AGENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
-_CHECKPOINT_ID_RE = re.compile(r"cp_([A-Za-z0-9_.:-]{1,128})_(\d{3,})")
+# A step has at most 16 digits (MAX_STEP); a longer id cannot exist (404, never 500).
+_CHECKPOINT_ID_RE = re.compile(r"cp_([A-Za-z0-9_.:-]{1,128})_([0-9]{3,16})")
+CHECKPOINT_ID_PATTERN = "^cp_[A-Za-z0-9_.:-]{1,128}_[0-9]{3,16}$"
+WORKFLOW_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
+AGENT_ID_PATTERN = "^[A-Za-z0-9_-]{1,255}$"
+WEBHOOK_ID_PATTERN = "^wh_[0-9a-f]{24}$"
 
 # -- request schemas (one validator: core.payload; also the OpenAPI document) ----------
 
@@ -58,7 +64,7 @@ SAVE_SCHEMA: dict[str, Any] = {
     "properties": {
         "workflow_id": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+            "pattern": WORKFLOW_ID_PATTERN,
             "description": "1-128 characters of A-Z a-z 0-9 _ . : -",
         },
         "step": {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
@@ -85,7 +91,7 @@ AGENT_SCHEMA: dict[str, Any] = {
     "required": ["agent_id"],
     "additionalProperties": False,
     "properties": {
-        "agent_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,255}$"},
+        "agent_id": {"type": "string", "pattern": AGENT_ID_PATTERN},
         **_AGENT_FIELDS,
     },
 }
@@ -107,6 +113,8 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
             "format": "uri",
             "pattern": "^https?://[^\\s/?#]+",
             "maxLength": 2048,
+            "description": "An absolute http(s) URI in ASCII (RFC 3986): a host (name or "
+            "IP literal), an optional port 1-65535; no spaces or control characters",
         },
         "events": {
             "type": "array",
@@ -180,6 +188,59 @@ def check_workflow_id(workflow_id: str) -> None:
         )
 
 
+# RFC 3986 characters (unreserved, reserved and %): no space, control or non-ASCII.
+_URI_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    "-._~:/?#[]@!$&'()*+,;=%"
+)
+_PCT_BAD = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# RFC 3986 reg-name: unreserved, sub-delims and %XX; whether DNS can resolve it (label
+# lengths, empty labels) is for delivery to find out, as for any unknown host.
+_HOST_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+")
+
+
+def check_webhook_url(url: str) -> None:
+    """The syntax of a webhook target: an absolute http(s) URI (RFC 3986, ASCII) with a
+    host name or IP literal and, if given, a port of 1-65535. Which addresses it may
+    reach is decided elsewhere; this only refuses what no HTTP client could use."""
+    from ipaddress import IPv6Address
+    from urllib.parse import urlsplit
+
+    shown = url[:80].encode("unicode_escape").decode("ascii")
+
+    def bad(why: str) -> ApiError:
+        return _invalid(f"Invalid webhook url '{shown}': {why}")
+
+    if not set(url) <= _URI_CHARS:
+        raise bad("use an ASCII http(s) URI without spaces or control characters "
+                  "(percent-encode the rest, punycode for host names)")
+    if _PCT_BAD.search(url):
+        raise bad("a % must start a %XX escape")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise bad(str(exc)) from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise bad("the scheme must be http or https")
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        literal, _, after = host[1:].partition("]")
+        try:
+            IPv6Address(literal)
+        except ValueError as exc:
+            raise bad("the host is not a valid IPv6 literal") from exc
+        port_text = after[1:] if after.startswith(":") else after
+        if after and not after.startswith(":"):
+            raise bad("only a :port may follow the IPv6 literal")
+    else:
+        port_text = host.partition(":")[2]
+        if not _HOST_RE.fullmatch(parts.hostname or ""):
+            raise bad("the host is missing or not a valid host name")
+    if not (port_text.isdigit() or port_text == "") or port == 0:
+        raise bad("the port must be 1-65535")
+
+
 def check_agent_id(agent_id: str) -> None:
     if not AGENT_ID_RE.fullmatch(agent_id):
         raise _invalid(
@@ -212,8 +273,13 @@ def parse_ttl(
     """`X-Checkpoint-TTL`: a positive integer of seconds, clamped to `maximum`; anything
     else (absent, junk, zero, negative) means `default`, as the reference does."""
     text = (header or "").strip()
-    if not text.isascii() or not text.isdigit() or int(text) <= 0:
+    if not text.isascii() or not text.isdigit():
         return default
+    text = text.lstrip("0")
+    if not text:
+        return default
+    if len(text) > 18:  # more seconds than any maximum (and no int() of 5,000 digits)
+        return maximum
     return min(int(text), maximum)
 
 
@@ -230,7 +296,7 @@ def parse_checkpoint_id(checkpoint_id: str) -> tuple[str, int] | None:
     if m is None:
         return None
     workflow_id, step = m.group(1), int(m.group(2))
-    if checkpoint_id_for(workflow_id, step) != checkpoint_id:
+    if step > MAX_STEP or checkpoint_id_for(workflow_id, step) != checkpoint_id:
         return None
     return workflow_id, step
 
@@ -433,7 +499,9 @@ class CheckpointService:
         if isinstance(body, dict):
             step = body.get("step")
             # The reference coerces "3" to 3 (its schema validator does); so do we.
-            if isinstance(step, str) and step.isascii() and step.isdigit():
+            # (At most 17 digits: longer is out of range anyway, and int() of thousands
+            # of digits is refused by Python.)
+            if isinstance(step, str) and len(step) <= 17 and step.isascii() and step.isdigit():
                 body = {**body, "step": int(step)}
         check_body(SAVE_SCHEMA, body)
         workflow_id: str = body["workflow_id"]
@@ -820,6 +888,7 @@ class CheckpointService:
 
     def register_webhook(self, account: str, body: Any) -> dict[str, Any]:
         check_body(WEBHOOK_SCHEMA, body)
+        check_webhook_url(body["url"])
         events = list(dict.fromkeys(body["events"]))  # de-duplicated, order kept
         now = _iso(_now())
         row = {
@@ -832,8 +901,9 @@ class CheckpointService:
         }
         with self.ss.write() as conn:
             if self.ss.count_webhooks(conn, account) >= self.options.max_webhooks:
-                raise _invalid(
-                    f"An account may register at most {self.options.max_webhooks} webhooks"
+                raise ApiError(
+                    "MAX_WEBHOOKS_REACHED",
+                    f"An account may register at most {self.options.max_webhooks} webhooks",
                 )
             self.ss.insert_webhook(conn, row)
         return _webhook_record(row)

@@ -100,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow webhook targets on loopback/private/link-local networks (local development)",
     )
+    c.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has to send a request head (default 10)")
+    c.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a client has to send a request body (default 30)")
+    c.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds an idle keep-alive connection stays open (default 5)")
+    c.add_argument("--max-connections", type=int, default=0, metavar="N",
+                   help="open connections at most; more get 503 (default 1000, lower "
+                   "under a low file limit)")
 
     c = cmd("keys", "Manage API keys of `cpf serve`.")
     keys = c.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)

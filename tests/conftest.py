@@ -197,3 +197,10 @@ def pid_gone(pid: int) -> bool:
 
 def all_gone(pids: Sequence[int]) -> bool:
     return all(pid_gone(p) for p in pids)
+
+
+# Hypothesis: each property test sets a small CI budget; `pytest --hypothesis-profile=deep`
+# runs the hostile-input tests with this budget instead (by hand, for long runs).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("deep", max_examples=2000, deadline=None)

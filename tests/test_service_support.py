@@ -61,6 +61,7 @@ class ServeProcess:
         rate_limit: int = 100_000,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
@@ -77,6 +78,7 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
         deadline = time.monotonic() + 90
         while True:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +31,13 @@ from core import __version__
 from core.checkpoints import CheckpointService, Options
 from core.service import openapi
 from core.service.ratelimit import RateLimiter
-from core.service.routes import ROUTES, Handlers, error_response, json_response
+from core.service.routes import (
+    BODY_TIMEOUT,
+    ROUTES,
+    Handlers,
+    error_response,
+    json_response,
+)
 from core.service.webhooks import DeliveryWorker, Sweeper
 
 log = logging.getLogger("cpf.serve")
@@ -43,6 +50,12 @@ class Settings:
     sweep_interval: float = 60.0
     options: Options | None = None
     background: bool = True  # run the delivery worker and the sweeper
+    body_timeout: float = BODY_TIMEOUT  # seconds to receive a request body
+
+
+# A caller's own X-Request-Id is echoed only when it is a plain token: anything else
+# (control bytes, non-ASCII) could not be written back as a header.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 class _RequestId:
@@ -58,7 +71,8 @@ class _RequestId:
         rid = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
-                rid = value[:128]
+                if _REQUEST_ID.fullmatch(value):
+                    rid = value
                 break
         rid = rid or uuid.uuid4().hex.encode()
 
@@ -75,7 +89,7 @@ def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     started = time.monotonic()
     limiter = RateLimiter(settings.rate_limit, settings.rate_window)
-    handlers = Handlers(svc, limiter)
+    handlers = Handlers(svc, limiter, settings.body_timeout)
 
     async def health(_request: Request) -> Response:
         store_ok = True

@@ -9,6 +9,10 @@ Environment knobs of `cpf serve` (seconds): CPF_RATE_LIMIT_WINDOW (60),
 CPF_SWEEP_INTERVAL (expiry sweeper period, 60), CPF_DEFAULT_TTL (604800),
 CPF_MAX_TTL (ten years). Webhook targets on loopback, private or link-local networks
 are refused unless CPF_WEBHOOK_ALLOW_PRIVATE=1 or `--allow-private-webhooks` is given.
+
+Connection limits are flags (see core.service.guard): --header-timeout (10 s to send a
+request head), --body-timeout (30 s for a body), --keep-alive-timeout (5 s idle between
+requests), --max-connections (default: 1000, or fewer when the file limit is lower).
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ def serve(args: argparse.Namespace) -> int:
     if getattr(args, "allow_private_webhooks", False):
         # The flag is the environment variable, for this process: one switch to read.
         os.environ[ALLOW_PRIVATE_ENV] = "1"
+    for flag in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        value = getattr(args, flag)
+        if not 0 < value <= 3600:  # also refuses nan
+            sys.stderr.write(f"cpf serve: --{flag.replace('_', '-')} must be in (0, 3600] s\n")
+            return 2
+    max_connections = args.max_connections or _default_max_connections()
+    if not 1 <= max_connections <= 1_000_000:
+        sys.stderr.write("cpf serve: --max-connections must be 1-1000000\n")
+        return 2
     options = checkpoints.Options(
         default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
         max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
@@ -89,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         rate_window=_env_float("CPF_RATE_LIMIT_WINDOW", 60.0),
         sweep_interval=_env_float("CPF_SWEEP_INTERVAL", 60.0),
         options=options,
+        body_timeout=args.body_timeout,
     )
     app = create_app(svc, settings)
     sys.stderr.write(
@@ -100,12 +114,18 @@ def serve(args: argparse.Namespace) -> int:
             "cpf serve: webhooks may target loopback, private and link-local addresses\n"
         )
     sys.stderr.flush()
+    from core.service.guard import guarded_protocol
+
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         loop=_loop(),
-        http=_http(),
+        http=guarded_protocol(
+            _http(), header_timeout=args.header_timeout, max_connections=max_connections
+        ),
+        # Whole seconds in uvicorn's type, but it only hands the value to call_later.
+        timeout_keep_alive=args.keep_alive_timeout,
         lifespan="on",
         log_level="warning",
         access_log=False,
@@ -127,12 +147,30 @@ def _loop() -> str:
     return "uvloop"
 
 
-def _http() -> str:
+def _http() -> type:
     try:
         import httptools  # noqa: F401
     except ImportError:
-        return "h11"
-    return "httptools"
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    return HttpToolsProtocol
+
+
+def _default_max_connections() -> int:
+    """1000, but leave room under the soft file limit for the store, logs and accept:
+    past the cap a connection is answered 503, never reset for lack of descriptors."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(8, min(1000, soft - 64))
 
 
 def _server_class() -> type:

@@ -212,14 +212,29 @@ SCHEMAS: dict[str, Any] = {
 }
 
 _ERROR_TEXT = {
-    400: "Invalid request (VALIDATION_ERROR, MAX_AGENTS_REACHED)",
+    400: "Invalid request: body, path id or query parameter (VALIDATION_ERROR), or a quota "
+    "(MAX_AGENTS_REACHED, MAX_WEBHOOKS_REACHED)",
     401: "Missing, unknown, revoked or expired API key (UNAUTHORIZED)",
     403: "The key's account is not active (FORBIDDEN)",
     404: "Not found (NOT_FOUND, AGENT_NOT_FOUND)",
+    408: "The request body did not arrive in time (REQUEST_TIMEOUT)",
     409: "Conflict (CONFLICT): the step exists, or If-Match is stale",
     413: "The request body is over 1 MiB (PAYLOAD_TOO_LARGE)",
     429: "Rate limit (RATE_LIMITED); see the Retry-After header (integer seconds)",
+    503: "The store is unavailable (STORE_UNAVAILABLE): try again",
 }
+
+
+def _errors(route: Any) -> list[int]:
+    """Every status but success a route can answer: the route's own, plus what any
+    authenticated route can say (400: an unknown query parameter; 503: the store is
+    down), and 408/413 for a body, 429 when rate limited."""
+    codes = {*route.errors, 400, 401, 403, 503}
+    if route.body_schema is not None:
+        codes |= {408, 413}
+    if route.rate_limited:
+        codes.add(429)
+    return sorted(codes)
 
 
 def document(routes: list[Any]) -> dict[str, Any]:
@@ -270,7 +285,7 @@ def document(routes: list[Any]) -> dict[str, Any]:
             op["responses"]["204"] = {"description": "Done"}
         else:
             op["responses"][str(r.status)] = _json_resp("OK", r.response)
-        for code in r.errors:
+        for code in _errors(r):
             op["responses"][str(code)] = _json_resp(_ERROR_TEXT[code], "Error")
         if r.rate_limited:
             op["description"] = "Rate limited per API key."

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import anyio
@@ -22,10 +25,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.checkpoints import (
+    AGENT_ID_PATTERN,
     AGENT_PATCH_SCHEMA,
     AGENT_SCHEMA,
+    CHECKPOINT_ID_PATTERN,
+    MAX_OFFSET,
+    MAX_STEP,
+    REPLAY_MAX_LIMIT,
     SAVE_SCHEMA,
+    WEBHOOK_ID_PATTERN,
     WEBHOOK_SCHEMA,
+    WORKFLOW_ID_PATTERN,
     ApiError,
     CheckpointService,
     Principal,
@@ -36,6 +46,12 @@ from core.service.auth import principal as authenticate
 from core.service.ratelimit import RateLimited, RateLimiter
 
 MAX_BODY_BYTES = 1024 * 1024
+# Nesting levels of a request body: far beyond any real state, well below what the
+# standard parser, the diff and the renderers can recurse through; and exactly what
+# orjson writes, so its writer can check it in C.
+MAX_JSON_DEPTH = 254
+# Seconds a client may take to send a request body (cpf serve --body-timeout).
+BODY_TIMEOUT = 30.0
 
 THREADS = 8
 
@@ -44,11 +60,13 @@ log = logging.getLogger("cpf.serve")
 STATUS = {
     "VALIDATION_ERROR": 400,
     "MAX_AGENTS_REACHED": 400,
+    "MAX_WEBHOOKS_REACHED": 400,
     "UNAUTHORIZED": 401,
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "AGENT_NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "REQUEST_TIMEOUT": 408,
     "CONFLICT": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "RATE_LIMITED": 429,
@@ -57,6 +75,7 @@ STATUS = {
 }
 
 _TOO_LARGE = object()
+_TOO_SLOW = object()
 # Digits -> "1", anything else -> "0": a run of 19 digits is then a plain bytes.find.
 _DIGITS = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))
 _LONG_RUN = b"1" * 19
@@ -68,20 +87,28 @@ def _fragment(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _plain(value: Any) -> Any:
+def _parsed(value: Any) -> Any:
+    """`value` with every RawJSON parsed (exactly: Python ints have no size limit)."""
     if isinstance(value, RawJSON):
         return json.loads(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    if isinstance(value, dict):
+        return {k: _parsed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_parsed(v) for v in value]
+    return value
 
 
 def render(data: Any) -> bytes:
     """Compact UTF-8 JSON; stored states (RawJSON) are spliced in without parsing."""
     try:
         return orjson.dumps(data, default=_fragment, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    except TypeError:  # an integer beyond 64 bits: the standard library handles it
-        return json.dumps(
-            data, ensure_ascii=False, separators=(",", ":"), default=_plain
-        ).encode("utf-8")
+    except TypeError:
+        # An integer beyond 64 bits or nesting past orjson's 254 levels, anywhere in
+        # the response: the standard library writes both. RawJSON is a str to it, so
+        # the states are parsed first (else they would come out as JSON strings).
+        return json.dumps(_parsed(data), ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8"
+        )
 
 
 def json_response(
@@ -144,6 +171,16 @@ def _save(svc: CheckpointService, c: Ctx) -> Any:
     )
 
 
+# The range of every integer query parameter (also the OpenAPI minimum/maximum).
+INT_PARAMS: dict[str, tuple[int, int]] = {
+    "limit": (1, REPLAY_MAX_LIMIT),
+    "offset": (0, MAX_OFFSET),
+    "from_step": (0, MAX_STEP),
+    "to_step": (0, MAX_STEP),
+}
+_INT_RE = re.compile(r"-?[0-9]{1,20}")
+
+
 def _int_query(query: Any, allowed: tuple[str, ...]) -> dict[str, int | None]:
     unknown = sorted(set(query.keys()) - set(allowed))
     if unknown:
@@ -159,9 +196,15 @@ def _int_query(query: Any, allowed: tuple[str, ...]) -> dict[str, int | None]:
             continue
         if len(values) > 1:
             raise ApiError("VALIDATION_ERROR", f"Query parameter {name} given more than once")
+        low, high = INT_PARAMS[name]
         text = values[0].strip()
-        if not (text.isascii() and text.lstrip("-").isdigit()):
-            raise ApiError("VALIDATION_ERROR", f"{name} must be an integer, got {values[0]!r}")
+        # Range-checked here, before it reaches SQL (a 64-bit column) or int() of
+        # thousands of digits.
+        if not _INT_RE.fullmatch(text) or not low <= int(text) <= high:
+            raise ApiError(
+                "VALIDATION_ERROR",
+                f"{name} must be an integer from {low} to {high}, got {values[0][:40]!r}",
+            )
         out[name] = int(text)
     return out
 
@@ -231,20 +274,30 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
-def _query_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+def _query_param(name: str, description: str) -> dict[str, Any]:
+    low, high = INT_PARAMS[name]
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "integer", **schema},
+        "schema": {"type": "integer", "minimum": low, "maximum": high},
     }
 
 
-_WF = _path_param("workflow_id", "A workflow id (1-128 of A-Z a-z 0-9 _ . : -)")
-_AGENT = _path_param("agent_id", "An agent id")
-_HOOK = _path_param("webhook_id", "A webhook id (wh_...)")
-_LIMIT = _query_param("limit", "Page size, 1-1000 (default 100)", minimum=1, maximum=1000)
+def _id_param(name: str, description: str, pattern: str) -> dict[str, Any]:
+    param = _path_param(name, description)
+    param["schema"]["pattern"] = pattern
+    return param
+
+
+# Path ids are ASCII (the SDK puts them raw into the path): a workflow id outside its
+# pattern is a 400; an agent, webhook or checkpoint id outside its pattern cannot
+# exist, so it is a 404.
+_WF = _id_param("workflow_id", "A workflow id (1-128 of A-Z a-z 0-9 _ . : -)", WORKFLOW_ID_PATTERN)
+_AGENT = _id_param("agent_id", "An agent id (1-255 of A-Z a-z 0-9 _ -)", AGENT_ID_PATTERN)
+_HOOK = _id_param("webhook_id", "A webhook id (wh_...)", WEBHOOK_ID_PATTERN)
+_LIMIT = _query_param("limit", "Page size, 1-1000 (default 100)")
 
 ROUTES: list[Route] = [
     Route(
@@ -282,7 +335,11 @@ ROUTES: list[Route] = [
         "Fetch one checkpoint",
         response="Checkpoint",
         errors=(401, 403, 404, 429),
-        params=[_path_param("checkpoint_id", "A checkpoint id (cp_<workflow>_<step>)")],
+        params=[
+            _id_param(
+                "checkpoint_id", "A checkpoint id (cp_<workflow>_<step>)", CHECKPOINT_ID_PATTERN
+            )
+        ],
     ),
     Route(
         "GET",
@@ -291,7 +348,7 @@ ROUTES: list[Route] = [
         "List the account's workflows, most recently active first",
         response="WorkflowList",
         errors=(400, 401, 403, 429),
-        params=[_LIMIT, _query_param("offset", "Rows to skip (default 0)", minimum=0)],
+        params=[_LIMIT, _query_param("offset", "Rows to skip (default 0)")],
     ),
     Route(
         "GET",
@@ -311,8 +368,8 @@ ROUTES: list[Route] = [
         errors=(400, 401, 403, 429),
         params=[
             _WF,
-            _query_param("from_step", "First step (inclusive)", minimum=0),
-            _query_param("to_step", "Last step (inclusive)", minimum=0),
+            _query_param("from_step", "First step (inclusive)"),
+            _query_param("to_step", "Last step (inclusive)"),
             _LIMIT,
         ],
     ),
@@ -430,9 +487,12 @@ ROUTES: list[Route] = [
 class Handlers:
     """Binds the routes to one checkpoint service and rate limiter."""
 
-    def __init__(self, svc: CheckpointService, limiter: RateLimiter) -> None:
+    def __init__(
+        self, svc: CheckpointService, limiter: RateLimiter, body_timeout: float = BODY_TIMEOUT
+    ) -> None:
         self.svc = svc
         self.limiter = limiter
+        self.body_timeout = body_timeout
         # Few threads: the work is Python under one GIL and writes queue on one lock
         # anyway; more threads only add switching. Created lazily inside the loop.
         self._threads: anyio.CapacityLimiter | None = None
@@ -443,7 +503,16 @@ class Handlers:
         async def handler(request: Request) -> Response:
             raw: Any = None
             if has_body:
-                raw = await _read_body(request)
+                # A body trickled in slowly would hold a connection and a request slot
+                # forever: it gets body_timeout seconds in all.
+                with anyio.move_on_after(self.body_timeout):
+                    raw = await _read_body(request)
+                if raw is None:
+                    return error_response(
+                        "REQUEST_TIMEOUT",
+                        f"The request body did not arrive within {self.body_timeout:g} s",
+                        headers={"Connection": "close"},
+                    )
             if self._threads is None:
                 self._threads = anyio.CapacityLimiter(THREADS)
             return await anyio.to_thread.run_sync(
@@ -509,6 +578,22 @@ async def _read_body(request: Request) -> Any:
     return b"".join(chunks)
 
 
+# A JSON string (escapes included); what is left outside strings is structure.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Opening brackets -> 1, closing -> -1 (as signed bytes), everything else deleted.
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKET = bytes(i for i in range(256) if i not in b"[{]}")
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when the JSON text nests deeper than `limit` (checked before parsing: the
+    standard parser recurses, and 10,000 levels end in RecursionError)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case: too few brackets to nest that deep
+    structure = _JSON_STRING.sub(b"", raw).translate(_DEPTH_STEP, _NOT_BRACKET)
+    return max(accumulate(array("b", structure)), default=0) > limit
+
+
 def _parse_body(raw: Any) -> Any:
     if raw is _TOO_LARGE:
         raise ApiError(
@@ -517,17 +602,63 @@ def _parse_body(raw: Any) -> Any:
         )
     if not raw:
         raise ApiError("VALIDATION_ERROR", "The request body must be a JSON object")
+    # Depth: few brackets cannot nest deep (the common case, no check at all); else
+    # orjson's own writer refuses nesting past MAX_JSON_DEPTH in C, and the byte scan
+    # decides only on the rare bodies the standard parser reads.
+    many = raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
     try:
         # orjson is several times faster on large states, but reads integers beyond
         # 64 bits as floats: any run of 19+ digits sends the body to the exact parser.
         if raw.translate(_DIGITS).find(_LONG_RUN) < 0:
             try:
-                return orjson.loads(raw)
+                data = orjson.loads(raw)  # refuses more than 1024 levels itself
             except orjson.JSONDecodeError:
                 pass  # let the standard parser word the error
+            else:
+                if many and _ORJSON_DEPTH_CHECK:
+                    try:
+                        orjson.dumps(data)
+                    except TypeError:
+                        _too_deep()
+                elif many and json_too_deep(raw):
+                    _too_deep()
+                return data
+        if many and json_too_deep(raw):
+            _too_deep()
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("VALIDATION_ERROR", f"The request body is not valid JSON: {exc}") from exc
+
+
+def _too_deep() -> None:
+    raise ApiError(
+        "VALIDATION_ERROR",
+        f"The request body nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects",
+    )
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _orjson_refuses_past_max_depth() -> bool:
+    """Whether orjson.dumps writes exactly MAX_JSON_DEPTH levels and no more (254 in
+    orjson 3); if a future orjson differs, the byte scan does the job instead."""
+    try:
+        orjson.dumps(_nested(MAX_JSON_DEPTH))
+    except TypeError:
+        return False
+    try:
+        orjson.dumps(_nested(MAX_JSON_DEPTH + 1))
+    except TypeError:
+        return True
+    return False
+
+
+_ORJSON_DEPTH_CHECK = _orjson_refuses_past_max_depth()
 
 
 def _no_constant(name: str) -> Any:
