@@ -430,6 +430,10 @@ def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
         final = runner.drive(start_step)
     if runner.interrupted:
         final = _mark_interrupted(store, final, runner.interrupted)
+    if runner.completed_implicitly and final["status"] == "completed":
+        # As checkpointflow: the command that completes a run without an `end` step names
+        # no step; `status` and `inspect` name the last step that ran.
+        final = {**final, "current_step_id": None}
     return _outcome_envelope(command, final, runner.exit_code)
 
 

@@ -97,7 +97,8 @@ def _install_sqlite_pragmas(engine: Any) -> None:
 class Store:
     """All persistence of runs, attempts, output, events and checkpoints."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, fast: bool | None = None) -> None:
+        """`fast=False` runs everything through SQLAlchemy even on SQLite (tests)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._engine: Any = None
@@ -105,7 +106,7 @@ class Store:
             if self.is_sqlite:
                 self._prepare_sqlite_dir(url)
             # The statements run through it (sqlite3 directly on SQLite).
-            self.sql = SqlExecutor(self)
+            self.sql = SqlExecutor(self, fast=fast)
             if self.sql.fast:
                 self._ensure_sqlite_schema()
             else:
