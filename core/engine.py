@@ -367,7 +367,7 @@ def start_run(
     from core.inputs import read_input
     from core.workflow.loader import load_workflow
 
-    wf = load_workflow(path)
+    wf = load_workflow(path, remember=True)
     if inputs is _UNSET:
         inputs = read_input(raw_input or "{}", error_code=ErrorCode.ERR_VALIDATION_INPUT)
     inputs = _check_inputs(wf, inputs)
@@ -508,7 +508,7 @@ def _load_run_workflow(run: dict[str, Any], *, allow_changed: bool = False) -> t
             run["run_id"],
         )
     try:
-        return load_workflow(path), changed
+        return load_workflow(path, remember=True), changed
     except CpfError as err:
         raise _with_run(err, run["run_id"]) from err
 

@@ -624,8 +624,13 @@ ORM = ("sqlalchemy", "sqlmodel", "pydantic")
 
 
 def _orm_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,)) -> list[str]:
+    """The ORM packages `cpf ARGS` imports."""
+    return sorted(_top_imports(cpf, *args, exit_codes=exit_codes) & set(ORM))
+
+
+def _top_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,)) -> set[str]:
     """Run `python -X importtime -m core ARGS` (a real process on the SQLite store) and
-    return the ORM packages it imported."""
+    return the top-level packages it imported."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "core", *args],
         capture_output=True,
@@ -642,7 +647,21 @@ def _orm_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,))
         if line.startswith("import time:") and "imported package" not in line
     }
     assert any(n.startswith("core.") for n in names), "no -X importtime output"
-    return sorted({n.split(".")[0] for n in names} & set(ORM))
+    return {n.split(".")[0] for n in names}
+
+
+def test_an_unchanged_workflow_is_validated_once(cpf: CpfRunner, write_workflow) -> None:
+    """`run` remembers the documents it validated (by content): running the same file
+    again skips the schema validation and its jsonschema import; an edit is validated."""
+    text = _wf("    - {id: a, kind: cli, command: 'true'}\n")
+    path = write_workflow(text)
+    assert "jsonschema" in _top_imports(cpf, "run", "-f", str(path))
+    assert "jsonschema" not in _top_imports(cpf, "run", "-f", str(path))
+    path.write_text(text.replace("kind: cli", "kind: nope"), encoding="utf-8")
+    env = cpf.ok("run", "-f", str(path), exit_code=10)
+    assert env["error"]["code"] == "ERR_VALIDATION_WORKFLOW"
+    path.write_text(text, encoding="utf-8")
+    assert cpf.ok("run", "-f", str(path))["status"] == "completed"
 
 
 def test_commands_on_sqlite_do_not_import_the_orm(cpf: CpfRunner, write_workflow) -> None:
