@@ -14,6 +14,7 @@ fast one. Only the standard library is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -180,7 +181,7 @@ def run_id_of(stdout: str) -> str:
 Case = Callable[[str, dict[str, str]], float]
 
 
-def make_cases(wf: dict[str, Path]) -> dict[str, Case]:
+def make_cases(wf: dict[str, Path], cf_exe: str) -> dict[str, Case]:
     def version(exe: str, env: dict[str, str]) -> float:
         return timed([exe, "--version"], env, 0)[0]
 
@@ -193,20 +194,36 @@ def make_cases(wf: dict[str, Path]) -> dict[str, Case]:
 
         return case
 
+    def waiting_run(exe: str, env: dict[str, str]) -> str:
+        """A fresh waiting run (untimed): the subject of status, inspect and resume."""
+        return run_id_of(timed([exe, "run", "-f", str(wf["wait"])], env, 40)[1])
+
     def run_resume(exe: str, env: dict[str, str]) -> float:
         t_run, out = timed([exe, "run", "-f", str(wf["wait"])], env, 40)
-        argv = [
-            exe,
-            "resume",
-            "--run-id",
-            run_id_of(out),
-            "--event",
-            RESUME_EVENT,
-            "--input",
-            RESUME_PAYLOAD,
-        ]
-        t_resume, _ = timed(argv, env, 0)
+        t_resume, _ = timed(resume_argv(exe, run_id_of(out)), env, 0)
         return t_run + t_resume
+
+    def resume(exe: str, env: dict[str, str]) -> float:
+        return timed(resume_argv(exe, waiting_run(exe, env)), env, 0)[0]
+
+    def read(command: str, expect: int) -> Case:
+        def case(exe: str, env: dict[str, str]) -> float:
+            return timed([exe, command, "--run-id", waiting_run(exe, env)], env, expect)[0]
+
+        return case
+
+    def cpf_only(command: str) -> Case:
+        """checkpointflow has no `runs` nor `logs`: its side times `status`, its
+        cheapest read, so the ratio says how cpf's command compares with that."""
+
+        def case(exe: str, env: dict[str, str]) -> float:
+            run_id = waiting_run(exe, env)
+            if exe == cf_exe:
+                return timed([exe, "status", "--run-id", run_id], env, 40)[0]
+            argv = [exe, command] if command == "runs" else [exe, command, "--run-id", run_id]
+            return timed(argv, env, 0)[0]
+
+        return case
 
     return {
         "--version": version,
@@ -215,7 +232,17 @@ def make_cases(wf: dict[str, Path]) -> dict[str, Case]:
         "run (20 steps)": run("run20"),
         "run (200 steps)": run("run200"),
         "run + resume": run_resume,
+        "resume (to completion)": resume,
+        # checkpointflow exits 40 on the status/inspect of a waiting run, as on `run`.
+        "status (waiting run)": read("status", 40),
+        "inspect (waiting run)": read("inspect", 40),
+        "runs (cf: status)": cpf_only("runs"),
+        "logs (cf: status)": cpf_only("logs"),
     }
+
+
+def resume_argv(exe: str, run_id: str) -> list[str]:
+    return [exe, "resume", "--run-id", run_id, "--event", RESUME_EVENT, "--input", RESUME_PAYLOAD]
 
 
 def measure(
@@ -255,6 +282,58 @@ def measure(
         if done > 0:
             print(f"iteration {done}/{iterations} done", file=sys.stderr)
     return times
+
+
+def spawn_times(cpf: Path, wf: Path, iterations: int, scratch: Path) -> list[float]:
+    """The TUI's "Starting run…" wait: from spawning the executor as `core.spawn` does
+    (`python -m core run --run-id ID --input -`, own session) until its run row is
+    visible in the store. cpf only (checkpointflow has no spawned executor)."""
+    import sqlite3
+    import uuid
+
+    python = cpf.parent / f"python{EXE}"
+    base = scratch / "store-spawn"
+    base.mkdir(exist_ok=True)
+    env = clean_env(base)
+    db = base / "cpf.db"
+    out = []
+    for _ in range(iterations + 1):  # the first one creates the store: untimed
+        run_id = uuid.uuid4().hex
+        argv = [str(python), "-m", "core", "run", "-f", str(wf), "--run-id", run_id]
+        argv += ["--surface", "tui", "--input", "-"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(b"{}")
+        proc.stdin.close()
+        seen = None
+        while seen is None and time.perf_counter() - start < 30:
+            if db.exists():
+                with contextlib.suppress(sqlite3.Error):
+                    conn = sqlite3.connect(db, timeout=5)
+                    try:
+                        row = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
+                        if row.fetchone():
+                            seen = time.perf_counter() - start
+                    finally:
+                        conn.close()
+            if seen is None:
+                if proc.poll() is not None and proc.returncode not in (0, 40):
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    raise BenchError(f"spawned executor exited {proc.returncode}: {err[-800:]}")
+                time.sleep(0.002)
+        proc.wait()
+        if seen is None:
+            raise BenchError("the spawned executor's run row never appeared")
+        out.append(seen)
+    return out[1:]
 
 
 # -- report ------------------------------------------------------------------------------
@@ -326,10 +405,11 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(tmp)
             wf_dir = scratch / "workflows"
             wf_dir.mkdir()
-            cases = make_cases(write_workflows(wf_dir))
+            cases = make_cases(write_workflows(wf_dir), str(cf))
             times = measure(
                 tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
             )
+            spawn = spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
     except BenchError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
@@ -338,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
     print(report(times, versions, args.iterations))
+    print(
+        f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
+        f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"
+    )
     return 0
 
 

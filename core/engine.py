@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +37,8 @@ F = TypeVar("F", bound=Callable[..., Envelope])
 
 
 def default_actor() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -227,7 +227,7 @@ def expire(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     else:
         err = {"code": ErrorCode.ERR_TIMEOUT.value, "message": message, "step_id": step}
         values = {"status": "failed", "wait": None, "error": err, "finished_at": now}
-    with store.write() as conn:
+    with store.hot() as conn:
         if not store.cas_run(conn, run["run_id"], run["version"], **values):
             return store.get_run(run["run_id"], conn) or run
         store.close_waiting_attempts(
@@ -278,7 +278,7 @@ def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     orphans = [
         a["pid"] for a in store.attempts(run["run_id"]) if a["status"] == "running" and a["pid"]
     ]
-    with store.write() as conn:
+    with store.hot() as conn:
         if store.cas_run(
             conn, run["run_id"], run["version"], status="failed", error=err, finished_at=now_iso()
         ):
@@ -367,7 +367,7 @@ def start_run(
     from core.inputs import read_input
     from core.workflow.loader import load_workflow
 
-    wf = load_workflow(path)
+    wf = load_workflow(path, remember=True)
     if inputs is _UNSET:
         inputs = read_input(raw_input or "{}", error_code=ErrorCode.ERR_VALIDATION_INPUT)
     inputs = _check_inputs(wf, inputs)
@@ -403,7 +403,7 @@ def start_run(
         "created_at": now,
         "updated_at": now,
     }
-    with store.write() as conn:
+    with store.hot() as conn:
         store.insert_run(conn, run)
         store.insert_event(
             conn,
@@ -430,6 +430,10 @@ def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
         final = runner.drive(start_step)
     if runner.interrupted:
         final = _mark_interrupted(store, final, runner.interrupted)
+    if runner.completed_implicitly and final["status"] == "completed":
+        # As checkpointflow: the command that completes a run without an `end` step names
+        # no step; `status` and `inspect` name the last step that ran.
+        final = {**final, "current_step_id": None}
     return _outcome_envelope(command, final, runner.exit_code)
 
 
@@ -471,7 +475,7 @@ def _mark_interrupted(store: Any, run: dict[str, Any], signame: str) -> dict[str
         "message": f"cpf received {signame}" + (f" during step '{step}'" if step else ""),
         "step_id": step,
     }
-    with store.write() as conn:
+    with store.hot() as conn:
         store.cas_run(
             conn,
             fresh["run_id"],
@@ -504,7 +508,7 @@ def _load_run_workflow(run: dict[str, Any], *, allow_changed: bool = False) -> t
             run["run_id"],
         )
     try:
-        return load_workflow(path), changed
+        return load_workflow(path, remember=True), changed
     except CpfError as err:
         raise _with_run(err, run["run_id"]) from err
 
@@ -688,7 +692,7 @@ def cancel_run(
         )
     who = actor or default_actor()
     err = {"code": ErrorCode.ERR_CANCELLED.value, "message": f"Cancelled by {who}: {reason}"}
-    with store.write() as conn:
+    with store.hot() as conn:
         if not store.cas_run(
             conn, run_id, run["version"], status="cancelled", error=err, finished_at=now_iso()
         ):
@@ -725,8 +729,10 @@ def delete_run(run_id: str) -> Envelope:
             f"Cannot delete active run {run_id} (status: {run['status']})",
             run_id,
         )
-    with store.write() as conn:
+    with store.hot() as conn:
         store.delete_run(conn, run_id)
+    import shutil
+
     shutil.rmtree(run_dir(run_id), ignore_errors=True)
     return Envelope.success("delete", result={"deleted": True}, **_run_fields(run))
 
@@ -770,7 +776,7 @@ def retry_run(
     }
     if changed:
         values.update(workflow_hash=wf.sha256, workflow_version=wf.version)
-    with store.write() as conn:
+    with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], **values):
             raise _with_run(ConcurrencyError(f"Run {run_id} changed while retrying"), run_id)
         store.insert_event(
@@ -804,7 +810,7 @@ def continue_run(run_id: str) -> Envelope:
             run_id,
         )
     wf, _ = _load_run_workflow(run)
-    with store.write() as conn:
+    with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], executor=current_executor()):
             raise _with_run(ConcurrencyError(f"Run {run_id} was taken by another executor"), run_id)
     run = store.get_run(run_id) or run

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from core.engine import _store, touch
+from core.store.store import SUMMARY_COLUMNS, variant
 
 
 def get_run(run_id: str) -> dict[str, Any] | None:
@@ -82,24 +83,6 @@ def check_inputs(schema: dict[str, Any] | None, payload: Any) -> list[Any]:
 
 # -- light reads for live views (the TUI polls these several times a second) -----------
 
-# The columns a run list shows; the big JSON columns (inputs, outputs, result) stay out.
-_SUMMARY_COLUMNS = (
-    "run_id",
-    "workflow_id",
-    "workflow_name",
-    "status",
-    "current_step_id",
-    "wait",
-    "error",
-    "version",
-    "executor",
-    "heartbeat_at",
-    "created_at",
-    "updated_at",
-    "finished_at",
-)
-
-
 _LAZY_JSON = ("wait", "error")
 _JSON_WHEN = {
     "waiting": ("wait",),
@@ -119,32 +102,25 @@ def run_summaries(
 ) -> list[dict[str, Any]]:
     """Runs newest first with the list columns only; `updated_after` (exclusive) returns
     just the runs changed since a previous read. Dead executors are reaped."""
-    from sqlalchemy import Text, select, type_coerce
-
-    from core.store.store import RUNS
-
     store = _store()
     # The JSON columns come back as text and are decoded only where the list shows
     # them (the error of a failed run, the wait of a waiting one): on 10,000 runs
     # that halves the read.
-    cols = [
-        type_coerce(RUNS.c[name], Text).label(name) if name in _LAZY_JSON else RUNS.c[name]
-        for name in _SUMMARY_COLUMNS
-    ]
-    stmt = select(*cols).where(RUNS.c.account == "local")
-    if status:
-        stmt = stmt.where(RUNS.c.status == status)
-    if workflow_id:
-        stmt = stmt.where(RUNS.c.workflow_id == workflow_id)
-    if updated_after:
-        stmt = stmt.where(RUNS.c.updated_at > updated_after)
-    stmt = stmt.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
-    if limit:
-        stmt = stmt.limit(limit)
-    with store.read() as conn:
-        result = conn.execute(stmt)
-        keys = list(result.keys())
-        rows = [dict(zip(keys, r, strict=True)) for r in result.fetchall()]
+    name = variant(
+        "run_summaries",
+        status=status,
+        workflow_id=workflow_id,
+        updated_after=updated_after,
+        limit=limit,
+    )
+    params = {
+        "status": status,
+        "workflow_id": workflow_id,
+        "updated_after": updated_after,
+        "limit": limit,
+    }
+    with store.sql.read() as conn:
+        rows = store.sql.rows(conn, name, params)
     for row in rows:
         wanted = _JSON_WHEN.get(row["status"], ())
         for name in _LAZY_JSON:
@@ -156,7 +132,7 @@ def run_summaries(
         if row["status"] in ("running", "created"):
             fresh = touch(store, row)
             if fresh is not row:
-                row = {k: fresh.get(k) for k in _SUMMARY_COLUMNS}
+                row = {k: fresh.get(k) for k in SUMMARY_COLUMNS}
         if status and row["status"] != status:
             continue
         out.append(row)
@@ -166,23 +142,10 @@ def run_summaries(
 def runs_overview() -> dict[str, Any]:
     """{"total", "by_status": {status: n}, "last_updated"}: cheap enough to poll, and
     it changes whenever any run is added, changed or deleted."""
-    from sqlalchemy import func, select
-
-    from core.store.store import RUNS
-
     store = _store()
-    with store.read() as conn:
-        by_status = {
-            s: int(n)
-            for s, n in conn.execute(
-                select(RUNS.c.status, func.count())
-                .where(RUNS.c.account == "local")
-                .group_by(RUNS.c.status)
-            )
-        }
-        last = conn.execute(
-            select(func.max(RUNS.c.updated_at)).where(RUNS.c.account == "local")
-        ).scalar()
+    with store.sql.read() as conn:
+        by_status = {s: int(n) for s, n in store.sql.tuples(conn, "runs_by_status")}
+        last = store.sql.scalar(conn, "runs_last_updated")
     return {"total": sum(by_status.values()), "by_status": by_status, "last_updated": last}
 
 
@@ -196,27 +159,30 @@ def output_tail(
 ) -> dict[str, Any]:
     """The newest output chunks holding at least `max_lines` lines (oldest first), so a
     viewer of a huge log reads only its end. `complete` is False when older chunks exist."""
-    from sqlalchemy import select
-
-    from core.store.store import CHUNKS
-
     store = _store()
-    base = select(CHUNKS).where(CHUNKS.c.run_id == run_id)
-    if step_id is not None:
-        base = base.where(CHUNKS.c.step_id == step_id)
-    if attempt_id is not None:
-        base = base.where(CHUNKS.c.attempt_id == attempt_id)
+    params: dict[str, Any] = {
+        "run_id": run_id,
+        "step_id": step_id,
+        "attempt_id": attempt_id,
+        "limit": page,
+    }
+
+    def newest(conn: Any, before: int | None, limit: int) -> list[dict[str, Any]]:
+        name = variant(
+            "output_tail",
+            step_id=step_id is not None,
+            attempt_id=attempt_id is not None,
+            before=before is not None,
+        )
+        return store.sql.rows(conn, name, {**params, "before": before, "limit": limit})
+
     picked: list[dict[str, Any]] = []
     lines = 0
     complete = True
-    with store.read() as conn:
+    with store.sql.read() as conn:
         before: int | None = None
         while lines < max_lines:
-            stmt = base if before is None else base.where(CHUNKS.c.id < before)
-            rows = [
-                dict(r._mapping)
-                for r in conn.execute(stmt.order_by(CHUNKS.c.id.desc()).limit(page))
-            ]
+            rows = newest(conn, before, page)
             for row in rows:
                 picked.append(row)
                 lines += row["text"].count("\n")
@@ -226,8 +192,7 @@ def output_tail(
                 break
             before = rows[-1]["id"]
         if lines >= max_lines and picked:
-            older = base.where(CHUNKS.c.id < picked[-1]["id"]).limit(1)
-            complete = conn.execute(older).first() is None
+            complete = not newest(conn, picked[-1]["id"], 1)
     picked.reverse()
     return {"chunks": picked, "complete": complete}
 
@@ -235,14 +200,9 @@ def output_tail(
 def attempts_signature(run_id: str) -> tuple[int, int, str | None]:
     """(count, newest id, newest finished_at) of a run's attempts: changes whenever an
     attempt is written, even when the run row itself does not (a step that starts)."""
-    from sqlalchemy import func, select
-
-    from core.store.store import ATTEMPTS
-
-    with _store().read() as conn:
-        row = conn.execute(
-            select(func.count(), func.max(ATTEMPTS.c.id), func.max(ATTEMPTS.c.finished_at)).where(
-                ATTEMPTS.c.run_id == run_id
-            )
-        ).one()
-    return int(row[0] or 0), int(row[1] or 0), row[2]
+    store = _store()
+    with store.sql.read() as conn:
+        ((count, newest, finished),) = store.sql.tuples(
+            conn, "attempts_signature", {"run_id": run_id}
+        )
+    return int(count or 0), int(newest or 0), finished

@@ -90,6 +90,9 @@ class Attempt:
 
 
 class Runner:
+    # Set when the run completed after its last step, without an `end` step.
+    completed_implicitly = False
+
     def __init__(
         self, store: Store, wf: LoadedWorkflow, run: dict[str, Any], executor: str, run_dir: Path
     ) -> None:
@@ -406,7 +409,9 @@ class Runner:
                 outcome.error.step_id = sid
             return {}, "failed" if status == "failed" else "completed"
         if status == "completed":
-            return {"current_step_id": next_id, "step_outputs": dict(self.step_outputs)}, status
+            # After the last step the run keeps naming it (as checkpointflow does).
+            values = {"current_step_id": next_id or sid, "step_outputs": dict(self.step_outputs)}
+            return values, status
         if status == "waiting":
             return {"status": "waiting", "wait": outcome.wait, "current_step_id": sid}, "waiting"
         if status == "end":
@@ -553,7 +558,7 @@ class Runner:
             "status": "running",
             "wait": None,
             "step_outputs": dict(self.step_outputs),
-            "current_step_id": next_id,
+            "current_step_id": next_id or sid,
             "executor": self.executor,
             "heartbeat_at": now,
             "updated_at": now,
@@ -607,7 +612,9 @@ class Runner:
                 values["current_step_id"] = None
                 self._cas(conn, **values)
                 return
-            self._cas(conn, status="completed", current_step_id=None, finished_at=now_iso())
+            # current_step_id stays the last step that ran.
+            self._cas(conn, status="completed", finished_at=now_iso())
+            self.completed_implicitly = True
 
     def _reload(self) -> dict[str, Any]:
         fresh = self.store.get_run(self.run_id)

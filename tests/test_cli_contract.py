@@ -397,6 +397,41 @@ def test_run_completed_implicitly(cpf: CpfRunner, write_workflow) -> None:
     assert "result" not in env
 
 
+def test_status_and_inspect_of_an_implicit_completion_name_the_last_step(
+    cpf: CpfRunner, write_workflow
+) -> None:
+    # As checkpointflow: `run` names no step, `status` and `inspect` the last one that ran.
+    path = write_workflow(
+        IMPLICIT.replace(
+            "      command: echo hello\n",
+            "      command: echo hello\n    - id: last\n      kind: cli\n      command: 'true'\n",
+        )
+    )
+    run_env = cpf.ok("run", "-f", str(path))
+    assert "current_step_id" not in run_env
+    run_id = run_env["run_id"]
+    for env in (cpf.status(run_id), cpf.inspect(run_id)):
+        assert env["status"] == "completed"
+        assert env["current_step_id"] == "last"
+
+
+def test_resume_to_an_implicit_completion_names_the_last_step(
+    cpf: CpfRunner, write_workflow
+) -> None:
+    path = write_workflow(
+        IMPLICIT.replace(
+            "      command: echo hello\n",
+            "      command: echo hello\n    - id: gate\n      kind: await_event\n"
+            "      audience: agent\n      event_name: go\n      input_schema: {type: object}\n",
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    resumed = cpf.ok("resume", "--run-id", run_id, "--event", "go", "--input", "{}")
+    assert resumed["status"] == "completed" and "current_step_id" not in resumed
+    assert cpf.status(run_id)["current_step_id"] == "gate"
+    assert cpf.inspect(run_id)["current_step_id"] == "gate"
+
+
 def test_run_end_with_empty_result_has_no_result(cpf: CpfRunner, write_workflow) -> None:
     path = write_workflow(
         """

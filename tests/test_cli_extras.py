@@ -620,6 +620,105 @@ def test_light_commands_do_not_import_heavy_modules(
     assert _heavy(names) == []
 
 
+ORM = ("sqlalchemy", "sqlmodel", "pydantic")
+
+
+def _orm_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,)) -> list[str]:
+    """The ORM packages `cpf ARGS` imports."""
+    return sorted(_top_imports(cpf, *args, exit_codes=exit_codes) & set(ORM))
+
+
+def _top_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,)) -> set[str]:
+    """Run `python -X importtime -m core ARGS` (a real process on the SQLite store) and
+    return the top-level packages it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "core", *args],
+        capture_output=True,
+        text=True,
+        cwd=cpf.cwd,
+        env=cpf.env,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode in exit_codes, proc.stdout + proc.stderr[-3000:]
+    names = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert any(n.startswith("core.") for n in names), "no -X importtime output"
+    return {n.split(".")[0] for n in names}
+
+
+def test_an_unchanged_workflow_is_validated_once(cpf: CpfRunner, write_workflow) -> None:
+    """`run` remembers the documents it validated (by content): running the same file
+    again skips the schema validation and its jsonschema import; an edit is validated."""
+    text = _wf("    - {id: a, kind: cli, command: 'true'}\n")
+    path = write_workflow(text)
+    assert "jsonschema" in _top_imports(cpf, "run", "-f", str(path))
+    assert "jsonschema" not in _top_imports(cpf, "run", "-f", str(path))
+    path.write_text(text.replace("kind: cli", "kind: nope"), encoding="utf-8")
+    env = cpf.ok("run", "-f", str(path), exit_code=10)
+    assert env["error"]["code"] == "ERR_VALIDATION_WORKFLOW"
+    path.write_text(text, encoding="utf-8")
+    assert cpf.ok("run", "-f", str(path))["status"] == "completed"
+
+
+def test_commands_on_sqlite_do_not_import_the_orm(cpf: CpfRunner, write_workflow) -> None:
+    """Every command that reads or writes runs on the SQLite store (including the one
+    that creates the store, and the executor the TUI spawns) runs without SQLAlchemy,
+    SQLModel or pydantic: they cost more than the rest of a command."""
+    wait = write_workflow(
+        _wf(
+            """
+    - id: before
+      kind: cli
+      command: echo hi
+    - id: gate
+      kind: await_event
+      audience: agent
+      event_name: go
+      input_schema:
+        type: object
+        required: [ok]
+        properties: {ok: {type: boolean}}
+    - id: after
+      kind: cli
+      command: "true"
+"""
+        ),
+        name="wait.yaml",
+    )
+    failing = write_workflow(_wf("    - {id: boom, kind: cli, command: exit 3}\n"), name="f.yaml")
+    assert not (cpf.base_dir / "cpf.db").exists()
+    assert _orm_imports(cpf, "run", "-f", str(wait), exit_codes=(40,)) == []
+    assert (cpf.base_dir / "cpf.db").exists()
+    run_id = cpf.ok("runs")["result"]["runs"][0]["run_id"]
+    for args in (
+        ("status", "--run-id", run_id),
+        ("inspect", "--run-id", run_id),
+        ("runs",),
+        ("logs", "--run-id", run_id),
+        ("tick",),
+    ):
+        assert _orm_imports(cpf, *args, exit_codes=(0, 40)) == [], args
+    resume = ("resume", "--run-id", run_id, "--event", "go", "--input", '{"ok": true}')
+    assert _orm_imports(cpf, *resume) == []
+    assert cpf.status(run_id)["status"] == "completed"
+    assert _orm_imports(cpf, "delete", "--run-id", run_id) == []
+
+    other = cpf.ok("run", "-f", str(wait), exit_code=40)["run_id"]
+    cancel = ("cancel", "--run-id", other, "--reason", "test")
+    assert _orm_imports(cpf, *cancel, exit_codes=(0,)) == []
+    failed = cpf.ok("run", "-f", str(failing), exit_code=30)["run_id"]
+    assert _orm_imports(cpf, "retry", "--run-id", failed, exit_codes=(30,)) == []
+    # The TUI's executor: `python -m core run --run-id ID --input -` (core.spawn).
+    spawned = "ab" * 16
+    tui = ("run", "-f", str(wait), "--run-id", spawned, "--surface", "tui", "--input", "{}")
+    assert _orm_imports(cpf, *tui, exit_codes=(40,)) == []
+    assert cpf.status(spawned)["status"] == "waiting"
+
+
 def test_import_core_is_cheap(cpf: CpfRunner) -> None:
     names = _imported_modules(["-c", "import core"], cpf.cwd, cpf.env)
     assert "core" in names

@@ -1,5 +1,6 @@
 """Unit tests of the store on a real SQLite file: schema version, compare-and-set,
-output tailing, checkpoints, deletion."""
+output tailing, checkpoints, deletion. Every store test runs on both paths: the
+precompiled SQL on sqlite3 (what `cpf` runs) and SQLAlchemy (what PostgreSQL runs)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from sqlalchemy import text
 
 from core.envelope import PersistenceError
 from core.statediff import leaf_diff
-from core.store.models import SCHEMA_VERSION
+from core.store.compiled import SCHEMA_VERSION
 from core.store.store import Store, new_id, now_iso
 
+PATHS = [pytest.param(True, id="sqlite3"), pytest.param(False, id="sqlalchemy")]
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'cpf.db'}")
+
+@pytest.fixture(params=PATHS)
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'cpf.db'}", fast=request.param)
     yield s
     s.close()
 
@@ -38,9 +41,9 @@ def make_run(store: Store, **over: object) -> str:
         "updated_at": now,
         **over,
     }
-    with store.write() as conn:
+    with store.hot() as conn:
         store.insert_run(conn, values)
-    return run_id
+    return str(values["run_id"])
 
 
 def test_sqlite_settings(store: Store, tmp_path: Path) -> None:
@@ -50,26 +53,28 @@ def test_sqlite_settings(store: Store, tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 
 
-def test_newer_store_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", PATHS)
+def test_newer_store_is_refused_with_a_clear_error(tmp_path: Path, fast: bool) -> None:
     path = tmp_path / "cpf.db"
-    Store(f"sqlite:///{path}").close()
+    Store(f"sqlite:///{path}", fast=fast).close()
     with sqlite3.connect(path) as db:
         db.execute(
             "UPDATE cpf_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
         )
     with pytest.raises(PersistenceError) as info:
-        Store(f"sqlite:///{path}")
+        Store(f"sqlite:///{path}", fast=fast)
     assert "newer than this cpf" in info.value.message
     assert info.value.exit_code == 60
 
 
-def test_older_store_gets_missing_tables(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", PATHS)
+def test_older_store_gets_missing_tables(tmp_path: Path, fast: bool) -> None:
     path = tmp_path / "cpf.db"
-    Store(f"sqlite:///{path}").close()
+    Store(f"sqlite:///{path}", fast=fast).close()
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE checkpoints")
         db.execute("UPDATE cpf_meta SET value = '1' WHERE key = 'schema_version'")
-    s = Store(f"sqlite:///{path}")
+    s = Store(f"sqlite:///{path}", fast=fast)
     with s.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM checkpoints")).scalar() == 0
         version = conn.execute(text("SELECT value FROM cpf_meta")).scalar()
@@ -88,7 +93,7 @@ def test_compare_and_set_lets_one_writer_win(store: Store) -> None:
     wins: list[bool] = []
 
     def writer(n: int) -> None:
-        with store.write() as conn:
+        with store.hot() as conn:
             wins.append(store.cas_run(conn, run_id, 0, current_step_id=f"s{n}"))
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
@@ -103,7 +108,7 @@ def test_compare_and_set_lets_one_writer_win(store: Store) -> None:
 
 def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
     run_id = make_run(store)
-    with pytest.raises(RuntimeError), store.write() as conn:
+    with pytest.raises(RuntimeError), store.hot() as conn:
         store.cas_run(conn, run_id, 0, status="completed")
         raise RuntimeError("crash mid-transition")
     run = store.get_run(run_id)
@@ -112,7 +117,7 @@ def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
 
 def test_output_is_tailed_by_id(store: Store) -> None:
     run_id = make_run(store)
-    with store.write() as conn:
+    with store.hot() as conn:
         attempt = store.insert_attempt(
             conn,
             {
@@ -138,7 +143,7 @@ def test_checkpoints_have_diffs_sizes_and_unique_etags(store: Store) -> None:
     s0 = {"inputs": {}, "step_outputs": {"a": {"x": 1}}}
     s1 = {"inputs": {}, "step_outputs": {"a": {"x": 1}, "b": {"y": [1, 2]}}}
     s2 = dict(s1)  # same state again at another step: the etag must still differ
-    with store.write() as conn:
+    with store.hot() as conn:
         for step, (state, prev) in enumerate([(s0, None), (s1, s0), (s2, s1)]):
             store.insert_run_checkpoint(
                 conn,
@@ -177,7 +182,7 @@ def test_leaf_diff_matches_the_contract_example() -> None:
 def test_delete_removes_every_row_of_the_run(store: Store) -> None:
     run_id = make_run(store, status="completed")
     other = make_run(store)
-    with store.write() as conn:
+    with store.hot() as conn:
         attempt = store.insert_attempt(
             conn,
             {
@@ -194,7 +199,7 @@ def test_delete_removes_every_row_of_the_run(store: Store) -> None:
             conn, run_id=run_id, step=0, label="a", state={}, previous_state=None, metadata={}
         )
     store.append_output(run_id, attempt, "a", [("stdout", "x")])
-    with store.write() as conn:
+    with store.hot() as conn:
         store.delete_run(conn, run_id)
     assert store.get_run(run_id) is None
     assert store.attempts(run_id) == [] and store.events(run_id) == []
@@ -209,3 +214,78 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert all(r["workflow_id"] == "a" for r in store.list_runs(workflow_id="a"))
     assert len(store.list_runs(limit=2)) == 2
     assert store.list_runs(status="failed") == []
+
+
+def test_both_paths_read_back_the_same_rows(tmp_path: Path) -> None:
+    """JSON, booleans, defaults and NULLs written and read by sqlite3 with the compiled SQL
+    come back exactly as SQLAlchemy writes and reads them."""
+    seen = []
+    for fast in (True, False):
+        s = Store(f"sqlite:///{tmp_path / f'{fast}.db'}", fast=fast)
+        run_id = make_run(
+            s, run_id="r" * 32, created_at="t", wait={"event_name": "go", "n": [1, None]}
+        )
+        with s.hot() as conn:
+            attempt = s.insert_attempt(
+                conn,
+                {
+                    "run_id": run_id,
+                    "seq": 1,
+                    "step_id": "a",
+                    "step_kind": "cli",
+                    "status": "waiting",
+                    "truncated": True,
+                    "outputs": {"x": "\u00e9"},
+                    "started_at": "t0",
+                },
+            )
+            s.update_attempt(conn, attempt, exit_code=3, truncated=False)
+            s.close_waiting_attempts(conn, run_id, outputs={"ok": True})
+            s.insert_event(conn, event_id="e1", run_id=run_id, data=[1], created_at="t1")
+            assert s.cas_run(conn, run_id, 0, result={"r": 1}, updated_at="t2")
+            assert not s.cas_run(conn, run_id, 0, result={"r": 2})
+        s.append_output(run_id, attempt, "a", [("stdout", "x\n")])
+        attempts = [{k: v for k, v in a.items() if k != "finished_at"} for a in s.attempts(run_id)]
+        chunks = [{k: v for k, v in c.items() if k != "created_at"} for c in s.output(run_id)]
+        listed = s.list_runs(status="running", workflow_id="wf", limit=5)
+        seen.append((s.get_run(run_id), attempts, s.events(run_id), chunks, listed))
+        assert s.run_status(run_id) == ("running", 1)
+        s.close()
+    assert seen[0] == seen[1]
+    run, attempts = seen[0][0], seen[0][1]
+    assert run["wait"] == {"event_name": "go", "n": [1, None]} and run["result"] == {"r": 1}
+    assert run["account"] == "local" and run["error"] is None
+    assert attempts[0]["truncated"] is False and attempts[0]["outputs"] == {"ok": True}
+    assert attempts[0]["attempt"] == 1 and attempts[0]["status"] == "completed"
+
+
+def test_compiled_sql_is_generated_from_the_tables() -> None:
+    """core/store/compiled.py is what `python -m core.store.gen_compiled` writes now:
+    change a table or a statement and this fails until it is regenerated."""
+    from core.store import gen_compiled
+
+    assert gen_compiled.TARGET.read_text(encoding="utf-8") == gen_compiled.render(), (
+        "core/store/compiled.py is out of date: run `python -m core.store.gen_compiled`"
+    )
+
+
+def test_compiled_schema_is_the_one_sqlalchemy_creates(tmp_path: Path) -> None:
+    """The store created from the compiled DDL has exactly the tables, columns and
+    indexes that SQLModel's create_all makes."""
+    schemas = []
+    for fast in (True, False):
+        path = tmp_path / f"{fast}.db"
+        Store(f"sqlite:///{path}", fast=fast).close()
+        with sqlite3.connect(path) as db:
+            master = db.execute(
+                "SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name"
+            ).fetchall()
+            columns = {
+                name: db.execute(f"PRAGMA table_xinfo({name})").fetchall()
+                for _, name, _ in master
+                if _ == "table"
+            }
+            meta = db.execute("SELECT key, value FROM cpf_meta").fetchall()
+        schemas.append((master, columns, meta))
+    assert schemas[0] == schemas[1]
+    assert ("schema_version", str(SCHEMA_VERSION)) in schemas[0][2]

@@ -1,13 +1,15 @@
-"""Run SQLAlchemy Core statements fast on SQLite, and anywhere through SQLAlchemy.
+"""Run the store's statements fast on SQLite, and anywhere through SQLAlchemy.
 
-Statements are written once, as SQLAlchemy Core on the SQLModel tables. How they run
-depends on the store:
+Statements are written once, as SQLAlchemy Core on the SQLModel tables
+(`core.store.statements`), and passed here by name; the service passes statement
+objects. How they run depends on the store:
 
 - any database: on the engine's connections (SQLAlchemy executes them);
-- SQLite (the default store): compiled once to SQLite SQL and run on a per-thread
-  `sqlite3` connection to the same file. A statement then costs a few C calls instead
-  of SQLAlchemy's per-statement machinery, which was most of the CPU of a trivial step
-  and of a checkpoint save. Both paths are tested.
+- SQLite (the default store): on a per-thread `sqlite3` connection to the same file. A
+  named statement runs the SQL precompiled into `core.store.compiled`, so the process
+  never imports SQLAlchemy; a statement object is compiled once by SQLAlchemy. Either
+  way a statement costs a few C calls instead of SQLAlchemy's per-statement machinery.
+  Both paths are tested.
 
 Writes of one process also take a process-wide lock before `BEGIN IMMEDIATE`: threads
 queue on a cheap mutex instead of SQLite's busy handler, which sleeps in growing steps
@@ -18,28 +20,82 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
-
 from core.envelope import PersistenceError
 
-# What a unique-constraint violation looks like on either path.
-INTEGRITY_ERRORS = (SAIntegrityError, sqlite3.IntegrityError)
-
-_DIALECT = sqlite_dialect.dialect(paramstyle="named")
 BUSY_TIMEOUT_MS = 30_000
+
+
+def __getattr__(name: str) -> Any:
+    # What a unique-constraint violation looks like on either path (the SQLAlchemy
+    # half is only imported by whoever asks).
+    if name == "INTEGRITY_ERRORS":
+        from sqlalchemy.exc import IntegrityError
+
+        return (IntegrityError, sqlite3.IntegrityError)
+    raise AttributeError(name)
+
+
+@cache
+def _dialect() -> Any:
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    return sqlite_dialect.dialect(paramstyle="named")
 
 
 @cache
 def _json_columns(table: Any) -> frozenset[str]:
+    from sqlalchemy import JSON
+
     return frozenset(c.key for c in table.columns if isinstance(c.type, JSON))
+
+
+def _compiled() -> dict[str, Any]:
+    from core.store.compiled import DATA
+
+    return DATA
+
+
+@cache
+def _table_binds(table: str) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """(insert SQL, JSON columns, every column's default) of a table."""
+    info = _compiled()["tables"][table]
+    return info["insert"], frozenset(info["json"]), dict(info["defaults"])
+
+
+@cache
+def _update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """An update whose SET columns are `keys` (checked against the table's columns)."""
+    info = _compiled()["updates"][name]
+    table = _compiled()["tables"][info["table"]]
+    columns = table["columns"]
+    unknown = [k for k in keys if k not in columns]
+    if unknown or not keys:
+        raise ValueError(f"bad SET columns for {name}: {keys}")
+    sets = ", ".join(f"{columns[k]}=:{k}" for k in keys)
+    sql = f"UPDATE {info['table']} SET {sets} WHERE {info['where']}"
+    return sql, frozenset(table["json"]) & frozenset(keys), dict(info["params"])
+
+
+def _decode(value: Any, kind: str | None) -> Any:
+    """A column read by sqlite3 as SQLAlchemy would return it (JSON, Boolean)."""
+    if kind is None or value is None:
+        return value
+    if kind == "json":
+        return json.loads(value) if isinstance(value, str) else value
+    return bool(value)
+
+
+def _sa_statement(name: str) -> Any:
+    from core.store.statements import statement
+
+    return statement(name)
 
 
 class SqlExecutor:
@@ -118,7 +174,8 @@ class SqlExecutor:
     # -- the two executors ----------------------------------------------------------------
 
     def _compile(self, stmt: Any, keys: tuple[str, ...] | None) -> tuple[Any, ...]:
-        """(sql, JSON input columns, bind defaults, JSON-ness of each output column).
+        """(sql, JSON input columns, bind defaults, JSON-ness of each output column) of
+        a statement object, compiled by SQLAlchemy.
 
         Only module-level statements come here (the cache is keyed by identity and
         keeps the statement alive, so an id is never reused for another one)."""
@@ -126,8 +183,10 @@ class SqlExecutor:
         hit = self._compiled.get(cache_key)
         if hit is not None and hit[0] is stmt:
             return hit[1:]
+        from sqlalchemy import JSON
+
         compiled = stmt.compile(
-            dialect=_DIALECT,
+            dialect=_dialect(),
             column_keys=list(keys) if keys else None,
         )
         table = getattr(stmt, "table", None)
@@ -145,9 +204,26 @@ class SqlExecutor:
                     and (keys is None or column.key not in keys)
                 ):
                     defaults[column.key] = default.arg
-        entry = (stmt, str(compiled), json_in, defaults, json_out)
+        out = [("json" if j else None) for j in json_out] if json_out else None
+        entry = (stmt, str(compiled), json_in, defaults, out)
         self._compiled[cache_key] = entry
         return entry[1:]
+
+    @staticmethod
+    def _named(name: str, keys: tuple[str, ...] | None) -> tuple[Any, ...]:
+        """(sql, JSON input columns, bind defaults, output kinds) of a named statement,
+        from the precompiled SQL: no SQLAlchemy."""
+        if name.startswith("insert_"):
+            sql, json_in, defaults = _table_binds(name.removeprefix("insert_"))
+            return sql, json_in, defaults, None
+        if keys is not None:
+            sql, json_in, defaults = _update_sql(name, keys)
+            return sql, json_in, defaults, None
+        query = _compiled()["queries"][name]
+        return query["sql"], frozenset(), query["params"], query["out"]
+
+    def _prepared(self, stmt: Any, keys: tuple[str, ...] | None) -> tuple[Any, ...]:
+        return self._named(stmt, keys) if isinstance(stmt, str) else self._compile(stmt, keys)
 
     def execute(
         self,
@@ -156,10 +232,13 @@ class SqlExecutor:
         params: dict[str, Any] | list[dict[str, Any]] | None = None,
         keys: tuple[str, ...] | None = None,
     ) -> Any:
-        """Execute; returns a sqlite3 cursor (fast path) or a SQLAlchemy result."""
+        """Execute a statement (object or name); returns a sqlite3 cursor (fast path) or
+        a SQLAlchemy result. `keys`: the SET columns of a named update."""
         if not isinstance(conn, sqlite3.Connection):
+            if isinstance(stmt, str):
+                stmt = _sa_statement(stmt)
             return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
-        sql, json_in, defaults, _json_out = self._compile(stmt, keys)
+        sql, json_in, defaults, _out = self._prepared(stmt, keys)
         if isinstance(params, list):
             rows = [self._bind(defaults, p, json_in) for p in params]
             return conn.executemany(sql, rows)
@@ -178,17 +257,12 @@ class SqlExecutor:
         if not isinstance(conn, sqlite3.Connection):
             return [dict(r._mapping) for r in self.execute(conn, stmt, params)]
         cur = self.execute(conn, stmt, params)
-        json_out = self._compile(stmt, None)[3]
+        kinds = self._prepared(stmt, None)[3]
         names = [d[0] for d in cur.description]
-        out = []
-        for row in cur.fetchall():
-            if json_out:
-                row = [
-                    json.loads(v) if j and isinstance(v, str) else v
-                    for v, j in zip(row, json_out, strict=True)
-                ]
-            out.append(dict(zip(names, row, strict=True)))
-        return out
+        rows = cur.fetchall()
+        if kinds:
+            rows = [[_decode(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def first(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> dict | None:
         rows = self.rows(conn, stmt, params)
@@ -199,6 +273,10 @@ class SqlExecutor:
             return self.execute(conn, stmt, params).scalar()
         row = self.execute(conn, stmt, params).fetchone()
         return None if row is None else row[0]
+
+    def tuples(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[tuple]:
+        """Plain rows (for aggregates: no column names, no decoding)."""
+        return [tuple(r) for r in self.execute(conn, stmt, params).fetchall()]
 
     def count(
         self,
@@ -213,21 +291,43 @@ class SqlExecutor:
     def insert_row(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Any:
         """Insert one row; return its primary key (the rowid on the fast path)."""
         if not isinstance(conn, sqlite3.Connection):
+            if isinstance(stmt, str):
+                stmt = _sa_statement(stmt)
             return conn.execute(stmt, values).inserted_primary_key[0]
         cur = self.execute(conn, stmt, values, tuple(sorted(values)))
         return cur.lastrowid
 
+    def close(self) -> None:
+        """Close this thread's sqlite3 connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with suppress(sqlite3.Error):
+                conn.close()
+
 
 def sqlite_path(url: str) -> str | None:
-    """The file of a SQLite URL (None for memory or URI databases)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(url).database
-    except Exception:
+    """The file of a SQLite URL (None for memory or URI databases, or anything unusual,
+    which then goes through SQLAlchemy)."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            database = url[len(prefix) :]
+            break
+    else:
         return None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if (
+        not database
+        or database == ":memory:"
+        or database.startswith("file:")
+        or any(c in database for c in "?%#")
+    ):
         return None
     from pathlib import Path
 
     return str(Path(database).expanduser())
+
+
+def sqlalchemy_error(exc: BaseException) -> bool:
+    """Whether `exc` is a SQLAlchemy error (without importing SQLAlchemy)."""
+    exc_module = sys.modules.get("sqlalchemy.exc")
+    return exc_module is not None and isinstance(exc, exc_module.SQLAlchemyError)

@@ -4,67 +4,35 @@ Writes run in IMMEDIATE transactions on SQLite (the write lock is taken at BEGIN
 two writers never deadlock upgrading a read lock), reads in deferred ones. Every
 change of a run's state is `UPDATE runs ... WHERE run_id = :id AND version = :seen`;
 a zero row count means somebody else changed the run first.
+
+On SQLite the store runs the statements of `core.store.statements` precompiled
+(`core.store.compiled`) on `sqlite3`, creating or upgrading the schema from the
+compiled DDL: no SQLAlchemy import. Elsewhere (PostgreSQL) SQLAlchemy runs them. The
+SQLAlchemy engine of a SQLite store (`write()`, `read()`) is created on first use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import SQLAlchemyError
-
 from core.envelope import PersistenceError
 from core.statediff import leaf_diff
-from core.store.models import (
-    SCHEMA_VERSION,
-    Checkpoint,
-    Event,
-    Meta,
-    OutputChunk,
-    Run,
-    StepAttempt,
-)
-from core.store.sqlexec import BUSY_TIMEOUT_MS, SqlExecutor
-
-RUNS = Run.__table__
-ATTEMPTS = StepAttempt.__table__
-CHUNKS = OutputChunk.__table__
-EVENTS = Event.__table__
-CHECKPOINTS = Checkpoint.__table__
-META = Meta.__table__
+from core.store.compiled import SCHEMA_VERSION
+from core.store.sqlexec import BUSY_TIMEOUT_MS, SqlExecutor, sqlalchemy_error
 
 
-# Hot-path statements are built once: SET columns come from the execution parameters,
-# so SQLAlchemy compiles each shape once instead of rebuilding `.values()` per step.
-_CAS_RUN = update(RUNS).where(
-    RUNS.c.run_id == bindparam("w_run_id"), RUNS.c.version == bindparam("w_version")
-)
-_INSERT_ATTEMPT = insert(ATTEMPTS)
-_UPDATE_ATTEMPT = update(ATTEMPTS).where(ATTEMPTS.c.id == bindparam("w_id"))
-_INSERT_CHECKPOINT = insert(CHECKPOINTS)
-_INSERT_EVENT = insert(EVENTS)
-_INSERT_CHUNK = insert(CHUNKS)
-_CLOSE_WAITING = update(ATTEMPTS).where(
-    ATTEMPTS.c.run_id == bindparam("w_run_id"), ATTEMPTS.c.status == "waiting"
-)
+def __getattr__(name: str) -> Any:
+    # The SQLAlchemy tables, for callers that build their own statements (tests, seeds).
+    if name in ("RUNS", "ATTEMPTS", "CHUNKS", "EVENTS", "CHECKPOINTS", "META"):
+        from core.store import statements
+
+        return getattr(statements, name)
+    raise AttributeError(name)
 
 
 def now_iso() -> str:
@@ -73,6 +41,8 @@ def now_iso() -> str:
 
 
 def new_id() -> str:
+    import uuid
+
     return uuid.uuid4().hex
 
 
@@ -80,11 +50,32 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _row(row: Any) -> dict[str, Any] | None:
-    return None if row is None else dict(row._mapping)
+# The columns of a run list (the TUI's), without the big JSON ones (inputs, outputs, result).
+SUMMARY_COLUMNS = (
+    "run_id",
+    "workflow_id",
+    "workflow_name",
+    "status",
+    "current_step_id",
+    "wait",
+    "error",
+    "version",
+    "executor",
+    "heartbeat_at",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
 
 
-def _install_sqlite_pragmas(engine: Engine) -> None:
+def variant(name: str, **flags: Any) -> str:
+    """The name of a query variant: `name+flag+...` for the flags that are set."""
+    return "+".join((name, *(flag for flag, value in flags.items() if value)))
+
+
+def _install_sqlite_pragmas(engine: Any) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below), so the driver must not.
@@ -98,7 +89,7 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
+    def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get("cpf_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
@@ -106,28 +97,49 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
 class Store:
     """All persistence of runs, attempts, output, events and checkpoints."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, fast: bool | None = None) -> None:
+        """`fast=False` runs everything through SQLAlchemy even on SQLite (tests)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._engine: Any = None
         try:
             if self.is_sqlite:
                 self._prepare_sqlite_dir(url)
-                self.engine = create_engine(
-                    url,
-                    connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-                )
-                _install_sqlite_pragmas(self.engine)
+            # The statements run through it (sqlite3 directly on SQLite).
+            self.sql = SqlExecutor(self, fast=fast)
+            if self.sql.fast:
+                self._ensure_sqlite_schema()
             else:
-                self.engine = create_engine(url, pool_pre_ping=True)
-            self._ensure_schema()
-            # The runner's per-step statements go through it (sqlite3 directly on SQLite).
-            self.sql = SqlExecutor(self)
+                self._ensure_schema()
         except PersistenceError:
             raise
-        except (SQLAlchemyError, OSError, ValueError) as exc:
+        except (sqlite3.Error, OSError, ValueError) as exc:
             raise PersistenceError(
                 f"Cannot open the store at {_safe_url(url)}: {_one_line(exc)}"
             ) from exc
+        except Exception as exc:
+            if not sqlalchemy_error(exc):
+                raise
+            raise PersistenceError(
+                f"Cannot open the store at {_safe_url(url)}: {_one_line(exc)}"
+            ) from exc
+
+    @property
+    def engine(self) -> Any:
+        """The SQLAlchemy engine (created on first use)."""
+        if self._engine is None:
+            from sqlalchemy import create_engine
+
+            if self.is_sqlite:
+                engine = create_engine(
+                    self.url,
+                    connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+                )
+                _install_sqlite_pragmas(engine)
+            else:
+                engine = create_engine(self.url, pool_pre_ping=True)
+            self._engine = engine
+        return self._engine
 
     @staticmethod
     def _prepare_sqlite_dir(url: str) -> None:
@@ -147,8 +159,11 @@ class Store:
     # -- transactions -------------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite)."""
+    def write(self) -> Iterator[Any]:
+        """One SQLAlchemy write transaction (BEGIN IMMEDIATE on SQLite): for callers that
+        build their own statements. The engine's own code uses `hot()`."""
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             with self.engine.connect().execution_options(cpf_write=True) as conn, conn.begin():
                 yield conn
@@ -156,35 +171,84 @@ class Store:
             raise PersistenceError(f"Store write failed: {_one_line(exc)}") from exc
 
     def hot(self) -> Any:
-        """A write transaction for the per-step hot path: a `sqlite3` connection on
-        SQLite, else a SQLAlchemy one. Only the methods below that take `conn` and say
-        "either connection" may be called in it."""
+        """A write transaction: a `sqlite3` connection on SQLite, else a SQLAlchemy one.
+        Every method below that takes `conn` accepts either (and a `write()` one)."""
         return self.sql.write()
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Any]:
+        """One SQLAlchemy read transaction (see `write()`)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as exc:
             raise PersistenceError(f"Store read failed: {_one_line(exc)}") from exc
 
+    def _newer(self, version: int) -> PersistenceError:
+        return PersistenceError(
+            f"The store at {_safe_url(self.url)} has schema version {version}, newer than this "
+            f"cpf understands ({SCHEMA_VERSION}); upgrade cpf to use it"
+        )
+
+    def _sqlite_schema_version(self, conn: sqlite3.Connection) -> int | None:
+        try:
+            value = self.sql.scalar(conn, "schema_version")
+        except sqlite3.OperationalError:  # no cpf_meta table yet
+            return None
+        return None if value is None else int(value)
+
+    def _ensure_sqlite_schema(self) -> None:
+        """Create or upgrade a SQLite store from the compiled DDL (no SQLAlchemy).
+
+        Migrations so far only add tables and indexes, which the DDL's IF NOT EXISTS
+        does; a migration that changes a table must add its step here and in
+        `_ensure_schema`."""
+        conn = self.sql._raw()
+        version = self._sqlite_schema_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise self._newer(version)
+        from core.store.compiled import DATA
+
+        # Outside any transaction (SQLite refuses it inside); it persists in the file.
+        conn.execute("PRAGMA journal_mode = WAL")
+        # Under the write lock, so concurrent first runs do not race.
+        with self.sql.write() as tx:
+            version = self._sqlite_schema_version(tx)
+            if version is not None and version >= SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
+                    raise self._newer(version)
+                return
+            for ddl in DATA["ddl"]:
+                tx.execute(ddl)
+            if version is None:
+                values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
+                self.sql.insert_row(tx, "insert_cpf_meta", values)
+            else:
+                tx.execute(
+                    "UPDATE cpf_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
+
     def _ensure_schema(self) -> None:
+        """Create or upgrade the schema through SQLAlchemy (PostgreSQL, odd SQLite URLs)."""
         version = self._read_schema_version()
         if version == SCHEMA_VERSION:
             return
         if version is not None and version > SCHEMA_VERSION:
-            raise PersistenceError(
-                f"The store at {_safe_url(self.url)} has schema version {version}, newer than this "
-                f"cpf understands ({SCHEMA_VERSION}); upgrade cpf to use it"
-            )
+            raise self._newer(version)
         # New store, or an older one: create what is missing, under the write lock so
         # concurrent first runs do not race. Migrations so far only add tables.
+        from sqlalchemy import insert, select, text, update
         from sqlmodel import SQLModel
 
         # The service's tables are only imported here and by the service itself, so a
         # `cpf run` does not pay for defining them.
         from core.store import service_models  # noqa: F401
+        from core.store.statements import META
 
         with self.write() as conn:
             if self.engine.dialect.name == "postgresql":
@@ -202,58 +266,50 @@ class Store:
                     .values(value=str(SCHEMA_VERSION))
                 )
             elif int(have) > SCHEMA_VERSION:
-                raise PersistenceError(
-                    f"The store has schema version {have}, newer than this cpf understands "
-                    f"({SCHEMA_VERSION}); upgrade cpf to use it"
-                )
+                raise self._newer(int(have))
 
     def _read_schema_version(self) -> int | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             with self.engine.connect() as conn:
-                value = conn.execute(
-                    select(META.c.value).where(META.c.key == "schema_version")
-                ).scalar()
+                value = self.sql.scalar(conn, "schema_version")
         except SQLAlchemyError:
             return None
         return None if value is None else int(value)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.sql.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     # -- runs ---------------------------------------------------------------------------
 
-    def insert_run(self, conn: Connection, values: dict[str, Any]) -> None:
-        conn.execute(insert(RUNS).values(**values))
+    def insert_run(self, conn: Any, values: dict[str, Any]) -> None:
+        self.sql.insert_row(conn, "insert_runs", values)
 
-    def get_run(self, run_id: str, conn: Connection | None = None) -> dict[str, Any] | None:
-        stmt = select(RUNS).where(RUNS.c.run_id == run_id)
+    def get_run(self, run_id: str, conn: Any = None) -> dict[str, Any] | None:
         if conn is not None:
-            return _row(conn.execute(stmt).first())
-        with self.read() as c:
-            return _row(c.execute(stmt).first())
+            return self.sql.first(conn, "get_run", {"run_id": run_id})
+        with self.sql.read() as c:
+            return self.sql.first(c, "get_run", {"run_id": run_id})
 
     def cas_run(self, conn: Any, run_id: str, version: int, **values: Any) -> bool:
-        """Compare-and-set: apply `values` only if the run is still at `version`.
-        (Either connection.)"""
+        """Compare-and-set: apply `values` only if the run is still at `version`."""
         values.setdefault("updated_at", now_iso())
         values["version"] = version + 1
         params = {"w_run_id": run_id, "w_version": version, **values}
-        return self.sql.count(conn, _CAS_RUN, params, tuple(sorted(values))) == 1
+        return self.sql.count(conn, "cas_run", params, tuple(sorted(values))) == 1
 
     def touch_heartbeat(self, run_id: str, executor: str) -> None:
-        with self.write() as conn:
-            conn.execute(
-                update(RUNS)
-                .where(RUNS.c.run_id == run_id, RUNS.c.executor == executor)
-                .values(heartbeat_at=now_iso())
-            )
+        params = {"w_run_id": run_id, "w_executor": executor, "w_at": now_iso()}
+        with self.sql.write() as conn:
+            self.sql.count(conn, "touch_heartbeat", params)
 
     def run_status(self, run_id: str) -> tuple[str, int] | None:
-        with self.read() as conn:
-            row = conn.execute(
-                select(RUNS.c.status, RUNS.c.version).where(RUNS.c.run_id == run_id)
-            ).first()
-        return None if row is None else (row[0], row[1])
+        with self.sql.read() as conn:
+            row = self.sql.first(conn, "run_status", {"run_id": run_id})
+        return None if row is None else (row["status"], row["version"])
 
     def list_runs(
         self,
@@ -263,51 +319,36 @@ class Store:
         limit: int | None = None,
         account: str = "local",
     ) -> list[dict[str, Any]]:
-        stmt = select(RUNS).where(RUNS.c.account == account)
-        if status:
-            stmt = stmt.where(RUNS.c.status == status)
-        if workflow_id:
-            stmt = stmt.where(RUNS.c.workflow_id == workflow_id)
-        stmt = stmt.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
-        if limit:
-            stmt = stmt.limit(limit)
-        with self.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+        name = variant("list_runs", status=status, workflow_id=workflow_id, limit=limit)
+        params = {"account": account, "status": status, "workflow_id": workflow_id}
+        params["limit"] = limit
+        with self.sql.read() as conn:
+            return self.sql.rows(conn, name, params)
 
-    def delete_run(self, conn: Connection, run_id: str) -> None:
+    def delete_run(self, conn: Any, run_id: str) -> None:
         # Explicit child deletes: not every backend enforces ON DELETE CASCADE.
-        conn.execute(delete(CHUNKS).where(CHUNKS.c.run_id == run_id))
-        conn.execute(delete(EVENTS).where(EVENTS.c.run_id == run_id))
-        conn.execute(delete(CHECKPOINTS).where(CHECKPOINTS.c.run_id == run_id))
-        conn.execute(update(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id).values(parent_id=None))
-        conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id))
-        conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
+        for name in ("delete_chunks", "delete_events", "delete_checkpoints"):
+            self.sql.count(conn, name, {"run_id": run_id})
+        self.sql.count(conn, "unparent_attempts", {"w_run_id": run_id})
+        self.sql.count(conn, "delete_attempts", {"run_id": run_id})
+        self.sql.count(conn, "delete_run", {"run_id": run_id})
 
     # -- attempts -----------------------------------------------------------------------
 
     def insert_attempt(self, conn: Any, values: dict[str, Any]) -> int:
-        """(Either connection.)"""
-        return int(self.sql.insert_row(conn, _INSERT_ATTEMPT, values))
+        return int(self.sql.insert_row(conn, "insert_step_attempts", values))
 
     def update_attempt(self, conn: Any, attempt_id: int, **values: Any) -> None:
-        """(Either connection.)"""
-        self.sql.count(conn, _UPDATE_ATTEMPT, {"w_id": attempt_id, **values}, tuple(sorted(values)))
+        params = {"w_id": attempt_id, **values}
+        self.sql.count(conn, "update_attempt", params, tuple(sorted(values)))
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        with self.read() as conn:
-            rows = conn.execute(
-                select(ATTEMPTS)
-                .where(ATTEMPTS.c.run_id == run_id)
-                .order_by(ATTEMPTS.c.seq, ATTEMPTS.c.id)
-            )
-            return [dict(r._mapping) for r in rows]
+        with self.sql.read() as conn:
+            return self.sql.rows(conn, "attempts", {"run_id": run_id})
 
-    def fail_open_attempts(self, conn: Connection, run_id: str, code: str, message: str) -> None:
-        conn.execute(
-            update(ATTEMPTS)
-            .where(ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.status == "running")
-            .values(status="failed", error_code=code, error_message=message, finished_at=now_iso())
-        )
+    def fail_open_attempts(self, conn: Any, run_id: str, code: str, message: str) -> None:
+        params = {"w_run_id": run_id, "w_code": code, "w_message": message, "w_at": now_iso()}
+        self.sql.count(conn, "fail_open_attempts", params)
 
     def close_waiting_attempts(
         self,
@@ -319,8 +360,7 @@ class Store:
         error: tuple[str, str] | None = None,
     ) -> None:
         """Close the attempt that waited for an event: completed with the payload
-        (resume), cancelled (no payload), or `status` with an error (timeout).
-        (Either connection.)"""
+        (resume), cancelled (no payload), or `status` with an error (timeout)."""
         values: dict[str, Any] = {"finished_at": now_iso()}
         if status is not None:
             values["status"] = status
@@ -330,7 +370,8 @@ class Store:
             values.update(status="completed", outputs=outputs)
         if error is not None:
             values.update(error_code=error[0], error_message=error[1])
-        self.sql.count(conn, _CLOSE_WAITING, {"w_run_id": run_id, **values}, tuple(sorted(values)))
+        params = {"w_run_id": run_id, **values}
+        self.sql.count(conn, "close_waiting", params, tuple(sorted(values)))
 
     # -- output -------------------------------------------------------------------------
 
@@ -354,7 +395,7 @@ class Store:
         ]
         if rows:
             with self.hot() as conn:
-                self.sql.execute(conn, _INSERT_CHUNK, rows, tuple(sorted(rows[0])))
+                self.sql.execute(conn, "insert_output_chunks", rows)
 
     def output(
         self,
@@ -367,36 +408,35 @@ class Store:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Output chunks after `after_id`, oldest first (readers tail by id)."""
-        stmt = select(CHUNKS).where(CHUNKS.c.run_id == run_id, CHUNKS.c.id > after_id)
-        if step_id is not None:
-            stmt = stmt.where(CHUNKS.c.step_id == step_id)
-        if attempt_id is not None:
-            stmt = stmt.where(CHUNKS.c.attempt_id == attempt_id)
-        if stream is not None:
-            stmt = stmt.where(CHUNKS.c.stream == stream)
-        stmt = stmt.order_by(CHUNKS.c.id)
-        if limit:
-            stmt = stmt.limit(limit)
-        with self.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+        name = variant(
+            "output",
+            step_id=step_id is not None,
+            attempt_id=attempt_id is not None,
+            stream=stream is not None,
+            limit=limit,
+        )
+        params = {
+            "run_id": run_id,
+            "after_id": after_id,
+            "step_id": step_id,
+            "attempt_id": attempt_id,
+            "stream": stream,
+            "limit": limit,
+        }
+        with self.sql.read() as conn:
+            return self.sql.rows(conn, name, params)
 
     # -- events -------------------------------------------------------------------------
 
     def insert_event(self, conn: Any, **values: Any) -> str:
-        """(Either connection.)"""
         values.setdefault("event_id", new_id())
         values.setdefault("created_at", now_iso())
-        self.sql.insert_row(conn, _INSERT_EVENT, values)
+        self.sql.insert_row(conn, "insert_events", values)
         return values["event_id"]
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        with self.read() as conn:
-            rows = conn.execute(
-                select(EVENTS)
-                .where(EVENTS.c.run_id == run_id)
-                .order_by(EVENTS.c.created_at, EVENTS.c.event_id)
-            )
-            return [dict(r._mapping) for r in rows]
+        with self.sql.read() as conn:
+            return self.sql.rows(conn, "events", {"run_id": run_id})
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -412,14 +452,13 @@ class Store:
         metadata: dict[str, Any],
         account: str = "local",
     ) -> str:
-        """The checkpoint of one committed step transition of a run (same transaction).
-        (Either connection.)"""
+        """The checkpoint of one committed step transition of a run (same transaction)."""
         body = compact_json(state)
         checkpoint_id = f"cp_{run_id}_{step:03d}"
         etag = checkpoint_etag(account, run_id, step, body)
         self.sql.insert_row(
             conn,
-            _INSERT_CHECKPOINT,
+            "insert_checkpoints",
             {
                 "checkpoint_id": checkpoint_id,
                 "account": account,
@@ -438,28 +477,18 @@ class Store:
         return checkpoint_id
 
     def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
-        with self.read() as conn:
-            rows = conn.execute(
-                select(CHECKPOINTS)
-                .where(CHECKPOINTS.c.run_id == run_id)
-                .order_by(CHECKPOINTS.c.step)
-            )
-            return [dict(r._mapping) for r in rows]
+        with self.sql.read() as conn:
+            return self.sql.rows(conn, "checkpoints", {"run_id": run_id})
 
     def checkpoint_count(self, run_id: str) -> int:
-        with self.read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(CHECKPOINTS)
-                    .where(CHECKPOINTS.c.run_id == run_id)
-                ).scalar()
-                or 0
-            )
+        with self.sql.read() as conn:
+            return int(self.sql.scalar(conn, "checkpoint_count", {"run_id": run_id}) or 0)
 
 
 def checkpoint_etag(account: str, workflow_id: str, step: int, body: str) -> str:
     """Opaque and unique per checkpoint: the same state at another step gets another etag."""
+    import hashlib
+
     digest = hashlib.sha256(f"{account}\0{workflow_id}\0{step}\0{body}".encode()).hexdigest()
     return f'"{digest[:16]}"'
 
@@ -470,7 +499,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _safe_url(url: str) -> str:
-    # Never print a password from CPF_DATABASE_URL.
+    # Never print a password from CPF_DATABASE_URL (a SQLite URL has none).
+    if url.startswith("sqlite"):
+        return url
     try:
         from sqlalchemy.engine import make_url
 

@@ -8,6 +8,7 @@ A document that passes gets its non-fatal warnings attached (`LoadedWorkflow.war
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,8 +100,12 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_workflow(path: str | Path) -> LoadedWorkflow:
-    """Read, parse and validate the workflow file at `path`."""
+def load_workflow(path: str | Path, *, remember: bool = False) -> LoadedWorkflow:
+    """Read, parse and validate the workflow file at `path`.
+
+    `remember` (the commands that execute runs): a file whose exact bytes this cpf
+    already validated is not validated again (see `_remembered`), which spares loading
+    jsonschema on every `run`, `resume` and `retry` of an unchanged workflow."""
     shown = str(path)  # messages name the path as the user gave it
     p = Path(path)
     if not p.exists():
@@ -123,7 +128,7 @@ def load_workflow(path: str | Path) -> LoadedWorkflow:
             ErrorCode.ERR_YAML_PARSE,
             f"YAML parse error: the file is not valid UTF-8 (byte {exc.start})",
         ) from exc
-    return _load(text, p, hashlib.sha256(data).hexdigest())
+    return _load(text, p, hashlib.sha256(data).hexdigest(), remember=remember)
 
 
 def load_workflow_text(text: str, path: str | Path) -> LoadedWorkflow:
@@ -135,8 +140,21 @@ def load_workflow_text(text: str, path: str | Path) -> LoadedWorkflow:
     return _load(text, Path(path), hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def _load(text: str, path: Path, digest: str) -> LoadedWorkflow:
+def _load(text: str, path: Path, digest: str, *, remember: bool = False) -> LoadedWorkflow:
     doc = parse_yaml(text)
+    marker = _marker(digest) if remember else None
+    warnings = _remembered(marker)
+    if warnings is None:
+        warnings = _validate(doc)
+        if marker is not None:
+            _remember(marker, warnings)
+    return LoadedWorkflow(
+        path=Path(os.path.abspath(path)), text=text, sha256=digest, doc=doc, warnings=warnings
+    )
+
+
+def _validate(doc: Any) -> list[str]:
+    """Raise the document's errors; return its warnings."""
     errors = validation.schema_errors(doc)
     if errors:
         raise ValidationError(
@@ -151,13 +169,47 @@ def _load(text: str, path: Path, digest: str) -> LoadedWorkflow:
             f"Duplicate step ID(s): {', '.join(dups)}",
             details=details,
         )
-    return LoadedWorkflow(
-        path=Path(os.path.abspath(path)),
-        text=text,
-        sha256=digest,
-        doc=doc,
-        warnings=validation.workflow_warnings(doc),
-    )
+    return validation.workflow_warnings(doc)
+
+
+def _marker(digest: str) -> Path | None:
+    """Where the validation of a document with sha256 `digest` by this cpf is recorded:
+    keyed by the document and by the validator (schema and code), so an edited file or
+    another cpf validates afresh."""
+    from core import __version__
+    from core.paths import base_dir
+
+    try:
+        validator = hashlib.sha256(__version__.encode())
+        validator.update(validation.SCHEMA_PATH.read_bytes())
+        validator.update(Path(validation.__file__).read_bytes())
+    except OSError:
+        return None
+    key = hashlib.sha256(f"{digest}:{validator.hexdigest()}".encode()).hexdigest()
+    return base_dir() / "cache" / "valid-workflows" / f"{key}.json"
+
+
+def _remembered(marker: Path | None) -> list[str] | None:
+    """The warnings of a document validated before, or None."""
+    if marker is None:
+        return None
+    try:
+        warnings = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(warnings, list) and all(isinstance(w, str) for w in warnings):
+        return warnings
+    return None
+
+
+def _remember(marker: Path, warnings: list[str]) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(warnings), encoding="utf-8")
+        os.replace(tmp, marker)  # readers never see half a file
+    except OSError:
+        pass  # only a cache: the next run validates again
 
 
 def parse_yaml(text: str) -> Any:
