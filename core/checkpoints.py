@@ -17,6 +17,7 @@ is the wire code: NOT_FOUND, CONFLICT, ...). No HTTP here, no SQL: the SQL is in
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import threading
@@ -308,27 +309,37 @@ class Options:
 class _HeadCache:
     """The head state of recently written workflows, so a save need not re-read and
     re-parse the previous state to diff against it. Valid only while the workflow's
-    head id is the one cached (checked inside the write transaction)."""
+    head is the one cached (checked inside the write transaction). A head is its row
+    id and etag: another replica may delete the workflow and SQLite may then give a
+    new checkpoint the same row id, but never the same (randomly salted) etag."""
 
     size: int = 256
-    items: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    items: dict[tuple[str, str], tuple[tuple[int, str], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: tuple[str, str], head_id: int) -> Any:
+    def get(self, key: tuple[str, str], head: tuple[int, str]) -> Any:
         with self.lock:
             hit = self.items.get(key)
-        return hit[1] if hit is not None and hit[0] == head_id else None
+        return hit[1] if hit is not None and hit[0] == head else None
 
-    def put(self, key: tuple[str, str], head_id: int, state: Any) -> None:
+    def put(self, key: tuple[str, str], head: tuple[int, str], state: Any) -> None:
         with self.lock:
             self.items.pop(key, None)
             if len(self.items) >= self.size:
                 self.items.pop(next(iter(self.items)))
-            self.items[key] = (head_id, state)
+            self.items[key] = (head, state)
 
     def drop(self, key: tuple[str, str]) -> None:
         with self.lock:
             self.items.pop(key, None)
+
+
+# A save that met a concurrent writer is retried this many times in all.
+_SAVE_ATTEMPTS = 3
+
+
+class _Moved(Exception):
+    """The workflow changed under a save transaction; it is retried."""
 
 
 class CheckpointService:
@@ -452,10 +463,53 @@ class CheckpointService:
                 "PAYLOAD_TOO_LARGE", f"state is {size} bytes; the limit is {MAX_STATE_BYTES}"
             )
         ttl = parse_ttl(ttl_header, self.options.default_ttl, self.options.max_ttl)
+        # A concurrent first save of the workflow (or of the same step) by another
+        # transaction makes our insert fail; the retry then sees it and decides as if
+        # the two had been serial (a 409 for the same step, a normal save otherwise).
+        for attempt in range(_SAVE_ATTEMPTS):
+            try:
+                record, enqueued, idempotent = self._save_tx(
+                    account, workflow_id, step, state, text, size, ttl, if_match,
+                    label=label, agent_id=agent_id, metadata=metadata,
+                )
+                break
+            except _Moved as exc:
+                if attempt + 1 < _SAVE_ATTEMPTS:
+                    continue
+                raise ApiError(
+                    "CONFLICT",
+                    f"Checkpoint {checkpoint_id_for(workflow_id, step)} was written "
+                    "concurrently",
+                ) from exc
+        if not idempotent:
+            self._heads.put((account, workflow_id), (record["id"], record["etag"]), state)
+        if enqueued:
+            self._notify()
+        return _save_record(record)
+
+    def _save_tx(
+        self,
+        account: str,
+        workflow_id: str,
+        step: int,
+        state: Any,
+        text: str,
+        size: int,
+        ttl: int,
+        if_match: str | None,
+        *,
+        label: str | None,
+        agent_id: str | None,
+        metadata: Any,
+    ) -> tuple[dict[str, Any], bool, bool]:
+        """One save transaction: (checkpoint record, enqueued an event, idempotent).
+
+        The workflow row is locked first (PostgreSQL; SQLite serializes all writers),
+        so the If-Match check, the step insert and the move of head, total and etag
+        see and change one consistent workflow, whichever replica serves the request."""
         key = (account, workflow_id)
         ss = self.ss
         enqueued = False
-        idempotent: dict[str, Any] | None = None
         with ss.write() as conn:
             now_dt = _now()
             now = _iso(now_dt)
@@ -464,7 +518,7 @@ class CheckpointService:
                     "CONFLICT",
                     f"Workflow {workflow_id} is a cpf run: its checkpoints are read-only",
                 )
-            wf = ss.workflow(conn, account, workflow_id)
+            wf = ss.workflow(conn, account, workflow_id, lock="wait")
             if wf is not None and wf["expires_at"] is not None and wf["expires_at"] <= now:
                 enqueued |= self._expire_workflow(conn, wf, now)
                 wf = None
@@ -473,8 +527,12 @@ class CheckpointService:
                 ss.delete_checkpoint(conn, existing["id"])
                 existing = None
                 if wf is not None:
-                    wf["total"] = ss.count_live(conn, account, workflow_id, now)
-                    wf["min_expires_at"] = ss.min_expiry(conn, account, workflow_id)
+                    ss.update_workflow(
+                        conn,
+                        wf["id"],
+                        total=ss.count_live(conn, account, workflow_id, now),
+                        min_expires_at=ss.min_expiry(conn, account, workflow_id),
+                    )
             if existing is not None:
                 if if_match is None:
                     raise ApiError(
@@ -502,99 +560,71 @@ class CheckpointService:
                     {**_saved_event(existing), "idempotent": True},
                     now,
                 )
-                idempotent = _save_record(existing)
-            else:
-                if if_match is not None:
-                    head_etag = wf["head_etag"] if wf is not None else None
-                    if if_match != head_etag:
-                        where = (
-                            f"its head is step {wf['head_step']} with etag {head_etag}"
-                            if wf is not None
-                            else "it has no checkpoints"
-                        )
-                        raise ApiError(
-                            "CONFLICT",
-                            f"If-Match {if_match} is not the head of workflow {workflow_id}: "
-                            f"{where}",
-                        )
-                previous = None
-                if wf is not None:
-                    previous = self._heads.get(key, wf["head_id"])
-                    if previous is None:
-                        previous = ss.state_by_pk(conn, wf["head_id"])
-                expires_at = _iso(now_dt + timedelta(seconds=ttl))
-                record = {
-                    "checkpoint_id": checkpoint_id_for(workflow_id, step),
-                    "account": account,
-                    "workflow_id": workflow_id,
-                    "run_id": None,
-                    "step": step,
-                    "label": label,
-                    "state": state,
-                    "metadata": metadata,
-                    "etag": _new_etag(account, workflow_id, step, text),
-                    "diff_from_previous": leaf_diff(previous, state),
-                    "size_bytes": size,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                }
-                from core.store.service_store import INTEGRITY_ERRORS
-
-                try:
-                    pk = ss.insert_checkpoint(conn, record, text)
-                    if wf is None:
-                        ss.insert_workflow(
-                            conn,
-                            {
-                                "account": account,
-                                "workflow_id": workflow_id,
-                                "head_id": pk,
-                                "head_step": step,
-                                "head_etag": record["etag"],
-                                "total": 1,
-                                "started_at": now,
-                                "last_activity_at": now,
-                                "expires_at": expires_at,
-                                "min_expires_at": expires_at,
-                            },
-                        )
-                    else:
-                        low = wf["min_expires_at"]
-                        ss.update_workflow(
-                            conn,
-                            wf["id"],
-                            head_id=pk,
-                            head_step=step,
-                            head_etag=record["etag"],
-                            total=int(wf["total"]) + 1,
-                            last_activity_at=now,
-                            expires_at=expires_at,
-                            min_expires_at=expires_at if low is None or expires_at < low else low,
-                        )
-                except INTEGRITY_ERRORS as exc:
-                    # Only reachable on servers without a global write lock (PostgreSQL):
-                    # a concurrent writer inserted the same step or workflow first.
+                return existing, enqueued, True
+            if if_match is not None:
+                head_etag = wf["head_etag"] if wf is not None else None
+                if if_match != head_etag:
+                    where = (
+                        f"its head is step {wf['head_step']} with etag {head_etag}"
+                        if wf is not None
+                        else "it has no checkpoints"
+                    )
                     raise ApiError(
                         "CONFLICT",
-                        f"Checkpoint {record['checkpoint_id']} was written concurrently",
-                    ) from exc
-                if agent_id is not None:
-                    ss.touch_agent(conn, account, agent_id, now)
-                enqueued |= self._emit(
-                    conn,
-                    account,
-                    "checkpoint.saved",
-                    _saved_event(record),
-                    now,
-                )
-        if idempotent is not None:
-            if enqueued:
-                self._notify()
-            return idempotent
-        self._heads.put(key, pk, state)
-        if enqueued:
-            self._notify()
-        return _save_record(record)
+                        f"If-Match {if_match} is not the head of workflow {workflow_id}: "
+                        f"{where}",
+                    )
+            previous = None
+            if wf is not None:
+                previous = self._heads.get(key, (wf["head_id"], wf["head_etag"]))
+                if previous is None:
+                    previous = ss.state_by_pk(conn, wf["head_id"])
+            expires_at = _iso(now_dt + timedelta(seconds=ttl))
+            record = {
+                "checkpoint_id": checkpoint_id_for(workflow_id, step),
+                "account": account,
+                "workflow_id": workflow_id,
+                "run_id": None,
+                "step": step,
+                "label": label,
+                "state": state,
+                "metadata": metadata,
+                "etag": _new_etag(account, workflow_id, step, text),
+                "diff_from_previous": leaf_diff(previous, state),
+                "size_bytes": size,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+            from core.store.service_store import INTEGRITY_ERRORS
+
+            try:
+                record["id"] = ss.insert_checkpoint(conn, record, text)
+                if wf is None:
+                    ss.insert_workflow(
+                        conn,
+                        {
+                            "account": account,
+                            "workflow_id": workflow_id,
+                            "head_id": record["id"],
+                            "head_step": step,
+                            "head_etag": record["etag"],
+                            "total": 1,
+                            "started_at": now,
+                            "last_activity_at": now,
+                            "expires_at": expires_at,
+                            "min_expires_at": expires_at,
+                        },
+                    )
+                elif not ss.advance_head(conn, wf["id"], wf["head_id"], record, now):
+                    raise _Moved  # cannot happen under the row lock; retried if it does
+            except INTEGRITY_ERRORS as exc:
+                # Another transaction inserted this step, or this workflow's first
+                # row, before us (PostgreSQL: there was no row to lock yet).
+                raise _Moved from exc
+            if agent_id is not None:
+                ss.touch_agent(conn, account, agent_id, now)
+            enqueued |= self._emit(conn, account, "checkpoint.saved", _saved_event(record), now)
+        return record, enqueued, False
 
     def get(self, account: str, checkpoint_id: str, *, raw: bool = False) -> dict[str, Any]:
         parsed = parse_checkpoint_id(checkpoint_id)
@@ -745,7 +775,7 @@ class CheckpointService:
                     "CONFLICT",
                     f"Workflow {workflow_id} is a cpf run: delete it with `cpf delete`",
                 )
-            wf = self._live_workflow(conn, account, workflow_id, now)
+            wf = self._live_workflow(conn, account, workflow_id, now, lock=True)
             if wf is None:
                 raise ApiError("NOT_FOUND", f"Workflow {workflow_id} not found")
             self.ss.delete_workflow(conn, account, workflow_id)
@@ -760,6 +790,9 @@ class CheckpointService:
         now = _iso(_now())
         fields = _agent_fields(body)
         with self.ss.write() as conn:
+            # Replicas registering agents of one account queue here, so the count
+            # below holds and an agent registered twice at once is one insert.
+            self.ss.lock_account(conn, account)
             row = self.ss.agent(conn, account, body["agent_id"])
             if row is None:
                 if self.ss.count_agents(conn, account) >= self.options.max_agents:
@@ -831,6 +864,7 @@ class CheckpointService:
             "created_at": now,
         }
         with self.ss.write() as conn:
+            self.ss.lock_account(conn, account)  # the count holds across replicas
             if self.ss.count_webhooks(conn, account) >= self.options.max_webhooks:
                 raise _invalid(
                     f"An account may register at most {self.options.max_webhooks} webhooks"
@@ -887,7 +921,8 @@ class CheckpointService:
     # -- the outbox (used by the delivery worker) ---------------------------------------
 
     def claim_deliveries(self, lease_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
-        """Lease due deliveries, each with its webhook's url and secret."""
+        """Lease due deliveries, each with its webhook's url and secret. Of several
+        replicas claiming at once, each due delivery goes to exactly one."""
         now = _now()
         rows = self.ss.claim_due(
             _iso(now), _iso(now + timedelta(seconds=lease_seconds)), limit
@@ -908,8 +943,9 @@ class CheckpointService:
         status_code: int | None,
         error: str | None,
         retry_in: float | None,
-    ) -> None:
-        """Record one attempt: delivered, due again in `retry_in` s, or given up (None)."""
+    ) -> bool:
+        """Record one attempt: delivered, due again in `retry_in` s, or given up (None).
+        False if the lease had lapsed (the attempt was claimed again): not recorded."""
         now = _now()
         values: dict[str, Any] = {
             "attempts": int(delivery["attempts"]) + 1,
@@ -926,7 +962,7 @@ class CheckpointService:
             values.update(
                 status="pending", next_attempt_at=_iso(now + timedelta(seconds=retry_in))
             )
-        self.ss.finish_delivery(delivery["id"], values)
+        return self.ss.finish_delivery(delivery["id"], delivery["lease_until"], values)
 
     def seconds_to_next_delivery(self) -> float | None:
         due = self.ss.next_due()
@@ -934,6 +970,17 @@ class CheckpointService:
             return None
         when = datetime.fromisoformat(due)
         return max(0.0, (when - _now()).total_seconds())
+
+    # -- the rate limit ---------------------------------------------------------------
+
+    def rate_limit(self, bucket: str, limit: int, window: float) -> int | None:
+        """Count one request of `bucket` (an API key id) against `limit` per `window`
+        seconds, for all replicas sharing the store. None if it is allowed, else the
+        whole seconds until its window ends (when a request will get through)."""
+        hits, left = self.ss.rate_hit(bucket, limit, window)
+        if hits <= limit:
+            return None
+        return max(1, math.ceil(left))
 
     # -- expiry -----------------------------------------------------------------------
 
@@ -944,16 +991,18 @@ class CheckpointService:
         enqueued = False
         for wf in self.ss.expired_workflows(now, batch):
             with self.ss.write() as conn:
-                fresh = self.ss.workflow(conn, wf["account"], wf["workflow_id"])
+                # Locked, or skipped if another replica (or a save) holds it: one
+                # replica expires a workflow and announces it once.
+                fresh = self.ss.workflow(conn, wf["account"], wf["workflow_id"], lock="skip")
                 if fresh is None or fresh["expires_at"] is None or fresh["expires_at"] > now:
-                    continue  # saved again since we looked
+                    continue  # saved again or expired by another replica since we looked
                 enqueued |= self._expire_workflow(conn, fresh, now)
             self._heads.drop((wf["account"], wf["workflow_id"]))
             workflows += 1
         for wf in self.ss.workflows_with_expired_checkpoints(now, batch):
             with self.ss.write() as conn:
                 account, workflow_id = wf["account"], wf["workflow_id"]
-                fresh = self.ss.workflow(conn, account, workflow_id)
+                fresh = self.ss.workflow(conn, account, workflow_id, lock="skip")
                 if fresh is None:
                     continue
                 checkpoints += self.ss.purge_expired_checkpoints(conn, account, workflow_id, now)
@@ -970,9 +1019,9 @@ class CheckpointService:
     # -- internals --------------------------------------------------------------------
 
     def _live_workflow(
-        self, conn: Any, account: str, workflow_id: str, now: str
+        self, conn: Any, account: str, workflow_id: str, now: str, lock: bool = False
     ) -> dict[str, Any] | None:
-        wf = self.ss.workflow(conn, account, workflow_id)
+        wf = self.ss.workflow(conn, account, workflow_id, lock="wait" if lock else None)
         if wf is not None:
             if wf["expires_at"] is not None and wf["expires_at"] <= now:
                 return None
