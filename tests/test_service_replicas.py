@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from snapstate_sdk import ConflictError
-from test_service_support import Receiver, ServeProcess, run_cpf, wait_until
+from test_service_support import Receiver, ServeProcess, run_cpf
 
 ADMIN_URL = os.environ.get("CPF_TEST_POSTGRES_URL")
 BACKENDS = [
@@ -66,9 +66,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
                 assert ADMIN_URL is not None
                 _admin(f'CREATE DATABASE "{pg_name}"')
-                made[backend] = (
-                    make_url(ADMIN_URL).set(database=pg_name).render_as_string(False)
-                )
+                made[backend] = make_url(ADMIN_URL).set(database=pg_name).render_as_string(False)
             else:
                 path = tmp_path_factory.mktemp("replicas-sqlite") / "shared.db"
                 made[backend] = f"sqlite:///{path}"
@@ -153,8 +151,8 @@ def test_if_match_is_one_compare_and_swap_across_replicas(pair: Replicas) -> Non
             wf = wid(f"race{trial}")
             base = ca.save(wf, 0, {"n": 0})
             results = race(
-                lambda: ca.save(wf, 1, {"n": 1}, if_match=base.etag),
-                lambda: cb.save(wf, 2, {"n": 2}, if_match=base.etag),
+                lambda wf=wf, etag=base.etag: ca.save(wf, 1, {"n": 1}, if_match=etag),
+                lambda wf=wf, etag=base.etag: cb.save(wf, 2, {"n": 2}, if_match=etag),
             )
             won = [r for r in results if not isinstance(r, Exception)]
             lost = [r for r in results if isinstance(r, Exception)]
