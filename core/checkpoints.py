@@ -16,17 +16,21 @@ is the wire code: NOT_FOUND, CONFLICT, ...). No HTTP here, no SQL: the SQL is in
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
+import random
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.envelope import CpfError, ExitCode
+from core.envelope import CpfError, ExitCode, PersistenceError
 from core.statediff import leaf_diff
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
@@ -303,6 +307,41 @@ class Options:
     max_ttl: int = MAX_TTL_SECONDS
     max_agents: int = MAX_AGENTS
     max_webhooks: int = MAX_WEBHOOKS
+    # Connections to a database server (not SQLite): at most `pool_size` per process,
+    # waiting up to `pool_timeout` s for a free one.
+    pool_size: int = 10
+    pool_timeout: float = 30.0
+    # Transient store errors (nothing written) are retried for up to this many seconds.
+    retry_deadline: float = 10.0
+
+
+_log = logging.getLogger("cpf.checkpoints")
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a service call again after a transient store error (a dropped connection,
+    too many clients, a deadlock: nothing was written), with jittered exponential
+    backoff, until `options.retry_deadline` has passed; then the error stands (503)."""
+
+    @functools.wraps(method)
+    def call(self: CheckpointService, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.options.retry_deadline
+        delay = 0.02
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except PersistenceError as exc:
+                from core.store.service_store import TransientStoreError
+
+                if not isinstance(exc, TransientStoreError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                _log.warning("%s: %s; retrying in %.2f s", method.__name__, exc, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    return call
 
 
 @dataclass
@@ -346,17 +385,19 @@ class CheckpointService:
     """The checkpoint API over one store."""
 
     def __init__(self, store: Any = None, options: Options | None = None) -> None:
-        from core.store.service_store import ServiceStore
+        from core.store.service_store import PoolConfig, ServiceStore
         from core.store.store import open_store
 
-        self.ss = ServiceStore(store or open_store())
         self.options = options or Options()
+        pool = PoolConfig(size=self.options.pool_size, timeout=self.options.pool_timeout)
+        self.ss = ServiceStore(store or open_store(), pool=pool)
         self._heads = _HeadCache()
         # Called (without arguments) after a commit that enqueued webhook deliveries.
         self.on_enqueue: Callable[[], None] | None = None
 
     # -- keys -------------------------------------------------------------------------
 
+    @_retried
     def create_key(self, account: str, label: str | None = None) -> dict[str, Any]:
         if not ACCOUNT_RE.fullmatch(account):
             raise _invalid(
@@ -387,6 +428,7 @@ class CheckpointService:
             "created_at": api_time(now),
         }
 
+    @_retried
     def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
         out = []
         for k in self.ss.list_keys(account):
@@ -401,6 +443,7 @@ class CheckpointService:
             )
         return out
 
+    @_retried
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         now = _iso(_now())
         with self.ss.write() as conn:
@@ -417,6 +460,7 @@ class CheckpointService:
             "revoked_at": api_time(key["revoked_at"]),
         }
 
+    @_retried
     def authenticate(self, raw_key: str) -> Principal:
         """The account of an API key, or 401 (unknown, revoked, expired) / 403."""
         row = self.ss.key_by_hash(hash_key(raw_key)) if raw_key else None
@@ -432,6 +476,7 @@ class CheckpointService:
 
     # -- checkpoints ------------------------------------------------------------------
 
+    @_retried
     def save(
         self,
         account: str,
@@ -626,6 +671,7 @@ class CheckpointService:
             enqueued |= self._emit(conn, account, "checkpoint.saved", _saved_event(record), now)
         return record, enqueued, False
 
+    @_retried
     def get(self, account: str, checkpoint_id: str, *, raw: bool = False) -> dict[str, Any]:
         parsed = parse_checkpoint_id(checkpoint_id)
         missing = ApiError("NOT_FOUND", f"Checkpoint {checkpoint_id} not found")
@@ -642,6 +688,7 @@ class CheckpointService:
             raise missing
         return _full_record(cp, empty_metadata=None, raw=raw)
 
+    @_retried
     def resume(self, account: str, workflow_id: str, *, raw: bool = False) -> dict[str, Any]:
         """The workflow's head (its most recently written checkpoint) and summary.
 
@@ -689,6 +736,7 @@ class CheckpointService:
             self._notify()
         return out
 
+    @_retried
     def replay(
         self,
         account: str,
@@ -736,6 +784,7 @@ class CheckpointService:
             out["next_from_step"] = rows[-1]["step"] + 1
         return out
 
+    @_retried
     def list_workflows(
         self, account: str, *, limit: int = 100, offset: int = 0
     ) -> dict[str, Any]:
@@ -766,6 +815,7 @@ class CheckpointService:
             "offset": offset,
         }
 
+    @_retried
     def delete_workflow(self, account: str, workflow_id: str) -> None:
         check_workflow_id(workflow_id)
         now = _iso(_now())
@@ -783,6 +833,7 @@ class CheckpointService:
 
     # -- agents -----------------------------------------------------------------------
 
+    @_retried
     def register_agent(self, account: str, body: Any) -> dict[str, Any]:
         """Upsert: a new agent, or an update of the fields sent (others are kept)."""
         check_body(AGENT_SCHEMA, body)
@@ -820,6 +871,7 @@ class CheckpointService:
         assert row is not None
         return _agent_record(row)
 
+    @_retried
     def get_agent(self, account: str, agent_id: str) -> dict[str, Any]:
         with self.ss.read() as conn:
             row = self.ss.agent(conn, account, agent_id)
@@ -827,6 +879,7 @@ class CheckpointService:
             raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
         return _agent_record(row)
 
+    @_retried
     def patch_agent(self, account: str, agent_id: str, body: Any) -> dict[str, Any]:
         if isinstance(body, dict) and not body:
             raise _invalid("Nothing to update: send at least one field")
@@ -841,16 +894,19 @@ class CheckpointService:
         assert row is not None
         return _agent_record(row)
 
+    @_retried
     def delete_agent(self, account: str, agent_id: str) -> None:
         with self.ss.write() as conn:
             if not self.ss.delete_agent(conn, account, agent_id):
                 raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
 
+    @_retried
     def list_agents(self, account: str) -> dict[str, Any]:
         return {"agents": [_agent_record(r) for r in self.ss.list_agents(account)]}
 
     # -- webhooks ---------------------------------------------------------------------
 
+    @_retried
     def register_webhook(self, account: str, body: Any) -> dict[str, Any]:
         check_body(WEBHOOK_SCHEMA, body)
         events = list(dict.fromkeys(body["events"]))  # de-duplicated, order kept
@@ -872,9 +928,11 @@ class CheckpointService:
             self.ss.insert_webhook(conn, row)
         return _webhook_record(row)
 
+    @_retried
     def list_webhooks(self, account: str) -> dict[str, Any]:
         return {"webhooks": [_webhook_record(r) for r in self.ss.list_webhooks(account)]}
 
+    @_retried
     def get_webhook(self, account: str, webhook_id: str) -> dict[str, Any]:
         with self.ss.read() as conn:
             row = self.ss.webhook(conn, account, webhook_id)
@@ -882,11 +940,13 @@ class CheckpointService:
             raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
         return _webhook_record(row)
 
+    @_retried
     def delete_webhook(self, account: str, webhook_id: str) -> None:
         with self.ss.write() as conn:
             if not self.ss.delete_webhook(conn, account, webhook_id):
                 raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
 
+    @_retried
     def webhook_deliveries(
         self, account: str, webhook_id: str, *, limit: int = 100
     ) -> dict[str, Any]:
@@ -920,6 +980,7 @@ class CheckpointService:
 
     # -- the outbox (used by the delivery worker) ---------------------------------------
 
+    @_retried
     def claim_deliveries(self, lease_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
         """Lease due deliveries, each with its webhook's url and secret. Of several
         replicas claiming at once, each due delivery goes to exactly one."""
@@ -935,6 +996,7 @@ class CheckpointService:
                             "secret": hook["secret"] if hook else None})
         return out
 
+    @_retried
     def finish_delivery(
         self,
         delivery: dict[str, Any],
@@ -964,6 +1026,7 @@ class CheckpointService:
             )
         return self.ss.finish_delivery(delivery["id"], delivery["lease_until"], values)
 
+    @_retried
     def seconds_to_next_delivery(self) -> float | None:
         due = self.ss.next_due()
         if due is None:
@@ -973,6 +1036,7 @@ class CheckpointService:
 
     # -- the rate limit ---------------------------------------------------------------
 
+    @_retried
     def rate_limit(self, bucket: str, limit: int, window: float) -> int | None:
         """Count one request of `bucket` (an API key id) against `limit` per `window`
         seconds, for all replicas sharing the store. None if it is allowed, else the
@@ -984,6 +1048,7 @@ class CheckpointService:
 
     # -- expiry -----------------------------------------------------------------------
 
+    @_retried
     def sweep(self, batch: int = 200) -> dict[str, int]:
         """Purge expired workflows (emitting workflow.expired) and expired checkpoints."""
         now = _iso(_now())

@@ -403,3 +403,70 @@ def test_keys_of_one_new_account_created_at_once(database: Callable[[str], str])
     assert all(r["ok"] for r in results), results
     listed = run_cpf(env, "keys", "list", "--account", account)
     assert len(listed["result"]["keys"]) == 2
+
+
+@pytest.fixture
+def limited_database() -> Iterator[tuple[str, int]]:
+    """A fresh PostgreSQL database that takes at most 5 connections of its (ordinary)
+    owner: (SQLAlchemy URL, limit). Superusers are exempt from the limit."""
+    if not ADMIN_URL:
+        pytest.skip("CPF_TEST_POSTGRES_URL is not set")
+    from sqlalchemy.engine import make_url
+
+    suffix = uuid.uuid4().hex[:10]
+    role, name, password, limit = f"cpf_pool_{suffix}", f"cpf_pool_{suffix}", "pool-pw", 5
+    _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    _admin(f'CREATE DATABASE "{name}" OWNER {role} CONNECTION LIMIT {limit}')
+    url = make_url(ADMIN_URL).set(username=role, password=password, database=name)
+    try:
+        yield url.render_as_string(False), limit
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_bounded_pool_and_too_many_clients_retried(
+    limited_database: tuple[str, int], tmp_path: Path
+) -> None:
+    """Two replicas of 2 connections each fit a database that allows 5 (one is left for
+    `cpf keys`): a burst of 16 clients waits for connections instead of failing; when
+    every connection is taken (and the replicas' own were cut), saves are retried until
+    one frees up."""
+    import psycopg
+
+    url, limit = limited_database
+    replicas = Replicas(tmp_path, url, rate_limit=0, env={"CPF_SERVE_POOL_SIZE": "2"})
+    try:
+        key = replicas.key("pool")
+
+        def burst(n: int) -> int:
+            client = replicas.servers[n % 2].client(key, max_retries=1)
+            try:
+                for i in range(8):
+                    client.save(f"pool-{n}", i, {"i": i})
+                return client.resume(f"pool-{n}").total_checkpoints
+            finally:
+                client.close()
+
+        assert race(*[lambda n=n: burst(n) for n in range(16)]) == [8] * 16
+
+        # Cut the replicas' connections and take every slot the database allows.
+        _admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{url.rsplit('/', 1)[1]}'"
+        )
+        hogs = [psycopg.connect(_libpq(url)) for _ in range(limit)]
+        freed = threading.Timer(1.5, lambda: [h.close() for h in hogs])
+        freed.start()
+        try:
+            client = replicas.a.client(key, max_retries=1)
+            t0 = time.monotonic()
+            saved = client.save("after-cut", 0, {"ok": True})
+            assert saved.step == 0
+            assert time.monotonic() - t0 >= 1.0  # it waited for a free connection
+            assert replicas.b.client(key).resume("after-cut").total_checkpoints == 1
+            client.close()
+        finally:
+            freed.join()
+    finally:
+        replicas.stop()

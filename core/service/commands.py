@@ -7,7 +7,10 @@ effect at once, for running servers too (keys are checked on every request).
 
 Environment knobs of `cpf serve` (seconds): CPF_RATE_LIMIT_WINDOW (60),
 CPF_SWEEP_INTERVAL (expiry sweeper period, 60), CPF_DEFAULT_TTL (604800),
-CPF_MAX_TTL (ten years).
+CPF_MAX_TTL (ten years). On a database server (PostgreSQL): CPF_SERVE_POOL_SIZE
+(connections per server process, 10), CPF_SERVE_POOL_TIMEOUT (seconds a request waits
+for a free connection, 30), CPF_SERVE_RETRY_DEADLINE (seconds within which transient
+store errors are retried, 10).
 """
 
 from __future__ import annotations
@@ -69,9 +72,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.rate_limit < 0:
         sys.stderr.write("cpf serve: --rate-limit must be >= 0 (0 disables it)\n")
         return 2
+    defaults = checkpoints.Options()
     options = checkpoints.Options(
         default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
         max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
+        pool_size=max(1, int(_env_float("CPF_SERVE_POOL_SIZE", defaults.pool_size))),
+        pool_timeout=_env_float("CPF_SERVE_POOL_TIMEOUT", defaults.pool_timeout),
+        retry_deadline=_env_float("CPF_SERVE_RETRY_DEADLINE", defaults.retry_deadline),
     )
     try:
         svc = checkpoints.service(options)

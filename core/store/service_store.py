@@ -33,13 +33,22 @@ database, never in a process:
 
 On PostgreSQL the process-wide write lock is not taken: row locks do that job, and
 requests of one replica then run concurrently.
+
+Connections (PostgreSQL and other servers): the service has its own bounded pool
+(`pool_size` connections, no overflow; a request waits up to `pool_timeout` s for a
+free one), so a replica never holds more than that. Errors that leave nothing written
+(cannot connect, too many clients, connection reset before COMMIT, serialization
+failure, deadlock) are raised as `TransientStoreError`, which the checkpoint service
+retries with backoff within a deadline; an error during COMMIT is never retried (the
+commit may have happened).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -62,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from core.envelope import PersistenceError
 from core.store.models import Checkpoint, Run
 from core.store.service_models import (
     Account,
@@ -84,7 +94,43 @@ WEBHOOKS = Webhook.__table__
 DELIVERIES = WebhookDelivery.__table__
 RATES = RateWindow.__table__
 
-__all__ = ["INTEGRITY_ERRORS", "ServiceStore"]
+__all__ = ["INTEGRITY_ERRORS", "PoolConfig", "ServiceStore", "TransientStoreError"]
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The service's connections to a database server (not used on SQLite)."""
+
+    size: int = 10
+    timeout: float = 30.0
+
+
+class TransientStoreError(PersistenceError):
+    """A store error after which nothing was written: the transaction may be retried."""
+
+
+# SQLSTATEs after which a transaction may simply be run again: serialization failure,
+# deadlock, too many connections, server shutting down or starting, connection errors.
+_TRANSIENT_STATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+
+
+def _is_transient(exc: BaseException, phase: str) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if phase == "commit" or not isinstance(exc, DBAPIError):
+        return False  # a failed COMMIT may have committed; pool timeouts already waited
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if state in _TRANSIENT_STATES or state.startswith("08"):
+        return True
+    if exc.connection_invalidated:
+        return True  # the connection broke: the server rolled the transaction back
+    # Failing to connect (refused, "too many clients", starting up) changed nothing.
+    return phase == "connect" and isinstance(exc, OperationalError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _cp_cols(raw_state: bool) -> list[Any]:
@@ -209,6 +255,45 @@ _REPLAY = {
 class ServiceStore(SqlExecutor):
     """The service's persistence over the engine's `Store` (same database)."""
 
+    def __init__(self, store: Any, *, fast: bool | None = None, pool: PoolConfig | None = None):
+        super().__init__(store, fast=fast)
+        self.pool = pool or PoolConfig()
+        self._engine: Any = None
+        if not self.is_sqlite:
+            self._server_engine()  # closes the store's idle connections now
+
+    def _server_engine(self) -> Any:
+        """The service's own bounded pool over the store's database (created once)."""
+        if self._engine is None:
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(
+                self.store.url,
+                pool_size=self.pool.size,
+                max_overflow=0,
+                pool_timeout=self.pool.timeout,
+                pool_pre_ping=True,  # a connection the server dropped is replaced, not used
+            )
+            # The store's own connection (its schema check) is not needed any more: the
+            # process then holds at most `pool.size` connections.
+            self.store.engine.dispose()
+        return self._engine
+
+    @contextmanager
+    def _server_tx(self, what: str) -> Iterator[Any]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        phase = "connect"
+        try:
+            with self._server_engine().connect() as conn:
+                phase = "statement"
+                with conn.begin():
+                    yield conn
+                    phase = "commit"
+        except SQLAlchemyError as exc:
+            error = TransientStoreError if _is_transient(exc, phase) else PersistenceError
+            raise error(f"Store {what} failed: {_one_line(exc)}") from exc
+
     # -- accounts and keys ----------------------------------------------------------------
 
     @contextmanager
@@ -219,8 +304,23 @@ class ServiceStore(SqlExecutor):
             with super().write() as conn:
                 yield conn
             return
-        with self.store.write() as conn:
+        with self._server_tx("write") as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        if self.fast or self.is_sqlite:
+            with super().read() as conn:
+                yield conn
+            return
+        with self._server_tx("read") as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._engine is not None:
+            with suppress(Exception):
+                self._engine.dispose()
+            self._engine = None
 
     def ensure_account(self, conn: Any, name: str, now: str) -> None:
         # Concurrent first keys of one account: the second insert does nothing.
