@@ -4,15 +4,21 @@ Run by hand from the repository root (needs the dev extra for snapstate-sdk):
 
     .venv/bin/python bench/bench_serve.py                  # default sizes
     .venv/bin/python bench/bench_serve.py --seconds 5 --clients 1 8 32
+    .venv/bin/python bench/bench_serve.py --database-url postgresql+psycopg://u:p@host/db \
+        --replicas 2 --clients 1 8 --sizes 1024
 
 It starts `cpf serve` on 127.0.0.1 (a free port, rate limit off) over a fresh SQLite
-store in a temporary CHECKPOINTFLOW_BASE_DIR, creates a key with `cpf keys create`, and
-measures:
+store in a temporary CHECKPOINTFLOW_BASE_DIR, or over `--database-url` (an existing,
+preferably empty database; workflow ids are unique per run), creates a key with
+`cpf keys create`, and measures:
 
 - saves/s and p50/p99 latency at 1, 8 and 32 concurrent clients, with ~1 KB and
   ~100 KB states (each client saves consecutive steps of its own workflow, through
   `SnapStateClient.save`);
 - resume and replay (limit 100) latency and rate at 1 and 8 clients.
+
+`--replicas N` starts N servers over the same store and spreads the clients over them
+(client i talks to replica i mod N), as a load balancer would.
 
 Clients are threads spread over several processes (so the client side's GIL does not
 cap the server), all on this machine: server and clients share its cores. Every
@@ -65,7 +71,7 @@ def _state(size: int, salt: int) -> dict:
 
 
 def _client_proc(
-    base_url: str,
+    base_urls: list[str],
     key: str,
     kind: str,
     client_ids: list[int],
@@ -73,6 +79,7 @@ def _client_proc(
     seconds: float,
     start_at: float,
     out: mp.Queue,
+    read_workflow: str = "",
 ) -> None:
     from snapstate_sdk import SnapStateClient
 
@@ -80,13 +87,14 @@ def _client_proc(
     lock = threading.Lock()
 
     def worker(cid: int) -> None:
+        base_url = base_urls[cid % len(base_urls)]
         client = SnapStateClient(api_key=key, base_url=base_url, max_retries=1, timeout=60)
         lat: list[float] = []
         state = _state(size, cid)
         wf = f"bench-{kind}-{size}-{os.getpid()}-{cid}-{int(start_at)}"
         step = 0
         if kind != "save":
-            wf = f"read-{size}"
+            wf = read_workflow
         # Wait for the common start so all clients overlap.
         while time.time() < start_at:
             time.sleep(0.001)
@@ -133,7 +141,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def run_case(
-    base_url: str, key: str, kind: str, clients: int, size: int, seconds: float, pid: int = 0
+    base_urls: list[str],
+    key: str,
+    kind: str,
+    clients: int,
+    size: int,
+    seconds: float,
+    pids: list[int],
+    read_workflow: str = "",
 ) -> dict:
     procs_n = min(clients, max(2, (os.cpu_count() or 2)))
     groups: list[list[int]] = [[] for _ in range(procs_n)]
@@ -144,7 +159,7 @@ def run_case(
     procs = [
         mp.Process(
             target=_client_proc,
-            args=(base_url, key, kind, g, size, seconds, start_at, out),
+            args=(base_urls, key, kind, g, size, seconds, start_at, out, read_workflow),
         )
         for g in groups
         if g
@@ -153,9 +168,9 @@ def run_case(
         p.start()
     # Server CPU over the measured window: a figure less sensitive to a busy machine.
     time.sleep(max(0.0, start_at - time.time()))
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = sum(_cpu_seconds(pid) for pid in pids)
     time.sleep(seconds)
-    cpu1 = _cpu_seconds(pid)
+    cpu1 = sum(_cpu_seconds(pid) for pid in pids)
     lat: list[float] = []
     errors = 0
     for _ in procs:
@@ -187,68 +202,104 @@ def main() -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 100 * 1024])
     ap.add_argument("--cpf", default=_cpf(), help="the cpf executable to serve with")
+    ap.add_argument(
+        "--database-url",
+        help="the store of the servers (CPF_DATABASE_URL); default a fresh SQLite file",
+    )
+    ap.add_argument("--replicas", type=int, default=1, help="servers over the one store")
+    ap.add_argument(
+        "--rate-limit", type=int, default=0, help="cpf serve --rate-limit (default 0: off)"
+    )
+    ap.add_argument("--no-reads", action="store_true", help="measure saves only")
     args = ap.parse_args()
+    if args.replicas < 1:
+        raise SystemExit("--replicas must be >= 1")
 
     base = Path(tempfile.mkdtemp(prefix="cpf-bench-serve-"))
     env = dict(os.environ)
     env.pop("CPF_DATABASE_URL", None)
     env["CHECKPOINTFLOW_BASE_DIR"] = str(base)
+    if args.database_url:
+        env["CPF_DATABASE_URL"] = args.database_url
     created = subprocess.run(
         [args.cpf, "keys", "create", "--account", "bench"],
         env=env, capture_output=True, text=True, check=True,
     )
     key = json.loads(created.stdout)["result"]["api_key"]
-    port = _free_port()
-    server = subprocess.Popen(
-        [args.cpf, "serve", "--host", "127.0.0.1", "--port", str(port), "--rate-limit", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    servers: list[subprocess.Popen] = []
+    base_urls: list[str] = []
+    run_tag = f"{os.getpid()}-{int(time.time())}"
+    read_workflow = f"read-1024-{run_tag}"
     try:
+        for _ in range(args.replicas):
+            port = _free_port()
+            servers.append(
+                subprocess.Popen(
+                    [
+                        args.cpf, "serve", "--host", "127.0.0.1", "--port", str(port),
+                        "--rate-limit", str(args.rate_limit),
+                    ],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )
+            )
+            base_urls.append(f"http://127.0.0.1:{port}")
         import httpx
 
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(base_url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("cpf serve did not start")
-            time.sleep(0.1)
+        for server, base_url in zip(servers, base_urls, strict=True):
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.time() > deadline or server.poll() is not None:
+                    raise SystemExit("cpf serve did not start")
+                time.sleep(0.1)
+        pids = [s.pid for s in servers]
 
         rows = []
         for size in args.sizes:
             for c in args.clients:
-                rows.append(run_case(base_url, key, "save", c, size, args.seconds, server.pid))
+                rows.append(run_case(base_urls, key, "save", c, size, args.seconds, pids))
                 print(_fmt(rows[-1]), file=sys.stderr, flush=True)
-        # A 100-checkpoint workflow of ~1 KB states to resume and replay.
-        from snapstate_sdk import SnapStateClient
+        if not args.no_reads:
+            # A 100-checkpoint workflow of ~1 KB states to resume and replay.
+            from snapstate_sdk import SnapStateClient
 
-        client = SnapStateClient(api_key=key, base_url=base_url)
-        state = _state(1024, 0)
-        for step in range(100):
-            client.save(workflow_id="read-1024", step=step, state={**state, "run": step})
-        client.close()
-        for kind in ("resume", "replay"):
-            for c in (1, 8):
-                rows.append(run_case(base_url, key, kind, c, 1024, args.seconds, server.pid))
-                print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+            client = SnapStateClient(api_key=key, base_url=base_urls[0])
+            state = _state(1024, 0)
+            for step in range(100):
+                client.save(workflow_id=read_workflow, step=step, state={**state, "run": step})
+            client.close()
+            for kind in ("resume", "replay"):
+                for c in (1, 8):
+                    rows.append(
+                        run_case(
+                            base_urls, key, kind, c, 1024, args.seconds, pids, read_workflow
+                        )
+                    )
+                    print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
         shutil.rmtree(base, ignore_errors=True)
 
+    url = args.database_url or "sqlite:"
+    store = url.split(":", 1)[0]
+    store = "SQLite" if store == "sqlite" else "PostgreSQL" if "postgres" in store else store
+    replicas = f", {args.replicas} replicas" if args.replicas > 1 else ""
     print(
-        f"\n`cpf serve` via snapstate-sdk, SQLite store, {platform.system()} "
+        f"\n`cpf serve` via snapstate-sdk, {store} store{replicas}, {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{args.seconds:g} s per case\n"
     )
-    print("| operation | state | clients | ops/s | p50 ms | p99 ms | server CPU ms/op |")
+    print("| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         what = r["kind"] + (" (limit 100)" if r["kind"] == "replay" else "")

@@ -16,16 +16,21 @@ is the wire code: NOT_FOUND, CONFLICT, ...). No HTTP here, no SQL: the SQL is in
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
+import math
+import random
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.envelope import CpfError, ExitCode
+from core.envelope import CpfError, ExitCode, PersistenceError
 from core.statediff import leaf_diff
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
@@ -368,50 +373,97 @@ class Options:
     max_ttl: int = MAX_TTL_SECONDS
     max_agents: int = MAX_AGENTS
     max_webhooks: int = MAX_WEBHOOKS
+    # Connections to a database server (not SQLite): at most `pool_size` per process,
+    # waiting up to `pool_timeout` s for a free one.
+    pool_size: int = 10
+    pool_timeout: float = 30.0
+    # Transient store errors (nothing written) are retried for up to this many seconds.
+    retry_deadline: float = 10.0
+
+
+_log = logging.getLogger("cpf.checkpoints")
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a service call again after a transient store error (a dropped connection,
+    too many clients, a deadlock: nothing was written), with jittered exponential
+    backoff, until `options.retry_deadline` has passed; then the error stands (503)."""
+
+    @functools.wraps(method)
+    def call(self: CheckpointService, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.options.retry_deadline
+        delay = 0.02
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except PersistenceError as exc:
+                from core.store.service_store import TransientStoreError
+
+                if not isinstance(exc, TransientStoreError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                _log.warning("%s: %s; retrying in %.2f s", method.__name__, exc, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    return call
 
 
 @dataclass
 class _HeadCache:
     """The head state of recently written workflows, so a save need not re-read and
     re-parse the previous state to diff against it. Valid only while the workflow's
-    head id is the one cached (checked inside the write transaction)."""
+    head is the one cached (checked inside the write transaction). A head is its row
+    id and etag: another replica may delete the workflow and SQLite may then give a
+    new checkpoint the same row id, but never the same (randomly salted) etag."""
 
     size: int = 256
-    items: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    items: dict[tuple[str, str], tuple[tuple[int, str], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: tuple[str, str], head_id: int) -> Any:
+    def get(self, key: tuple[str, str], head: tuple[int, str]) -> Any:
         with self.lock:
             hit = self.items.get(key)
-        return hit[1] if hit is not None and hit[0] == head_id else None
+        return hit[1] if hit is not None and hit[0] == head else None
 
-    def put(self, key: tuple[str, str], head_id: int, state: Any) -> None:
+    def put(self, key: tuple[str, str], head: tuple[int, str], state: Any) -> None:
         with self.lock:
             self.items.pop(key, None)
             if len(self.items) >= self.size:
                 self.items.pop(next(iter(self.items)))
-            self.items[key] = (head_id, state)
+            self.items[key] = (head, state)
 
     def drop(self, key: tuple[str, str]) -> None:
         with self.lock:
             self.items.pop(key, None)
 
 
+# A save that met a concurrent writer is retried this many times in all.
+_SAVE_ATTEMPTS = 3
+
+
+class _Moved(Exception):
+    """The workflow changed under a save transaction; it is retried."""
+
+
 class CheckpointService:
     """The checkpoint API over one store."""
 
     def __init__(self, store: Any = None, options: Options | None = None) -> None:
-        from core.store.service_store import ServiceStore
+        from core.store.service_store import PoolConfig, ServiceStore
         from core.store.store import open_store
 
-        self.ss = ServiceStore(store or open_store())
         self.options = options or Options()
+        pool = PoolConfig(size=self.options.pool_size, timeout=self.options.pool_timeout)
+        self.ss = ServiceStore(store or open_store(), pool=pool)
         self._heads = _HeadCache()
         # Called (without arguments) after a commit that enqueued webhook deliveries.
         self.on_enqueue: Callable[[], None] | None = None
 
     # -- keys -------------------------------------------------------------------------
 
+    @_retried
     def create_key(self, account: str, label: str | None = None) -> dict[str, Any]:
         if not ACCOUNT_RE.fullmatch(account):
             raise _invalid(
@@ -442,6 +494,7 @@ class CheckpointService:
             "created_at": api_time(now),
         }
 
+    @_retried
     def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
         out = []
         for k in self.ss.list_keys(account):
@@ -456,6 +509,7 @@ class CheckpointService:
             )
         return out
 
+    @_retried
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         now = _iso(_now())
         with self.ss.write() as conn:
@@ -472,6 +526,7 @@ class CheckpointService:
             "revoked_at": api_time(key["revoked_at"]),
         }
 
+    @_retried
     def authenticate(self, raw_key: str) -> Principal:
         """The account of an API key, or 401 (unknown, revoked, expired) / 403."""
         row = self.ss.key_by_hash(hash_key(raw_key)) if raw_key else None
@@ -487,6 +542,7 @@ class CheckpointService:
 
     # -- checkpoints ------------------------------------------------------------------
 
+    @_retried
     def save(
         self,
         account: str,
@@ -520,10 +576,53 @@ class CheckpointService:
                 "PAYLOAD_TOO_LARGE", f"state is {size} bytes; the limit is {MAX_STATE_BYTES}"
             )
         ttl = parse_ttl(ttl_header, self.options.default_ttl, self.options.max_ttl)
+        # A concurrent first save of the workflow (or of the same step) by another
+        # transaction makes our insert fail; the retry then sees it and decides as if
+        # the two had been serial (a 409 for the same step, a normal save otherwise).
+        for attempt in range(_SAVE_ATTEMPTS):
+            try:
+                record, enqueued, idempotent = self._save_tx(
+                    account, workflow_id, step, state, text, size, ttl, if_match,
+                    label=label, agent_id=agent_id, metadata=metadata,
+                )
+                break
+            except _Moved as exc:
+                if attempt + 1 < _SAVE_ATTEMPTS:
+                    continue
+                raise ApiError(
+                    "CONFLICT",
+                    f"Checkpoint {checkpoint_id_for(workflow_id, step)} was written "
+                    "concurrently",
+                ) from exc
+        if not idempotent:
+            self._heads.put((account, workflow_id), (record["id"], record["etag"]), state)
+        if enqueued:
+            self._notify()
+        return _save_record(record)
+
+    def _save_tx(
+        self,
+        account: str,
+        workflow_id: str,
+        step: int,
+        state: Any,
+        text: str,
+        size: int,
+        ttl: int,
+        if_match: str | None,
+        *,
+        label: str | None,
+        agent_id: str | None,
+        metadata: Any,
+    ) -> tuple[dict[str, Any], bool, bool]:
+        """One save transaction: (checkpoint record, enqueued an event, idempotent).
+
+        The workflow row is locked first (PostgreSQL; SQLite serializes all writers),
+        so the If-Match check, the step insert and the move of head, total and etag
+        see and change one consistent workflow, whichever replica serves the request."""
         key = (account, workflow_id)
         ss = self.ss
         enqueued = False
-        idempotent: dict[str, Any] | None = None
         with ss.write() as conn:
             now_dt = _now()
             now = _iso(now_dt)
@@ -532,7 +631,7 @@ class CheckpointService:
                     "CONFLICT",
                     f"Workflow {workflow_id} is a cpf run: its checkpoints are read-only",
                 )
-            wf = ss.workflow(conn, account, workflow_id)
+            wf = ss.workflow(conn, account, workflow_id, lock="wait")
             if wf is not None and wf["expires_at"] is not None and wf["expires_at"] <= now:
                 enqueued |= self._expire_workflow(conn, wf, now)
                 wf = None
@@ -541,8 +640,12 @@ class CheckpointService:
                 ss.delete_checkpoint(conn, existing["id"])
                 existing = None
                 if wf is not None:
-                    wf["total"] = ss.count_live(conn, account, workflow_id, now)
-                    wf["min_expires_at"] = ss.min_expiry(conn, account, workflow_id)
+                    ss.update_workflow(
+                        conn,
+                        wf["id"],
+                        total=ss.count_live(conn, account, workflow_id, now),
+                        min_expires_at=ss.min_expiry(conn, account, workflow_id),
+                    )
             if existing is not None:
                 if if_match is None:
                     raise ApiError(
@@ -570,100 +673,73 @@ class CheckpointService:
                     {**_saved_event(existing), "idempotent": True},
                     now,
                 )
-                idempotent = _save_record(existing)
-            else:
-                if if_match is not None:
-                    head_etag = wf["head_etag"] if wf is not None else None
-                    if if_match != head_etag:
-                        where = (
-                            f"its head is step {wf['head_step']} with etag {head_etag}"
-                            if wf is not None
-                            else "it has no checkpoints"
-                        )
-                        raise ApiError(
-                            "CONFLICT",
-                            f"If-Match {if_match} is not the head of workflow {workflow_id}: "
-                            f"{where}",
-                        )
-                previous = None
-                if wf is not None:
-                    previous = self._heads.get(key, wf["head_id"])
-                    if previous is None:
-                        previous = ss.state_by_pk(conn, wf["head_id"])
-                expires_at = _iso(now_dt + timedelta(seconds=ttl))
-                record = {
-                    "checkpoint_id": checkpoint_id_for(workflow_id, step),
-                    "account": account,
-                    "workflow_id": workflow_id,
-                    "run_id": None,
-                    "step": step,
-                    "label": label,
-                    "state": state,
-                    "metadata": metadata,
-                    "etag": _new_etag(account, workflow_id, step, text),
-                    "diff_from_previous": leaf_diff(previous, state),
-                    "size_bytes": size,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                }
-                from core.store.service_store import INTEGRITY_ERRORS
-
-                try:
-                    pk = ss.insert_checkpoint(conn, record, text)
-                    if wf is None:
-                        ss.insert_workflow(
-                            conn,
-                            {
-                                "account": account,
-                                "workflow_id": workflow_id,
-                                "head_id": pk,
-                                "head_step": step,
-                                "head_etag": record["etag"],
-                                "total": 1,
-                                "started_at": now,
-                                "last_activity_at": now,
-                                "expires_at": expires_at,
-                                "min_expires_at": expires_at,
-                            },
-                        )
-                    else:
-                        low = wf["min_expires_at"]
-                        ss.update_workflow(
-                            conn,
-                            wf["id"],
-                            head_id=pk,
-                            head_step=step,
-                            head_etag=record["etag"],
-                            total=int(wf["total"]) + 1,
-                            last_activity_at=now,
-                            expires_at=expires_at,
-                            min_expires_at=expires_at if low is None or expires_at < low else low,
-                        )
-                except INTEGRITY_ERRORS as exc:
-                    # Only reachable on servers without a global write lock (PostgreSQL):
-                    # a concurrent writer inserted the same step or workflow first.
+                return existing, enqueued, True
+            if if_match is not None:
+                head_etag = wf["head_etag"] if wf is not None else None
+                if if_match != head_etag:
+                    where = (
+                        f"its head is step {wf['head_step']} with etag {head_etag}"
+                        if wf is not None
+                        else "it has no checkpoints"
+                    )
                     raise ApiError(
                         "CONFLICT",
-                        f"Checkpoint {record['checkpoint_id']} was written concurrently",
-                    ) from exc
-                if agent_id is not None:
-                    ss.touch_agent(conn, account, agent_id, now)
-                enqueued |= self._emit(
-                    conn,
-                    account,
-                    "checkpoint.saved",
-                    _saved_event(record),
-                    now,
-                )
-        if idempotent is not None:
-            if enqueued:
-                self._notify()
-            return idempotent
-        self._heads.put(key, pk, state)
-        if enqueued:
-            self._notify()
-        return _save_record(record)
+                        f"If-Match {if_match} is not the head of workflow {workflow_id}: "
+                        f"{where}",
+                    )
+            previous = None
+            if wf is not None:
+                previous = self._heads.get(key, (wf["head_id"], wf["head_etag"]))
+                if previous is None:
+                    previous = ss.state_by_pk(conn, wf["head_id"])
+            expires_at = _iso(now_dt + timedelta(seconds=ttl))
+            record = {
+                "checkpoint_id": checkpoint_id_for(workflow_id, step),
+                "account": account,
+                "workflow_id": workflow_id,
+                "run_id": None,
+                "step": step,
+                "label": label,
+                "state": state,
+                "metadata": metadata,
+                "etag": _new_etag(account, workflow_id, step, text),
+                "diff_from_previous": leaf_diff(previous, state),
+                "size_bytes": size,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+            from core.store.service_store import INTEGRITY_ERRORS
 
+            try:
+                record["id"] = ss.insert_checkpoint(conn, record, text)
+                if wf is None:
+                    ss.insert_workflow(
+                        conn,
+                        {
+                            "account": account,
+                            "workflow_id": workflow_id,
+                            "head_id": record["id"],
+                            "head_step": step,
+                            "head_etag": record["etag"],
+                            "total": 1,
+                            "started_at": now,
+                            "last_activity_at": now,
+                            "expires_at": expires_at,
+                            "min_expires_at": expires_at,
+                        },
+                    )
+                elif not ss.advance_head(conn, wf["id"], wf["head_id"], record, now):
+                    raise _Moved  # cannot happen under the row lock; retried if it does
+            except INTEGRITY_ERRORS as exc:
+                # Another transaction inserted this step, or this workflow's first
+                # row, before us (PostgreSQL: there was no row to lock yet).
+                raise _Moved from exc
+            if agent_id is not None:
+                ss.touch_agent(conn, account, agent_id, now)
+            enqueued |= self._emit(conn, account, "checkpoint.saved", _saved_event(record), now)
+        return record, enqueued, False
+
+    @_retried
     def get(self, account: str, checkpoint_id: str, *, raw: bool = False) -> dict[str, Any]:
         parsed = parse_checkpoint_id(checkpoint_id)
         missing = ApiError("NOT_FOUND", f"Checkpoint {checkpoint_id} not found")
@@ -680,6 +756,7 @@ class CheckpointService:
             raise missing
         return _full_record(cp, empty_metadata=None, raw=raw)
 
+    @_retried
     def resume(self, account: str, workflow_id: str, *, raw: bool = False) -> dict[str, Any]:
         """The workflow's head (its most recently written checkpoint) and summary.
 
@@ -727,6 +804,7 @@ class CheckpointService:
             self._notify()
         return out
 
+    @_retried
     def replay(
         self,
         account: str,
@@ -774,6 +852,7 @@ class CheckpointService:
             out["next_from_step"] = rows[-1]["step"] + 1
         return out
 
+    @_retried
     def list_workflows(
         self, account: str, *, limit: int = 100, offset: int = 0
     ) -> dict[str, Any]:
@@ -804,6 +883,7 @@ class CheckpointService:
             "offset": offset,
         }
 
+    @_retried
     def delete_workflow(self, account: str, workflow_id: str) -> None:
         check_workflow_id(workflow_id)
         now = _iso(_now())
@@ -813,7 +893,7 @@ class CheckpointService:
                     "CONFLICT",
                     f"Workflow {workflow_id} is a cpf run: delete it with `cpf delete`",
                 )
-            wf = self._live_workflow(conn, account, workflow_id, now)
+            wf = self._live_workflow(conn, account, workflow_id, now, lock=True)
             if wf is None:
                 raise ApiError("NOT_FOUND", f"Workflow {workflow_id} not found")
             self.ss.delete_workflow(conn, account, workflow_id)
@@ -821,6 +901,7 @@ class CheckpointService:
 
     # -- agents -----------------------------------------------------------------------
 
+    @_retried
     def register_agent(self, account: str, body: Any) -> dict[str, Any]:
         """Upsert: a new agent, or an update of the fields sent (others are kept)."""
         check_body(AGENT_SCHEMA, body)
@@ -828,6 +909,9 @@ class CheckpointService:
         now = _iso(_now())
         fields = _agent_fields(body)
         with self.ss.write() as conn:
+            # Replicas registering agents of one account queue here, so the count
+            # below holds and an agent registered twice at once is one insert.
+            self.ss.lock_account(conn, account)
             row = self.ss.agent(conn, account, body["agent_id"])
             if row is None:
                 if self.ss.count_agents(conn, account) >= self.options.max_agents:
@@ -855,6 +939,7 @@ class CheckpointService:
         assert row is not None
         return _agent_record(row)
 
+    @_retried
     def get_agent(self, account: str, agent_id: str) -> dict[str, Any]:
         with self.ss.read() as conn:
             row = self.ss.agent(conn, account, agent_id)
@@ -862,6 +947,7 @@ class CheckpointService:
             raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
         return _agent_record(row)
 
+    @_retried
     def patch_agent(self, account: str, agent_id: str, body: Any) -> dict[str, Any]:
         if isinstance(body, dict) and not body:
             raise _invalid("Nothing to update: send at least one field")
@@ -876,16 +962,19 @@ class CheckpointService:
         assert row is not None
         return _agent_record(row)
 
+    @_retried
     def delete_agent(self, account: str, agent_id: str) -> None:
         with self.ss.write() as conn:
             if not self.ss.delete_agent(conn, account, agent_id):
                 raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
 
+    @_retried
     def list_agents(self, account: str) -> dict[str, Any]:
         return {"agents": [_agent_record(r) for r in self.ss.list_agents(account)]}
 
     # -- webhooks ---------------------------------------------------------------------
 
+    @_retried
     def register_webhook(self, account: str, body: Any) -> dict[str, Any]:
         check_body(WEBHOOK_SCHEMA, body)
         check_webhook_url(body["url"])
@@ -900,6 +989,7 @@ class CheckpointService:
             "created_at": now,
         }
         with self.ss.write() as conn:
+            self.ss.lock_account(conn, account)  # the count holds across replicas
             if self.ss.count_webhooks(conn, account) >= self.options.max_webhooks:
                 raise ApiError(
                     "MAX_WEBHOOKS_REACHED",
@@ -908,9 +998,11 @@ class CheckpointService:
             self.ss.insert_webhook(conn, row)
         return _webhook_record(row)
 
+    @_retried
     def list_webhooks(self, account: str) -> dict[str, Any]:
         return {"webhooks": [_webhook_record(r) for r in self.ss.list_webhooks(account)]}
 
+    @_retried
     def get_webhook(self, account: str, webhook_id: str) -> dict[str, Any]:
         with self.ss.read() as conn:
             row = self.ss.webhook(conn, account, webhook_id)
@@ -918,11 +1010,13 @@ class CheckpointService:
             raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
         return _webhook_record(row)
 
+    @_retried
     def delete_webhook(self, account: str, webhook_id: str) -> None:
         with self.ss.write() as conn:
             if not self.ss.delete_webhook(conn, account, webhook_id):
                 raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
 
+    @_retried
     def webhook_deliveries(
         self, account: str, webhook_id: str, *, limit: int = 100
     ) -> dict[str, Any]:
@@ -956,8 +1050,10 @@ class CheckpointService:
 
     # -- the outbox (used by the delivery worker) ---------------------------------------
 
+    @_retried
     def claim_deliveries(self, lease_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
-        """Lease due deliveries, each with its webhook's url and secret."""
+        """Lease due deliveries, each with its webhook's url and secret. Of several
+        replicas claiming at once, each due delivery goes to exactly one."""
         now = _now()
         rows = self.ss.claim_due(
             _iso(now), _iso(now + timedelta(seconds=lease_seconds)), limit
@@ -970,6 +1066,7 @@ class CheckpointService:
                             "secret": hook["secret"] if hook else None})
         return out
 
+    @_retried
     def finish_delivery(
         self,
         delivery: dict[str, Any],
@@ -978,8 +1075,9 @@ class CheckpointService:
         status_code: int | None,
         error: str | None,
         retry_in: float | None,
-    ) -> None:
-        """Record one attempt: delivered, due again in `retry_in` s, or given up (None)."""
+    ) -> bool:
+        """Record one attempt: delivered, due again in `retry_in` s, or given up (None).
+        False if the lease had lapsed (the attempt was claimed again): not recorded."""
         now = _now()
         values: dict[str, Any] = {
             "attempts": int(delivery["attempts"]) + 1,
@@ -996,8 +1094,9 @@ class CheckpointService:
             values.update(
                 status="pending", next_attempt_at=_iso(now + timedelta(seconds=retry_in))
             )
-        self.ss.finish_delivery(delivery["id"], values)
+        return self.ss.finish_delivery(delivery["id"], delivery["lease_until"], values)
 
+    @_retried
     def seconds_to_next_delivery(self) -> float | None:
         due = self.ss.next_due()
         if due is None:
@@ -1005,8 +1104,21 @@ class CheckpointService:
         when = datetime.fromisoformat(due)
         return max(0.0, (when - _now()).total_seconds())
 
+    # -- the rate limit ---------------------------------------------------------------
+
+    @_retried
+    def rate_limit(self, bucket: str, limit: int, window: float) -> int | None:
+        """Count one request of `bucket` (an API key id) against `limit` per `window`
+        seconds, for all replicas sharing the store. None if it is allowed, else the
+        whole seconds until its window ends (when a request will get through)."""
+        hits, left = self.ss.rate_hit(bucket, limit, window)
+        if hits <= limit:
+            return None
+        return max(1, math.ceil(left))
+
     # -- expiry -----------------------------------------------------------------------
 
+    @_retried
     def sweep(self, batch: int = 200) -> dict[str, int]:
         """Purge expired workflows (emitting workflow.expired) and expired checkpoints."""
         now = _iso(_now())
@@ -1014,16 +1126,18 @@ class CheckpointService:
         enqueued = False
         for wf in self.ss.expired_workflows(now, batch):
             with self.ss.write() as conn:
-                fresh = self.ss.workflow(conn, wf["account"], wf["workflow_id"])
+                # Locked, or skipped if another replica (or a save) holds it: one
+                # replica expires a workflow and announces it once.
+                fresh = self.ss.workflow(conn, wf["account"], wf["workflow_id"], lock="skip")
                 if fresh is None or fresh["expires_at"] is None or fresh["expires_at"] > now:
-                    continue  # saved again since we looked
+                    continue  # saved again or expired by another replica since we looked
                 enqueued |= self._expire_workflow(conn, fresh, now)
             self._heads.drop((wf["account"], wf["workflow_id"]))
             workflows += 1
         for wf in self.ss.workflows_with_expired_checkpoints(now, batch):
             with self.ss.write() as conn:
                 account, workflow_id = wf["account"], wf["workflow_id"]
-                fresh = self.ss.workflow(conn, account, workflow_id)
+                fresh = self.ss.workflow(conn, account, workflow_id, lock="skip")
                 if fresh is None:
                     continue
                 checkpoints += self.ss.purge_expired_checkpoints(conn, account, workflow_id, now)
@@ -1040,9 +1154,9 @@ class CheckpointService:
     # -- internals --------------------------------------------------------------------
 
     def _live_workflow(
-        self, conn: Any, account: str, workflow_id: str, now: str
+        self, conn: Any, account: str, workflow_id: str, now: str, lock: bool = False
     ) -> dict[str, Any] | None:
-        wf = self.ss.workflow(conn, account, workflow_id)
+        wf = self.ss.workflow(conn, account, workflow_id, lock="wait" if lock else None)
         if wf is not None:
             if wf["expires_at"] is not None and wf["expires_at"] <= now:
                 return None

@@ -88,7 +88,7 @@ class _RequestId:
 def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     started = time.monotonic()
-    limiter = RateLimiter(settings.rate_limit, settings.rate_window)
+    limiter = RateLimiter(svc, settings.rate_limit, settings.rate_window)
     handlers = Handlers(svc, limiter, settings.body_timeout)
 
     async def health(_request: Request) -> Response:

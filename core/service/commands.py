@@ -13,6 +13,10 @@ are refused unless CPF_WEBHOOK_ALLOW_PRIVATE=1 or `--allow-private-webhooks` is 
 Connection limits are flags (see core.service.guard): --header-timeout (10 s to send a
 request head), --body-timeout (30 s for a body), --keep-alive-timeout (5 s idle between
 requests), --max-connections (default: 1000, or fewer when the file limit is lower).
+On a database server (PostgreSQL): CPF_SERVE_POOL_SIZE
+(connections per server process, 10), CPF_SERVE_POOL_TIMEOUT (seconds a request waits
+for a free connection, 30), CPF_SERVE_RETRY_DEADLINE (seconds within which transient
+store errors are retried, 10).
 """
 
 from __future__ import annotations
@@ -89,9 +93,13 @@ def serve(args: argparse.Namespace) -> int:
     if not 1 <= max_connections <= 1_000_000:
         sys.stderr.write("cpf serve: --max-connections must be 1-1000000\n")
         return 2
+    defaults = checkpoints.Options()
     options = checkpoints.Options(
         default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
         max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
+        pool_size=max(1, int(_env_float("CPF_SERVE_POOL_SIZE", defaults.pool_size))),
+        pool_timeout=_env_float("CPF_SERVE_POOL_TIMEOUT", defaults.pool_timeout),
+        retry_deadline=_env_float("CPF_SERVE_RETRY_DEADLINE", defaults.retry_deadline),
     )
     try:
         svc = checkpoints.service(options)

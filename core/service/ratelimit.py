@@ -1,15 +1,16 @@
-"""Per-key rate limit: at most N requests in any sliding window (60 s by default).
+"""Per-key rate limit: at most N requests per window (60 s by default), for all replicas.
 
-Only accepted requests count, so `Retry-After` (whole seconds until the oldest counted
-request leaves the window) is true: a client that waits that long gets through.
+The count lives in the store (`svc_rate_windows`, one row per API key, one atomic
+upsert per request on the database's clock), so two `cpf serve` replicas over one
+database share one limit instead of granting N each. A key's window starts at its
+first request after the previous window ended; requests beyond N in a window are
+refused and do not count, and `Retry-After` is the whole seconds until the window ends:
+a client that waits that long gets through.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from collections import deque
+from typing import Any
 
 
 class RateLimited(Exception):
@@ -19,25 +20,16 @@ class RateLimited(Exception):
 
 
 class RateLimiter:
-    def __init__(self, limit: int, window: float = 60.0) -> None:
+    def __init__(self, svc: Any, limit: int, window: float = 60.0) -> None:
+        # svc: a core.checkpoints.CheckpointService (which keeps the count in its store).
+        self.svc = svc
         self.limit = limit
         self.window = window
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
     def check(self, key: str) -> None:
         """Count one request of `key`, or raise RateLimited (not counted)."""
         if self.limit <= 0:
             return
-        now = time.monotonic()
-        edge = now - self.window
-        with self._lock:
-            hits = self._hits.get(key)
-            if hits is None:
-                hits = self._hits[key] = deque()
-            while hits and hits[0] <= edge:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                wait = hits[0] + self.window - now
-                raise RateLimited(max(1, math.ceil(wait)))
-            hits.append(now)
+        wait = self.svc.rate_limit(key, self.limit, self.window)
+        if wait is not None:
+            raise RateLimited(wait)

@@ -8,7 +8,7 @@ The run store's SQL for SQLite (DDL, schema version, every named statement of
 
 import json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DATA = json.loads(
     r"""
@@ -23,6 +23,7 @@ DATA = json.loads(
   "CREATE TABLE IF NOT EXISTS svc_agents (\n\tid INTEGER NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tagent_id VARCHAR(255) NOT NULL, \n\tname VARCHAR, \n\tdescription TEXT, \n\tcapabilities JSON, \n\tmetadata JSON, \n\tlast_seen_at VARCHAR, \n\tcreated_at VARCHAR NOT NULL, \n\tupdated_at VARCHAR NOT NULL, \n\tPRIMARY KEY (id), \n\tCONSTRAINT uq_svc_agents UNIQUE (account, agent_id)\n)",
   "CREATE TABLE IF NOT EXISTS svc_api_keys (\n\tkey_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tkey_hash VARCHAR(64) NOT NULL, \n\tprefix VARCHAR(16) NOT NULL, \n\tlabel VARCHAR, \n\tcreated_at VARCHAR NOT NULL, \n\texpires_at VARCHAR, \n\trevoked_at VARCHAR, \n\tPRIMARY KEY (key_id), \n\tCONSTRAINT uq_svc_api_keys_hash UNIQUE (key_hash)\n)",
   "CREATE INDEX IF NOT EXISTS ix_svc_api_keys_account ON svc_api_keys (account)",
+  "CREATE TABLE IF NOT EXISTS svc_rate_windows (\n\tbucket VARCHAR(128) NOT NULL, \n\twindow_start FLOAT NOT NULL, \n\thits INTEGER NOT NULL, \n\tPRIMARY KEY (bucket)\n)",
   "CREATE TABLE IF NOT EXISTS svc_webhook_deliveries (\n\tid INTEGER NOT NULL, \n\tdelivery_id VARCHAR(64) NOT NULL, \n\twebhook_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tevent VARCHAR(64) NOT NULL, \n\tdata JSON, \n\tstatus VARCHAR(16) NOT NULL, \n\tattempts INTEGER NOT NULL, \n\tnext_attempt_at VARCHAR NOT NULL, \n\tlease_until VARCHAR, \n\tlast_status_code INTEGER, \n\tlast_error TEXT, \n\tcreated_at VARCHAR NOT NULL, \n\tupdated_at VARCHAR NOT NULL, \n\tdelivered_at VARCHAR, \n\tPRIMARY KEY (id), \n\tUNIQUE (delivery_id)\n)",
   "CREATE INDEX IF NOT EXISTS ix_svc_deliveries_due ON svc_webhook_deliveries (status, next_attempt_at)",
   "CREATE INDEX IF NOT EXISTS ix_svc_deliveries_webhook ON svc_webhook_deliveries (webhook_id, id)",
@@ -726,7 +727,7 @@ DATA = json.loads(
    "sql": "UPDATE step_attempts SET parent_id=:parent_id WHERE step_attempts.run_id = :w_run_id"
   }
  },
- "schema_version": 2,
+ "schema_version": 3,
  "tables": {
   "checkpoints": {
    "bool": [],

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: svc_rate_windows (the rate limit shared by replicas)
 
 
 def _json(nullable: bool = True) -> Any:

@@ -130,4 +130,18 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: str | None = None
 
 
-SERVICE_TABLES = [Account, ApiKey, Agent, ApiWorkflow, Webhook, WebhookDelivery]
+class RateWindow(SQLModel, table=True):
+    """The request count of one API key in its current rate-limit window. Kept in the
+    store so every replica of `cpf serve` counts against the same limit; one atomic
+    upsert per request (core.store.service_store.ServiceStore.rate_hit)."""
+
+    __tablename__ = "svc_rate_windows"
+
+    bucket: str = Field(primary_key=True, max_length=128)
+    # Unix seconds by the database's clock (replicas' clocks may disagree).
+    window_start: float
+    # Requests in the window, counted up to limit + 1 (rejected ones stop there).
+    hits: int = 0
+
+
+SERVICE_TABLES = [Account, ApiKey, Agent, ApiWorkflow, Webhook, WebhookDelivery, RateWindow]

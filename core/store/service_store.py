@@ -17,33 +17,68 @@ Writes of one process also take a process-wide lock before `BEGIN IMMEDIATE`: th
 server's worker threads queue on a cheap mutex instead of SQLite's busy handler, which
 sleeps in growing steps and wrecks tail latency. Other processes (cpf runs, another
 server) still meet at SQLite's write lock (busy timeout 30 s).
+
+Several `cpf serve` replicas may share one database. What keeps them correct is in the
+database, never in a process:
+
+- a save locks its workflow row (`SELECT ... FOR UPDATE`; on SQLite `BEGIN IMMEDIATE`
+  already serializes every writer of the file) and moves the head with a compare-and-set
+  on the head it read, `total = total + 1` computed in SQL;
+- webhook deliveries are claimed with `FOR UPDATE SKIP LOCKED` (a conditional lease
+  on SQLite), so one replica POSTs each attempt;
+- the expiry sweeper takes each expired workflow with `FOR UPDATE SKIP LOCKED` and
+  re-checks it, so one replica expires it and announces it once;
+- the rate limit is one counter row per key, updated by one atomic upsert on the
+  database's clock.
+
+On PostgreSQL the process-wide write lock is not taken: row locks do that job, and
+requests of one replica then run concurrently.
+
+Connections (PostgreSQL and other servers): the service has its own bounded pool
+(`pool_size` connections, no overflow; a request waits up to `pool_timeout` s for a
+free one), so a replica never holds more than that. Errors that leave nothing written
+(cannot connect, too many clients, connection reset before COMMIT, serialization
+failure, deadlock) are raised as `TransientStoreError`, which the checkpoint service
+retries with backoff within a deadline; an error during COMMIT is never retried (the
+commit may have happened).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import (
+    Float,
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
+    extract,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from core.envelope import PersistenceError
 from core.store.models import Checkpoint, Run
 from core.store.service_models import (
     Account,
     Agent,
     ApiKey,
     ApiWorkflow,
+    RateWindow,
     Webhook,
     WebhookDelivery,
 )
@@ -57,8 +92,45 @@ AGENTS = Agent.__table__
 WORKFLOWS = ApiWorkflow.__table__
 WEBHOOKS = Webhook.__table__
 DELIVERIES = WebhookDelivery.__table__
+RATES = RateWindow.__table__
 
-__all__ = ["INTEGRITY_ERRORS", "ServiceStore"]
+__all__ = ["INTEGRITY_ERRORS", "PoolConfig", "ServiceStore", "TransientStoreError"]
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The service's connections to a database server (not used on SQLite)."""
+
+    size: int = 10
+    timeout: float = 30.0
+
+
+class TransientStoreError(PersistenceError):
+    """A store error after which nothing was written: the transaction may be retried."""
+
+
+# SQLSTATEs after which a transaction may simply be run again: serialization failure,
+# deadlock, too many connections, server shutting down or starting, connection errors.
+_TRANSIENT_STATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+
+
+def _is_transient(exc: BaseException, phase: str) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if phase == "commit" or not isinstance(exc, DBAPIError):
+        return False  # a failed COMMIT may have committed; pool timeouts already waited
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if state in _TRANSIENT_STATES or state.startswith("08"):
+        return True
+    if exc.connection_invalidated:
+        return True  # the connection broke: the server rolled the transaction back
+    # Failing to connect (refused, "too many clients", starting up) changed nothing.
+    return phase == "connect" and isinstance(exc, OperationalError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _cp_cols(raw_state: bool) -> list[Any]:
@@ -90,6 +162,11 @@ _wf_is = and_(
 )
 
 _SEL_WORKFLOW = select(WORKFLOWS).where(_wf_is)
+# FOR UPDATE [SKIP LOCKED] compiles to nothing on SQLite, whose writers are serialized.
+_SEL_WORKFLOW_LOCKED = {
+    "wait": _SEL_WORKFLOW.with_for_update(),
+    "skip": _SEL_WORKFLOW.with_for_update(skip_locked=True),
+}
 _SEL_CP_AT = {
     raw: select(*_cp_cols(raw)).where(_cp_of_wf, CP.c.step == bindparam("step"))
     for raw in (False, True)
@@ -103,6 +180,30 @@ _SEL_DERIVED = select(func.count(), func.min(CP.c.created_at), func.max(CP.c.id)
 _INSERT_CP = insert(CP)
 _INSERT_WORKFLOW = insert(WORKFLOWS)
 _UPDATE_WORKFLOW = update(WORKFLOWS).where(WORKFLOWS.c.id == bindparam("w_id"))
+# The head moves only from the head this transaction read (a compare-and-set on top of
+# the row lock); the count and the earliest expiry are computed from the row itself.
+_ADVANCE_HEAD = (
+    update(WORKFLOWS)
+    .where(WORKFLOWS.c.id == bindparam("w_id"), WORKFLOWS.c.head_id == bindparam("w_seen"))
+    .values(
+        head_id=bindparam("head_id"),
+        head_step=bindparam("head_step"),
+        head_etag=bindparam("head_etag"),
+        total=WORKFLOWS.c.total + 1,
+        last_activity_at=bindparam("now"),
+        expires_at=bindparam("expires"),
+        min_expires_at=case(
+            (
+                or_(
+                    WORKFLOWS.c.min_expires_at.is_(None),
+                    WORKFLOWS.c.min_expires_at > bindparam("expires"),
+                ),
+                bindparam("expires"),
+            ),
+            else_=WORKFLOWS.c.min_expires_at,
+        ),
+    )
+)
 _DELETE_CP = delete(CP).where(CP.c.id == bindparam("id"))
 _DELETE_CPS_OF_WF = delete(CP).where(_cp_of_wf)
 _DELETE_WORKFLOW = delete(WORKFLOWS).where(_wf_is)
@@ -154,12 +255,87 @@ _REPLAY = {
 class ServiceStore(SqlExecutor):
     """The service's persistence over the engine's `Store` (same database)."""
 
+    def __init__(self, store: Any, *, fast: bool | None = None, pool: PoolConfig | None = None):
+        super().__init__(store, fast=fast)
+        self.pool = pool or PoolConfig()
+        self._engine: Any = None
+        if not self.is_sqlite:
+            self._server_engine()  # closes the store's idle connections now
+
+    def _server_engine(self) -> Any:
+        """The service's own bounded pool over the store's database (created once)."""
+        if self._engine is None:
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(
+                self.store.url,
+                pool_size=self.pool.size,
+                max_overflow=0,
+                pool_timeout=self.pool.timeout,
+                # No ping per checkout (a round trip per request): a connection the
+                # server dropped fails its first statement, which is retried on a new one.
+                pool_pre_ping=False,
+            )
+            # The store's own connection (its schema check) is not needed any more: the
+            # process then holds at most `pool.size` connections.
+            self.store.engine.dispose()
+        return self._engine
+
+    @contextmanager
+    def _server_tx(self, what: str) -> Iterator[Any]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        phase = "connect"
+        try:
+            with self._server_engine().connect() as conn:
+                phase = "statement"
+                with conn.begin():
+                    yield conn
+                    phase = "commit"
+        except SQLAlchemyError as exc:
+            error = TransientStoreError if _is_transient(exc, phase) else PersistenceError
+            raise error(f"Store {what} failed: {_one_line(exc)}") from exc
+
     # -- accounts and keys ----------------------------------------------------------------
 
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """One write transaction. On SQLite, serialized in-process and by the file's
+        write lock; elsewhere concurrent, the row locks taken below keep it correct."""
+        if self.fast or self.is_sqlite:
+            with super().write() as conn:
+                yield conn
+            return
+        with self._server_tx("write") as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        if self.fast or self.is_sqlite:
+            with super().read() as conn:
+                yield conn
+            return
+        with self._server_tx("read") as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._engine is not None:
+            with suppress(Exception):
+                self._engine.dispose()
+            self._engine = None
+
     def ensure_account(self, conn: Any, name: str, now: str) -> None:
-        if self.first(conn, _SEL_ACCOUNT, {"name": name}) is None:
-            values = {"name": name, "status": "active", "created_at": now}
-            self.insert_row(conn, _INSERT_ACCOUNT, values)
+        # Concurrent first keys of one account: the second insert does nothing.
+        values = {"name": name, "status": "active", "created_at": now}
+        self.count(conn, self._dialect_stmt(_INSERT_ACCOUNT_NEW), values, tuple(sorted(values)))
+
+    def lock_account(self, conn: Any, name: str) -> None:
+        """Serialize count-limited writes of one account (agents, webhooks) across
+        replicas (the account row always exists: every key made it)."""
+        self.first(conn, _LOCK_ACCOUNT, {"name": name})
+
+    def _dialect_stmt(self, stmts: dict[str, Any]) -> Any:
+        return stmts["sqlite" if self.is_sqlite else "postgresql"]
 
     def insert_key(self, conn: Any, values: dict[str, Any]) -> None:
         self.insert_row(conn, _INSERT_KEY, values)
@@ -212,8 +388,33 @@ class ServiceStore(SqlExecutor):
 
     # -- API workflows --------------------------------------------------------------------
 
-    def workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
-        return self.first(conn, _SEL_WORKFLOW, {"account": account, "workflow_id": workflow_id})
+    def workflow(
+        self,
+        conn: Any,
+        account: str,
+        workflow_id: str,
+        lock: Literal["wait", "skip"] | None = None,
+    ) -> dict[str, Any] | None:
+        """The workflow row; `lock` takes its row lock until the transaction ends
+        ("wait" for it, or "skip": None if another transaction holds it)."""
+        stmt = _SEL_WORKFLOW if lock is None else _SEL_WORKFLOW_LOCKED[lock]
+        return self.first(conn, stmt, {"account": account, "workflow_id": workflow_id})
+
+    def advance_head(
+        self, conn: Any, row_id: int, seen_head_id: int, head: dict[str, Any], now: str
+    ) -> bool:
+        """Make `head` (a checkpoint row just inserted) the workflow's head, if its head
+        is still `seen_head_id`; count it and slide the expiry. False if it moved."""
+        params = {
+            "w_id": row_id,
+            "w_seen": seen_head_id,
+            "head_id": head["id"],
+            "head_step": head["step"],
+            "head_etag": head["etag"],
+            "now": now,
+            "expires": head["expires_at"],
+        }
+        return self.count(conn, _ADVANCE_HEAD, params) == 1
 
     def insert_workflow(self, conn: Any, values: dict[str, Any]) -> None:
         self.insert_row(conn, _INSERT_WORKFLOW, values)
@@ -384,27 +585,54 @@ class ServiceStore(SqlExecutor):
             self.insert_row(conn, _INSERT_DELIVERY, row)
 
     def claim_due(self, now: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
-        """Lease due deliveries (pending and due, or a lapsed lease of a dead worker)."""
+        """Lease due deliveries (pending and due, or a lapsed lease of a dead worker).
+
+        Each due row is leased by exactly one caller, whatever the number of replicas:
+        on PostgreSQL one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`
+        (rows another replica is claiming are skipped, not waited for); on SQLite the
+        write lock serializes claims and each lease is conditional on the row still
+        being due (its row count says whether we got it)."""
+        params = {"now": now, "lease": lease_until, "limit": limit}
         with self.write() as conn:
-            rows = self.rows(conn, _DUE_DELIVERIES, {"now": now, "limit": limit})
-            for r in rows:
-                self.count(
-                    conn, _LEASE_DELIVERY, {"w_id": r["id"], "lease": lease_until, "now": now}
-                )
-            return rows
+            if not isinstance(conn, sqlite3.Connection) and not self.is_sqlite:
+                return self.rows(conn, _CLAIM_DUE_PG, params)
+            claimed = []
+            for r in self.rows(conn, _DUE_DELIVERIES, params):
+                if self.count(conn, _LEASE_DELIVERY, {**params, "w_id": r["id"]}) == 1:
+                    claimed.append({**r, "status": "delivering", "lease_until": lease_until})
+            return claimed
 
     def next_due(self) -> str | None:
         with self.read() as conn:
             return self.scalar(conn, _NEXT_DUE)
 
-    def finish_delivery(self, delivery_pk: int, values: dict[str, Any]) -> None:
+    def finish_delivery(self, delivery_pk: int, lease: str, values: dict[str, Any]) -> bool:
+        """Record an attempt, if the lease is still ours (False: it lapsed and the
+        delivery was claimed again, or it was cancelled; nothing is written)."""
         with self.write() as conn:
-            self.count(
-                conn, _FINISH_DELIVERY, {"w_id": delivery_pk, **values}, tuple(sorted(values))
-            )
+            params = {"w_id": delivery_pk, "w_lease": lease, **values}
+            return self.count(conn, _FINISH_DELIVERY, params, tuple(sorted(values))) == 1
 
     def list_deliveries(self, conn: Any, webhook_id: str, limit: int) -> list[dict[str, Any]]:
         return self.rows(conn, _LIST_DELIVERIES, {"webhook_id": webhook_id, "limit": limit})
+
+    # -- the rate limit --------------------------------------------------------------------
+
+    def rate_hit(self, bucket: str, limit: int, window: float) -> tuple[int, float]:
+        """Count one request of `bucket` in its window: (hits, seconds until the window
+        ends). A window starts at the first request after the previous one ended; hits
+        above `limit` are refused and stop counting at limit + 1. One atomic upsert, on
+        the database's clock, so all replicas share one count."""
+        params = {"bucket": bucket, "limit": limit, "window": float(window)}
+        with self.write() as conn:
+            if not isinstance(conn, sqlite3.Connection) and not self.is_sqlite:
+                # A count lost in a server crash is harmless: do not wait for the WAL
+                # flush (it was half of each request's rate-limit cost).
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+            row = self.first(conn, self._dialect_stmt(_RATE_HIT), params)
+        assert row is not None
+        left = float(row["window_start"]) + float(window) - float(row["now"])
+        return int(row["hits"]), left
 
     def health(self) -> None:
         with self.read() as conn:
@@ -413,8 +641,13 @@ class ServiceStore(SqlExecutor):
 
 # -- the remaining statements ------------------------------------------------------------
 
-_SEL_ACCOUNT = select(ACCOUNTS.c.name).where(ACCOUNTS.c.name == bindparam("name"))
-_INSERT_ACCOUNT = insert(ACCOUNTS)
+_LOCK_ACCOUNT = (
+    select(ACCOUNTS.c.name).where(ACCOUNTS.c.name == bindparam("name")).with_for_update()
+)
+_INSERT_ACCOUNT_NEW = {
+    "sqlite": sqlite_dialect.insert(ACCOUNTS).on_conflict_do_nothing(),
+    "postgresql": pg_dialect.insert(ACCOUNTS).on_conflict_do_nothing(),
+}
 _INSERT_KEY = insert(KEYS)
 _key_cols = (
     KEYS.c.key_id,
@@ -530,32 +763,65 @@ _CANCEL_DELIVERIES = (
     )
     .values(status="cancelled", lease_until=None)
 )
+_is_due = or_(
+    and_(DELIVERIES.c.status == "pending", DELIVERIES.c.next_attempt_at <= bindparam("now")),
+    and_(DELIVERIES.c.status == "delivering", DELIVERIES.c.lease_until <= bindparam("now")),
+)
 _DUE_DELIVERIES = (
     select(DELIVERIES)
-    .where(
-        or_(
-            and_(
-                DELIVERIES.c.status == "pending",
-                DELIVERIES.c.next_attempt_at <= bindparam("now"),
-            ),
-            and_(
-                DELIVERIES.c.status == "delivering",
-                DELIVERIES.c.lease_until <= bindparam("now"),
-            ),
-        )
-    )
+    .where(_is_due)
     .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
     .limit(bindparam("limit", type_=None))
 )
 _LEASE_DELIVERY = (
     update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("w_id"))
+    .where(DELIVERIES.c.id == bindparam("w_id"), _is_due)
     .values(status="delivering", lease_until=bindparam("lease"), updated_at=bindparam("now"))
+)
+_CLAIM_DUE_PG = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id.in_(
+            select(DELIVERIES.c.id)
+            .where(_is_due)
+            .order_by(DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
+            .limit(bindparam("limit", type_=None))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(status="delivering", lease_until=bindparam("lease"), updated_at=bindparam("now"))
+    .returning(*DELIVERIES.c)
 )
 _NEXT_DUE = select(func.min(DELIVERIES.c.next_attempt_at)).where(DELIVERIES.c.status == "pending")
 _FINISH_DELIVERY = update(DELIVERIES).where(
-    DELIVERIES.c.id == bindparam("w_id"), DELIVERIES.c.status == "delivering"
+    DELIVERIES.c.id == bindparam("w_id"),
+    DELIVERIES.c.status == "delivering",
+    DELIVERIES.c.lease_until == bindparam("w_lease"),
 )
+
+
+def _rate_hit(dialect: Any, db_now: Any) -> Any:
+    """INSERT the key's window, or count one more hit in it (a new window if it ended)."""
+    stmt = dialect.insert(RATES).values(bucket=bindparam("bucket"), window_start=db_now, hits=1)
+    row, ended = RATES.c, RATES.c.window_start <= db_now - bindparam("window")
+    limit = bindparam("limit", type_=None)
+    return stmt.on_conflict_do_update(
+        index_elements=[RATES.c.bucket],
+        set_={
+            "hits": case((ended, 1), (row.hits <= limit, row.hits + 1), else_=row.hits),
+            "window_start": case((ended, db_now), else_=row.window_start),
+        },
+    ).returning(RATES.c.hits, RATES.c.window_start, db_now.label("now"))
+
+
+_RATE_HIT = {
+    # Unix seconds by the database's clock (SQLite's 'now' is fixed within a statement).
+    "sqlite": _rate_hit(
+        sqlite_dialect, literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
+    ),
+    "postgresql": _rate_hit(pg_dialect, cast(extract("epoch", func.statement_timestamp()), Float)),
+}
 _LIST_DELIVERIES = (
     select(DELIVERIES)
     .where(DELIVERIES.c.webhook_id == bindparam("webhook_id"))
