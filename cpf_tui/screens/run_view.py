@@ -141,7 +141,8 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
                 else:
                     await self.feed.poll()
         except Exception as exc:
-            self.query_one("#run-head", Line).update(Text(f"cannot read the run: {exc}", "red"))
+            for head in self.query("#run-head").results(Line):  # none once torn down
+                head.update(Text(f"cannot read the run: {exc}", "red"))
         finally:
             self._busy = False
 

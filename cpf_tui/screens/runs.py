@@ -138,7 +138,8 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
                 await self._read(True)
                 self._render_rows()
         except Exception as exc:  # the store went away: keep showing what we have
-            self.query_one("#runs-count", Line).update(Text(f"store error: {exc}", "red"))
+            for count in self.query("#runs-count").results(Line):  # none once torn down
+                count.update(Text(f"store error: {exc}", "red"))
         finally:
             self._busy = False
 
