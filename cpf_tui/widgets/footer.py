@@ -27,6 +27,8 @@ class KeyFooter(Footer):
     def __init__(self) -> None:
         super().__init__(compact=True)
         self._width = 0
+        # It replaces a footer whose screen is already up: its keys are known now.
+        self.set_reactive(Footer._bindings_ready, True)
 
     def compose(self) -> ComposeResult:
         children: list[Widget] = list(super().compose())
@@ -52,11 +54,6 @@ class KeyFooter(Footer):
             keys = chosen
         yield from keys
         yield from palette
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self._bindings_ready = True  # it may replace a footer that already saw them
-        self.call_after_refresh(self.recompose)
 
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._width:
