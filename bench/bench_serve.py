@@ -195,13 +195,19 @@ def main() -> int:
     env["CHECKPOINTFLOW_BASE_DIR"] = str(base)
     created = subprocess.run(
         [args.cpf, "keys", "create", "--account", "bench"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     key = json.loads(created.stdout)["result"]["api_key"]
     port = _free_port()
     server = subprocess.Popen(
         [args.cpf, "serve", "--host", "127.0.0.1", "--port", str(port), "--rate-limit", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

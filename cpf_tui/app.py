@@ -122,13 +122,16 @@ class CpfApp(App[None]):
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
         self.call_later(self._poll_waiting)
-        self.set_timer(0.5, self._warm)
+        self._warm_timer = self.set_interval(0.5, self._warm)
 
     async def _warm(self) -> None:
         """Import what the other areas and the run view need, in a worker thread while
         the user looks at the first screen, so the first switch does not wait for it."""
         from importlib import import_module
 
+        if not getattr(self.screen, "loaded", True):
+            return  # the first screen is still being filled: do not compete with it
+        self._warm_timer.stop()
         modules = [a.screen.partition(":")[0] for a in self.AREAS]
         modules += ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         for name in modules:

@@ -35,6 +35,7 @@ class KeyFooter(Footer):
         palette = [w for w in children if w.has_class("-command-palette")]
         keys = [w for w in children if not w.has_class("-command-palette")]
         width = self.size.width or self.app.size.width
+        self._width = width  # a resize to another width composes again
         room = width - sum(key_width(k) + 1 for k in palette if isinstance(k, FooterKey))
         if room < 24:  # too narrow to show the palette key and the screen's own keys
             room, palette = width, []
