@@ -275,7 +275,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             )
         else:
             second = Text()
-        self.query_one("#run-head", Line).update(Group(text, second))
+        head.update(Group(text, second))
         self._render_running()
 
     def _render_running(self) -> None:
