@@ -26,8 +26,9 @@ class CpfScreen(Screen[Any]):
 
     def on_mount(self) -> None:
         # Screens yield Textual's Footer; the one that fits its keys to the width replaces it.
-        for footer in self.query(Footer):
-            if type(footer) is Footer:
+        # (Once: Textual also calls this handler for subclasses that call it themselves.)
+        if not self.query(KeyFooter):
+            for footer in self.query(Footer):
                 footer.remove()
                 self.mount(KeyFooter())
         self.watch(self.app, "waiting", self._waiting_changed)
