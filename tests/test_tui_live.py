@@ -178,7 +178,7 @@ async def test_a_long_log_line_ends_in_an_ellipsis_where_it_is_cut() -> None:
         view = app.query_one(LogView)
         view.write("short\n" + "x" * 100 + "\n")
         await pilot.pause()
-        short, long = ("".join(seg.text for seg in view.render_line(y)).rstrip() for y in range(2))
+        short, long = ("".join(seg.text for seg in view.render_line(y)).strip() for y in range(2))
         assert short == "short"
         assert long.endswith("…") and len(long) <= 40
         view.wrap = True
