@@ -297,6 +297,8 @@ def test_sizes_runs(demo, snap_compare, size):
 @SIZES
 def test_sizes_run_view_waiting(demo, snap_compare, size):
     async def run_before(pilot: Pilot[Any]) -> None:
+        app: Any = pilot.app
+        await wait_until(pilot, lambda: len(app.waiting) == 1, what="the waiting badge")
         await open_run(pilot, IDS["approval"])
 
     assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
@@ -304,4 +306,9 @@ def test_sizes_run_view_waiting(demo, snap_compare, size):
 
 @SIZES
 def test_sizes_answer_form(demo, snap_compare, size):
-    assert snap_compare(make_app(), terminal_size=size, run_before=_answer)
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app: Any = pilot.app
+        await wait_until(pilot, lambda: len(app.waiting) == 1, what="the waiting badge")
+        await _answer(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
