@@ -12,6 +12,14 @@
    (start/peak/end) and the lines the log view holds, and checks that every line reached
    the store and the screen shows the last one.
 
+3. Felt speed (`--skip-felt` to leave out), against the shipped examples: start-up of
+   `python -m cpf_tui` in a real pseudo-terminal until the first screen is drawn (file
+   tree and preview); each area key until its screen is up and loaded, the first time
+   (its module imported, its screen built) and again; a key until the app has answered
+   and redrawn (cursor down in Runs, tab switch in a run view); and from `ctrl+s` on the
+   start form to the run view showing the new run ("Starting run…" gone).
+   Targets on a quiet machine: first screen <= 1 s, area switch <= 150 ms, key <= 100 ms.
+
 The app runs headless in this process (Textual's `run_test`), against a temporary store.
 Figures depend on the machine and its load; compare runs from one session.
 """
@@ -312,6 +320,112 @@ async def bench_firehose(
     return out
 
 
+def startup_s(size: tuple[int, int], examples: Path) -> tuple[float, float]:
+    """Seconds from starting `python -m cpf_tui` in a pty to the Workflows screen drawn
+    with the example files checked (a preview title reads "valid")."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cpf_tui", "--area", "workflows", str(examples)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    elapsed = cpu = float("nan")
+    try:
+        while time.perf_counter() - t0 < 60:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+                if b"valid" in seen and b"approval.yaml" in seen:
+                    elapsed = time.perf_counter() - t0
+                    with open(f"/proc/{proc.pid}/stat") as fh:  # CPU: steadier under load
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.close(master)
+    return elapsed, cpu
+
+
+async def bench_felt(size: tuple[int, int], examples: Path) -> dict[str, Any]:
+    from cpf_tui.config import TuiConfig
+    from cpf_tui.screens.run_view import RunScreen
+    from cpf_tui.screens.start import StartRunScreen
+    from cpf_tui.screens.workflows import WorkflowsScreen
+
+    out: dict[str, Any] = {"switch_cold": {}, "switch_warm": {}}
+    app = bench_app(paths=[examples], config=TuiConfig(), start_area="workflows")
+
+    def up(name: str) -> bool:
+        screen = app.screen
+        return app.current_mode == name and getattr(screen, "loaded", True)
+
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, WorkflowsScreen), 60, "workflows")
+        await wait_until(pilot, lambda: app.screen.loaded, 60, "checked files")
+        await pilot.pause(1.5)  # let the first screen settle (and the warm-up imports run)
+        for which in ("switch_cold", "switch_warm"):
+            for key, name in (
+                ("2", "runs"),
+                ("3", "waiting"),
+                ("4", "checkpoints"),
+                ("1", "workflows"),
+            ):
+                t0, c0 = time.perf_counter(), time.process_time()
+                await pilot.press(key)
+                await wait_until(pilot, lambda n=name: up(n), 30, name)
+                out[which][name] = (
+                    (time.perf_counter() - t0) * 1000,
+                    (time.process_time() - c0) * 1000,
+                )
+        await pilot.press("2")
+        await wait_until(pilot, lambda: up("runs"), 30, "runs")
+        laps = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            await pilot.press("down")
+            laps.append((time.perf_counter() - t0) * 1000)
+        out["key_runs_ms"] = statistics.median(laps)
+        # Start a run from the form; time until the run view shows it.
+        await pilot.press("1")
+        await wait_until(pilot, lambda: up("workflows"), 30, "workflows")
+        wf = app.screen.files[(examples / "streaming.yaml").resolve()]
+        app.start_workflow(wf)
+        await wait_until(pilot, lambda: isinstance(app.screen, StartRunScreen), 30, "form")
+        await pilot.pause(0.3)
+        t0 = time.perf_counter()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), 30, "run view")
+        out["run_view_ms"] = (time.perf_counter() - t0) * 1000
+        await wait_until(pilot, lambda: app.screen.run is not None, 30, "the run")
+        out["run_shown_ms"] = (time.perf_counter() - t0) * 1000
+        laps = []
+        for key in ("o", "l") * 5:
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            laps.append((time.perf_counter() - t0) * 1000)
+        out["key_run_view_ms"] = statistics.median(laps)
+        spawned = app.screen.spawned
+        if spawned is not None:
+            spawned.process.wait(timeout=60)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -319,6 +433,7 @@ def main() -> int:
     parser.add_argument("--size", default="120x40", help="terminal COLSxROWS")
     parser.add_argument("--skip-runs", action="store_true")
     parser.add_argument("--skip-firehose", action="store_true")
+    parser.add_argument("--skip-felt", action="store_true")
     parser.add_argument(
         "--producers", default="seq,unbuffered", help="flood producers: seq, unbuffered"
     )
@@ -328,6 +443,26 @@ def main() -> int:
         folder = Path(tmp)
         os.environ["CPF_TUI_CONFIG"] = ""
         os.environ.pop("CPF_DATABASE_URL", None)
+        if not args.skip_felt:
+            os.environ["CHECKPOINTFLOW_BASE_DIR"] = str(folder / "felt-store")
+            examples = ROOT / "examples"
+            starts = [startup_s(size, examples) for _ in range(3)]  # type: ignore[arg-type]
+            print(
+                f"start-up to the first screen (python -m cpf_tui, pty): median "
+                f"{statistics.median(w for w, _ in starts):.2f} s wall, "
+                f"{statistics.median(c for _, c in starts):.2f} s CPU of the app process "
+                f"({', '.join(f'{w:.2f}/{c:.2f}' for w, c in starts)}; target <= 1 s)"
+            )
+            felt = asyncio.run(bench_felt(size, examples))  # type: ignore[arg-type]
+            for which, label in (("switch_cold", "first time"), ("switch_warm", "again")):
+                row = ", ".join(f"{k} {w:.0f}/{c:.0f}" for k, (w, c) in felt[which].items())
+                print(f"area switch, {label}, ms wall/CPU: {row} (target <= 150 ms)")
+            print(
+                f"key to redraw: Runs cursor p50 {felt['key_runs_ms']:.0f} ms, run view tab "
+                f"p50 {felt['key_run_view_ms']:.0f} ms (pilot round trip; target <= 100 ms)\n"
+                f"start a run (ctrl+s): run view after {felt['run_view_ms']:.0f} ms, "
+                f"the run on it after {felt['run_shown_ms']:.0f} ms"
+            )
         if not args.skip_runs:
             os.environ["CHECKPOINTFLOW_BASE_DIR"] = str(folder / "runs-store")
             s0 = time.perf_counter()

@@ -11,6 +11,7 @@ import asyncio
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -98,9 +99,14 @@ class CpfApp(App[None]):
     def on_mount(self) -> None:
         from importlib import import_module
 
+        def make(spec: str) -> Any:
+            module, _, name = spec.partition(":")
+            return getattr(import_module(module), name)()
+
+        # A screen's module is imported when its area is first shown (start-up pays only
+        # for the first screen); `_warm` imports the others once the first screen is up.
         for area in self.AREAS:
-            module, _, name = area.screen.partition(":")
-            self.add_mode(area.name, getattr(import_module(module), name))
+            self.add_mode(area.name, partial(make, area.screen))
         if self.config.theme in self.available_themes:
             self.theme = self.config.theme
         else:
@@ -116,6 +122,20 @@ class CpfApp(App[None]):
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
         self.call_later(self._poll_waiting)
+        self._warm_timer = self.set_interval(0.5, self._warm)
+
+    async def _warm(self) -> None:
+        """Import what the other areas and the run view need, in a worker thread while
+        the user looks at the first screen, so the first switch does not wait for it."""
+        from importlib import import_module
+
+        if not getattr(self.screen, "loaded", True):
+            return  # the first screen is still being filled: do not compete with it
+        self._warm_timer.stop()
+        modules = [a.screen.partition(":")[0] for a in self.AREAS]
+        modules += ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
+        for name in modules:
+            await off_thread(import_module, name)
 
     # -- areas and help ------------------------------------------------------------------
 

@@ -8,8 +8,14 @@ Screen { background: $background; }
 /* Workflows */
 #wf-body { height: 1fr; }
 #wf-tree {
-    width: 30%; min-width: 24; max-width: 48;
+    width: auto; min-width: 18; max-width: 36%; padding-right: 1;
     border-right: tall $panel; background: $surface;
+}
+/* Under 70 columns the file tree sits above the preview, as tall as it needs (up to 40%). */
+Screen.-tiny #wf-body { layout: vertical; }
+Screen.-tiny #wf-tree {
+    width: 100%; max-width: 100%; height: auto; max-height: 40%;
+    border-right: none; border-bottom: tall $panel;
 }
 #wf-preview { width: 1fr; padding: 0 1; }
 #wf-title { height: auto; max-height: 4; margin-bottom: 0; }
@@ -31,8 +37,8 @@ Screen { background: $background; }
 #run-head { height: 2; padding: 0 1; background: $panel; }
 #run-body { height: 1fr; }
 #timeline {
-    width: 30%; min-width: 22; max-width: 44; overflow-x: hidden;
-    border-right: tall $panel; background: $surface;
+    width: auto; min-width: 18; max-width: 40%; overflow-x: hidden;
+    border-right: tall $panel; background: $surface; padding-right: 1;
 }
 #run-tabs { width: 1fr; }
 #run-tabs TabPane { padding: 0; }
@@ -46,7 +52,7 @@ Screen { background: $background; }
 .form-buttons { height: 1; align-horizontal: right; margin-top: 1; }
 .form-buttons Button { margin-left: 2; }
 .command-hint { width: 1fr; height: 1; }
-Screen.-narrow .command-hint { display: none; }
+Screen.-narrow .command-hint, Screen.-tiny .command-hint { display: none; }
 
 /* Answer */
 #answer-head { height: 1; padding: 0 1; background: $panel; }
@@ -55,4 +61,8 @@ Screen.-narrow .command-hint { display: none; }
 #answer-prompt Markdown { margin: 0; padding: 0; }
 #answer-log { width: 1fr; border: round $panel-lighten-2; }
 #answer-form-area { height: 1fr; padding: 0 1; }
+/* Under 70 columns the prompt keeps the full width and the form most of the height; the
+   step's output stays in the run view (a). */
+Screen.-tiny #answer-log { display: none; }
+Screen.-tiny #answer-context { height: 30%; min-height: 4; }
 """

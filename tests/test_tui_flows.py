@@ -398,10 +398,10 @@ async def test_retry_a_failed_run_from_its_failed_step(store, flows, tmp_path):
         app.open_run(run_id)
         await wait_until(pilot, lambda: screen_ready(app, RunScreen), what="run view")
         await wait_until(pilot, lambda: "refused" in log_text(app), what="the failure log")
+        view = app.screen  # the run view (the dialog may still be closing after enter)
         await pilot.press("r")
         await wait_until(pilot, lambda: isinstance(app.screen, RetryDialog))
         await pilot.press("enter")  # the failed step is highlighted
-        view = app.screen
         await wait_until(
             pilot,
             lambda: view.run is not None and view.run["status"] == "completed",

@@ -25,8 +25,10 @@ from cpf_tui.screens.waiting import WaitingScreen
 from cpf_tui.screens.workflows import WorkflowsScreen
 from cpf_tui.widgets.logview import LogView
 
+TINY = (60, 20)
 SMALL = (80, 24)
 LARGE = (160, 50)
+SIZES = pytest.mark.parametrize("size", [TINY, SMALL, LARGE], ids=["60x20", "80x24", "160x50"])
 RunBefore = Callable[[Pilot[Any]], Awaitable[None]]
 
 
@@ -269,3 +271,44 @@ def test_help(demo, snap_compare):
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SMALL, run_before=run_before)
+
+
+# -- the main screens at 60x20, 80x24 and 160x50 -------------------------------------------------
+# Laid out by the width they get: columns dropped by priority, the file tree above the
+# preview under 70 columns, the footer showing only the keys that fit, no cut hints.
+
+
+@SIZES
+def test_sizes_workflows(demo, snap_compare, size):
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await ready(pilot, WorkflowsScreen)
+
+    assert snap_compare(make_app("workflows"), terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_sizes_runs(demo, snap_compare, size):
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await ready(pilot, RunsScreen)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_sizes_run_view_waiting(demo, snap_compare, size):
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app: Any = pilot.app
+        await wait_until(pilot, lambda: len(app.waiting) == 1, what="the waiting badge")
+        await open_run(pilot, IDS["approval"])
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_sizes_answer_form(demo, snap_compare, size):
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app: Any = pilot.app
+        await wait_until(pilot, lambda: len(app.waiting) == 1, what="the waiting badge")
+        await _answer(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)

@@ -6,21 +6,31 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from textual.screen import Screen
+from textual.widgets import Footer
 
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.topbar import TopBar
 
 Command = tuple[str, str, Callable[[], Any]]
 
 
 class CpfScreen(Screen[Any]):
+    # -tiny: under 70 columns (panes stack or collapse); -narrow: under 120.
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
-        (0, "-narrow"),
+        (0, "-tiny"),
+        (70, "-narrow"),
         (120, "-wide"),
     ]
     AREA: ClassVar[str] = ""
     HELP: ClassVar[str] = ""  # markdown shown by F1 / ? above the key list
 
     def on_mount(self) -> None:
+        # Screens yield Textual's Footer; the one that fits its keys to the width replaces it.
+        # (Once: Textual also calls this handler for subclasses that call it themselves.)
+        if not self.query(KeyFooter):
+            for footer in self.query(Footer):
+                footer.remove()
+                self.mount(KeyFooter())
         self.watch(self.app, "waiting", self._waiting_changed)
         bar = self.query(TopBar)
         if bar:

@@ -50,11 +50,11 @@ PLAIN_LINES = 2000  # ... and cut after this many lines
 WORKFLOW_COLUMNS = [
     Column("kind", "Kind", 4),
     Column("workflow", "Workflow", 14, stretch=True),
-    Column("agent", "Agent", 12),
-    Column("count", "Cps", 5, justify="right"),
+    Column("agent", "Agent", 12, drop=2),
+    Column("count", "Cps", 5, justify="right", drop=3),
     Column("head", "Head", 6, justify="right"),
-    Column("activity", "Activity", 8),
-    Column("expires", "Expires", 8),
+    Column("activity", "Activity", 8, drop=1),
+    Column("expires", "Expires", 8, drop=4),
 ]
 
 
@@ -65,8 +65,8 @@ def checkpoint_columns(width: int) -> list[Column]:
     return [
         Column("step", "Step", 5, justify="right"),
         Column("label", "Label", 8, stretch=True),
-        Column("created", "Created", 8),
-        Column("size", "Size", 7, justify="right"),
+        Column("created", "Created", 8, drop=2),
+        Column("size", "Size", 7, justify="right", drop=1),
         Column("etag", "Etag", etag),
     ]
 
@@ -389,9 +389,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             return
         self._loading = sig
         try:
-            cps = await off_thread(
-                read_checkpoints, self.service, self.account, wf["workflow_id"]
-            )
+            cps = await off_thread(read_checkpoints, self.service, self.account, wf["workflow_id"])
         finally:
             self._loading = None
         current = self.selected_workflow
@@ -556,9 +554,10 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
     def _state(self, cp: dict[str, Any]) -> RenderableType:
         raw = cp.get("state")
         if (cp.get("size_bytes") or 0) <= PRETTY_LIMIT:
-            if isinstance(raw, str):
-                return JSON(raw, indent=2)
-            return JSON.from_data(raw, indent=2)
+            view = JSON(raw, indent=2) if isinstance(raw, str) else JSON.from_data(raw, indent=2)
+            view.text.no_wrap = False  # long strings wrap at the pane edge, never cut
+            view.text.overflow = "fold"
+            return view
         lines = json.dumps(parsed_state(cp), indent=2, ensure_ascii=False).splitlines()
         text = Text("\n".join(lines[:PLAIN_LINES]))
         if len(lines) > PLAIN_LINES:

@@ -141,7 +141,8 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
                 else:
                     await self.feed.poll()
         except Exception as exc:
-            self.query_one("#run-head", Line).update(Text(f"cannot read the run: {exc}", "red"))
+            for head in self.query("#run-head").results(Line):  # none once torn down
+                head.update(Text(f"cannot read the run: {exc}", "red"))
         finally:
             self._busy = False
 
@@ -175,8 +176,6 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             self._render_outputs()
         else:
             self._render_head()
-            if self.active and self._ticks % SLOW_EVERY == 0:
-                self._render_timeline()  # running durations move on (once a second)
         self.loaded = True
 
     def _missing(self) -> None:
@@ -212,47 +211,79 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         if run is None:
             return
         now = self.now
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append_text(status_text(self.app, run["status"]))
-        text.append("  ")
-        text.append(run.get("workflow_name") or run["workflow_id"], style="bold")
+        head = self.query_one("#run-head", Line)
+        width = head.content_size.width or max(20, self.size.width - 2)
+        # Each part has a rank: on a narrow terminal the highest ranks are left out first,
+        # so what to press and what the run waits for stay readable.
+        first: list[tuple[str | Text, int]] = [
+            (status_text(self.app, run["status"]), 0),
+            ("  ", 0),
+            (Text(run.get("workflow_name") or run["workflow_id"], style="bold"), 0),
+        ]
         if run.get("current_step_id") and run["status"] != "completed":
-            text.append(f"  at {run['current_step_id']}")
+            first.append((f"  at {run['current_step_id']}", 1))
         end = run.get("finished_at") or (
             run.get("updated_at") if run["status"] == "waiting" else None
         )
-        text.append(f"  · started {ago(run.get('created_at'), now)}", style="dim")
-        text.append(f"  · {duration(run.get('created_at'), end, now)}", style="dim")
-        text.append(f"  · {short_id(run['run_id'])}", style="dim")
-        second = Text(no_wrap=True, overflow="ellipsis")
+        first += [
+            (Text(f"  · started {ago(run.get('created_at'), now)}", style="dim"), 3),
+            (Text(f"  · {duration(run.get('created_at'), end, now)}", style="dim"), 2),
+            (Text(f"  · {short_id(run['run_id'])}", style="dim"), 4),
+        ]
+        text = Line.fit(first, width)
+        second_parts: list[tuple[str | Text, int]] = []
         theme = palette(self.app)
         if run["status"] == "waiting":
             wait = run.get("wait") or {}
-            second.append(" ‖ waiting for ", style=f"bold {theme.warning}")
-            second.append(f"'{wait.get('event_name')}'", style="bold")
+            second_parts += [
+                (Text(" ‖ ", style=f"bold {theme.warning}"), 0),
+                (Text("waiting for ", style=f"bold {theme.warning}"), 2),
+                (Text(f"'{wait.get('event_name')}'", style="bold"), 0),
+            ]
             if wait.get("risk_level"):
-                second.append(f"  risk {wait['risk_level']}", style=theme.warning)
-            second.append("   press a to answer", style="reverse bold")
+                second_parts.append((Text(f"  risk {wait['risk_level']}", theme.warning), 1))
+            second_parts += [("   ", 0), (Text("press a to answer", "reverse bold"), 0)]
+            second = Line.fit(second_parts, width)
+            if second.plain.endswith("…"):  # too narrow even so: the key comes first
+                second = Line.fit(
+                    [(Text("a answers", "reverse bold"), 0), *second_parts[:3]], width
+                )
         elif run["status"] == "running":
             current = next((a for a in reversed(self.attempts) if a["status"] == "running"), None)
             if current is not None:
-                second.append(f" ▶ {current['step_id']}", style=f"bold {theme.accent}")
+                second_parts.append((Text(f" ▶ {current['step_id']}", f"bold {theme.accent}"), 0))
                 if current.get("attempt", 1) > 1:
-                    second.append(f" attempt {current['attempt']}")
+                    second_parts.append((f" attempt {current['attempt']}", 1))
                 since = duration(current.get("started_at"), None, now)
-                second.append(f" running for {since}")
-            second.append("   c cancels", style="dim")
+                second_parts.append((f" running for {since}", 0))
+            second_parts.append((Text("   c cancels", style="dim"), 2))
+            second = Line.fit(second_parts, width)
         elif run.get("error"):
             err = run["error"]
-            second.append(f" {err.get('code', '')}: ", style=f"bold {theme.error}")
-            second.append(" ".join(str(err.get("message", "")).split()))
+            second = Line.fit(
+                [
+                    (Text(f" {err.get('code', '')}: ", style=f"bold {theme.error}"), 0),
+                    (" ".join(str(err.get("message", "")).split()), 0),
+                ],
+                width,
+            )
         elif run["status"] == "completed":
             result = run.get("result")
-            second.append(" result ", style=f"bold {theme.success}")
-            second.append(
-                json.dumps(result, ensure_ascii=False) if result is not None else "(none)"
+            shown = json.dumps(result, ensure_ascii=False) if result is not None else "(none)"
+            second = Line.fit(
+                [(Text(" result ", style=f"bold {theme.success}"), 0), (shown, 0)], width
             )
-        self.query_one("#run-head", Line).update(Group(text, second))
+        else:
+            second = Text()
+        head.update(Group(text, second))
+        self._render_running()
+
+    def _render_running(self) -> None:
+        """Running steps' durations move on with the header's, from the same clock."""
+        for a in self.attempts:
+            node = self._attempt_nodes.get(a["id"])
+            if node is not None and a["status"] == "running":
+                node.set_label(self._attempt_label(a))
 
     def _attempt_label(self, a: dict[str, Any]) -> Text:
         status = a["status"]
@@ -331,15 +362,41 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
     def _selected_attempt(self) -> dict[str, Any] | None:
         return next((a for a in self.attempts if a["id"] == self.selection), None)
 
+    def _render_empty_log(self) -> None:
+        """What the log shows while the selection has no output: for a step that failed
+        without printing anything (an `api` step that got no reply, a refused command),
+        its error and the response it got, not "No output yet"."""
+        a = self._selected_attempt()
+        run = self.run or {}
+        lines: list[str] = []
+        if a is not None:
+            if a.get("error_code") or a["status"] == "failed":
+                lines.append(f"✗ {a.get('error_code') or 'failed'}: {a.get('error_message') or ''}")
+                if a.get("outputs") is not None:
+                    lines += ["", "Response / outputs:", _pretty(a["outputs"])]
+            elif a["status"] in ACTIVE:
+                lines.append("No output yet.")
+            else:
+                lines.append("This step printed nothing.")
+        elif run.get("error"):
+            err = run["error"]
+            lines.append(f"No output. ✗ {err.get('code', 'error')}: {err.get('message', '')}")
+        else:
+            lines.append("No output yet.")
+        view = self.log_pane.log_view
+        text = "\n".join(lines)
+        if text != view.empty_text:
+            view.empty_text = text
+            view.refresh()
+
     def _render_outputs(self) -> None:
+        self._render_empty_log()
         view = self.outputs_view
         a = self._selected_attempt()
         if a is not None:
             title = Text(f"Outputs of {a['step_id']} (attempt {a.get('attempt', 1)})", "bold")
             body: RenderableType = (
-                JSON.from_data(a["outputs"])
-                if a.get("outputs") is not None
-                else Text("(none)", "dim")
+                _json(a["outputs"]) if a.get("outputs") is not None else Text("(none)", "dim")
             )
             parts: list[RenderableType] = [title, body]
             if a.get("error_code"):
@@ -356,9 +413,9 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             view.update(Group(*parts))
             return
         run = self.run or {}
-        parts = [Text("Step outputs", style="bold"), JSON.from_data(run.get("step_outputs") or {})]
+        parts = [Text("Step outputs", style="bold"), _json(run.get("step_outputs") or {})]
         if run.get("result") is not None:
-            parts += [Text("\nResult", style="bold"), JSON.from_data(run["result"])]
+            parts += [Text("\nResult", style="bold"), _json(run["result"])]
         view.update(Group(*parts))
 
     def _render_events(self) -> None:
@@ -445,12 +502,12 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
         parts: list[RenderableType] = [
             table,
             Text("\nInputs", style="bold"),
-            JSON.from_data(run.get("inputs") or {}),
+            _json(run.get("inputs") or {}),
         ]
         if run.get("error"):
-            parts += [Text("\nError", style="bold"), JSON.from_data(run["error"])]
+            parts += [Text("\nError", style="bold"), _json(run["error"])]
         if run.get("wait"):
-            parts += [Text("\nWaiting for", style="bold"), JSON.from_data(run["wait"])]
+            parts += [Text("\nWaiting for", style="bold"), _json(run["wait"])]
         parts += [Text("\nThe same from a shell", style="bold"), Text(self._commands(), "dim")]
         view.update(Group(*parts))
 
@@ -487,26 +544,16 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             pane,
             self.run_id,
             attempt_id=attempt_id,
-            describe=self._describe if attempt_id is None else None,
+            sections=attempt_id is None,
+            attempts=self.attempts,
         )
         pane.log_view.clear()
-        pane.log_view.empty_text = (
-            "No output yet." if attempt_id is None else "This step printed nothing."
-        )
         self._render_outputs()
         if load:
             self.run_worker(self._load_feed(self.feed), group="run-log-load")
 
     async def _load_feed(self, feed: LogFeed) -> None:
         await feed.load()
-
-    def _describe(self, attempt_id: int) -> str:
-        a = next((x for x in self.attempts if x["id"] == attempt_id), None)
-        if a is None:
-            return ""
-        where = f"{a['context']}/" if a.get("context") else ""
-        attempt = f" · attempt {a['attempt']}" if a.get("attempt", 1) > 1 else ""
-        return f"{where}{a['step_id']}{attempt}"
 
     # -- actions -------------------------------------------------------------------------
 
@@ -593,6 +640,19 @@ def _at(state: Any, path: str) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return current
+
+
+def _pretty(value: Any, limit: int = 4000) -> str:
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any) -> JSON:
+    """Highlighted JSON that wraps long strings at the pane edge instead of cutting them."""
+    view = JSON.from_data(value)
+    view.text.no_wrap = False
+    view.text.overflow = "fold"
+    return view
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -43,11 +43,11 @@ SORTS = [
 FIRST_PAGE = 300
 COLUMNS = [
     Column("status", "Status", 11),
-    Column("workflow", "Workflow", 14, stretch=True),
-    Column("step", "Current step", 14, stretch=True),
-    Column("started", "Started", 8),
-    Column("updated", "Updated", 8),
-    Column("duration", "Duration", 8, justify="right"),
+    Column("workflow", "Workflow", 12, stretch=True),
+    Column("step", "Current step", 12, stretch=True, drop=1),
+    Column("started", "Started", 8, drop=3),
+    Column("updated", "Updated", 8, drop=4),
+    Column("duration", "Duration", 8, justify="right", drop=2),
     Column("id", "Run", 8),
 ]
 
@@ -138,7 +138,8 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
                 await self._read(True)
                 self._render_rows()
         except Exception as exc:  # the store went away: keep showing what we have
-            self.query_one("#runs-count", Line).update(Text(f"store error: {exc}", "red"))
+            for count in self.query("#runs-count").results(Line):  # none once torn down
+                count.update(Text(f"store error: {exc}", "red"))
         finally:
             self._busy = False
 

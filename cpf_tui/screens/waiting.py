@@ -21,10 +21,10 @@ from cpf_tui.widgets.vtable import Column, Row, VirtualTable
 COLUMNS = [
     Column("risk", "Risk", 6),
     Column("workflow", "Workflow", 12),
-    Column("step", "Step", 12),
-    Column("since", "Waiting", 8),
-    Column("audience", "For", 6),
-    Column("summary", "Summary", 16, stretch=True),
+    Column("step", "Step", 12, drop=2),
+    Column("since", "Waiting", 8, drop=3),
+    Column("audience", "For", 6, drop=4),
+    Column("summary", "Summary", 16, stretch=True, drop=1),
     Column("id", "Run", 8),
 ]
 

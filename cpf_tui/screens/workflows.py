@@ -235,13 +235,17 @@ validator, with the path of each problem). The preview shows the step outline
         return Group(*lines)
 
     def _outline(self, wf: WorkflowFile) -> Table:
+        rows = list(outline(wf.workflow.steps))
+        # The step and kind columns are as wide as their longest entry (up to a third of the
+        # pane for step ids), so the flow column gets the rest instead of wrapping.
+        step_width = max((len("  " * r.depth + r.step_id) for r in rows), default=4)
+        step_width = max(4, min(step_width, max(8, self.size.width // 4)))
         table = Table(box=None, expand=True, show_edge=False, pad_edge=False, header_style="bold")
-        table.add_column("#", justify="right", style="dim", width=3, no_wrap=True)
-        table.add_column("Step", ratio=2)
+        table.add_column("#", justify="right", style="dim", width=len(str(len(rows))) + 1)
+        table.add_column("Step", width=step_width, overflow="fold")
         table.add_column("Kind", no_wrap=True)
-        table.add_column("If · flow", ratio=3)
-        steps = wf.workflow.steps
-        for n, row in enumerate(outline(steps), start=1):
+        table.add_column("If · flow", ratio=1, overflow="fold")
+        for n, row in enumerate(rows, start=1):
             step = Text("  " * row.depth + row.step_id, style="bold" if not row.depth else "")
             if row.name:
                 step.append(f"\n{'  ' * row.depth}{row.name}", style="dim")

@@ -8,6 +8,7 @@ Give it a fixed height in CSS.
 from __future__ import annotations
 
 from rich.console import RenderableType
+from rich.text import Text
 from textual.widget import Widget
 
 
@@ -28,3 +29,23 @@ class Line(Widget):
 
     def render(self) -> RenderableType:
         return self._content
+
+    @staticmethod
+    def fit(parts: list[tuple[str | Text, int]], width: int) -> Text:
+        return fit(parts, width)
+
+
+def fit(parts: list[tuple[str | Text, int]], width: int) -> Text:
+    """One line from `parts` that fits `width` cells: parts with the highest rank (0: keep)
+    are left out first, then the line is cut with an ellipsis."""
+    pieces = [(Text(p) if isinstance(p, str) else p, rank) for p, rank in parts]
+    ranks = sorted({rank for _, rank in pieces if rank}, reverse=True)
+    while ranks and sum(t.cell_len for t, _ in pieces) > width:
+        drop = ranks.pop(0)
+        pieces = [(t, rank) for t, rank in pieces if rank != drop]
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for text, _ in pieces:
+        line.append_text(text)
+    if line.cell_len > width:
+        line.truncate(max(0, width), overflow="ellipsis")
+    return line

@@ -518,9 +518,13 @@ class LogView(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         base = self.rich_style
         if self.line_count == 0:
-            if y == 0:
-                style = base + self.get_component_rich_style("log--empty")
-                return Strip([Segment(self.empty_text, style)]).extend_cell_length(width, base)
+            # What stands in for the output (possibly several lines, e.g. a step's error),
+            # wrapped to the pane rather than cut.
+            style = base + self.get_component_rich_style("log--empty")
+            lines = Text(self.empty_text).wrap(self.app.console, max(1, width - GUTTER))
+            if y < len(lines):
+                segments = [Segment("  "), *lines[y].render(self.app.console, end="")]
+                return Strip(segments).apply_style(style).extend_cell_length(width, base)
             return Strip.blank(width, base)
         row = int(self.scroll_y) + y
         if row >= self._total_rows():
@@ -546,6 +550,11 @@ class LogView(ScrollView, can_focus=True):
         scroll_x = int(self.scroll_x)
         segments = [gutter, *text.render(self.app.console)]
         strip = Strip(segments).apply_style(base)
+        if strip.cell_length > scroll_x + width and width > 1:
+            # Cut at the pane edge: say so, as the rest of the app does ("…").
+            kept = list(strip.crop(scroll_x, scroll_x + width - 1))
+            last = kept[-1].style if kept else base
+            return Strip([*kept, Segment("…", last)]).simplify()
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     def _gutter(self, stream: str, index: int, row: int) -> Segment:

@@ -19,15 +19,22 @@ class TopBar(Widget):
     where: reactive[str] = reactive("")  # what this screen shows (e.g. a run)
 
     def render(self) -> Text:
+        text = self._bar(short=False)
+        if text.cell_len > self.size.width:  # narrow: other areas show only their key
+            text = self._bar(short=True)
+        return text
+
+    def _bar(self, *, short: bool) -> Text:
         theme = palette(self.app)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" cpf ", style=f"bold {theme.background} on {theme.primary}")
         areas = getattr(self.app, "AREAS", ())
         for key, number, label in ((a.name, a.key, a.label) for a in areas):
             current = key == self.area
-            text.append("  ")
+            text.append(" " if short else "  ")
             text.append(number, style=f"bold {theme.accent}")
-            text.append(f" {label}", style=f"bold reverse {theme.accent}" if current else "")
+            if current or not short:
+                text.append(f" {label}", style=f"bold reverse {theme.accent}" if current else "")
             if key == "waiting" and self.waiting:
                 badge = f"bold {theme.background} on {theme.warning}"
                 text.append(f" {self.waiting} ", style=badge)

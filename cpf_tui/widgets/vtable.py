@@ -35,6 +35,9 @@ class Column:
     width: int  # cells; the stretch column uses it as its minimum
     stretch: bool = False
     justify: str = "left"
+    # When the table is too narrow for every column, the column with the highest `drop`
+    # goes first (0: never dropped), so a narrow terminal keeps what matters most.
+    drop: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,16 +212,8 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- rendering -----------------------------------------------------------------------
 
     def _widths(self, total: int) -> list[int]:
-        widths = [c.width for c in self.columns]
-        gaps = len(widths)  # one space before each column
-        spare = total - sum(widths) - gaps - 1  # one cell of slack at the right edge
-        stretch = [i for i, c in enumerate(self.columns) if c.stretch]
-        if stretch and spare > 0:  # shared by the stretch columns, the first gets the rest
-            share, rest = divmod(spare, len(stretch))
-            for i in stretch:
-                widths[i] += share
-            widths[stretch[0]] += rest
-        return widths
+        """Cells per column for a table `total` cells wide; 0 for a dropped column."""
+        return fit_columns(self.columns, total)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -259,6 +254,8 @@ class VirtualTable(ScrollView, can_focus=True):
         console = self.app.console
         segments: list[Segment] = []
         for column, cell_width, cell in zip(self.columns, self._widths(width), cells, strict=False):
+            if not cell_width:  # dropped: no room at this width
+                continue
             segments.append(Segment(" "))
             if isinstance(cell, str):
                 text = cell if cell_len(cell) <= cell_width else _truncate(cell, cell_width)
@@ -282,6 +279,30 @@ class VirtualTable(ScrollView, can_focus=True):
         """Format the visible rows again (their data or the clock changed)."""
         self._cache.clear()
         self.refresh()
+
+
+def fit_columns(columns: Sequence[Column], total: int) -> list[int]:
+    """Widths of `columns` in `total` cells: drop columns (highest `drop` first) until the
+    rest fit, then share what is left among the stretch columns (the first gets the rest)."""
+    widths = [c.width for c in columns]
+
+    def needed() -> int:  # one space before each shown column, one cell of slack at the end
+        return sum(w + 1 for w in widths if w) + 1
+
+    for i in sorted(
+        (i for i, c in enumerate(columns) if c.drop), key=lambda i: (-columns[i].drop, -i)
+    ):
+        if needed() <= total:
+            break
+        widths[i] = 0
+    spare = total - needed()
+    stretch = [i for i, c in enumerate(columns) if c.stretch and widths[i]]
+    if stretch and spare > 0:
+        share, rest = divmod(spare, len(stretch))
+        for i in stretch:
+            widths[i] += share
+        widths[stretch[0]] += rest
+    return widths
 
 
 def _truncate(text: str, width: int) -> str:
