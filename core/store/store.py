@@ -84,6 +84,17 @@ def _row(row: Any) -> dict[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
+def _add_missing_columns(conn: Connection, table: Any) -> None:
+    """Columns added to an existing table since it was created (schema 3: `proc`)."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 def _install_sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -193,6 +204,8 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
             SQLModel.metadata.create_all(conn)
             have = conn.execute(select(META.c.value).where(META.c.key == "schema_version")).scalar()
+            if have is not None and int(have) < 3:
+                _add_missing_columns(conn, ATTEMPTS)
             if have is None:
                 conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(have) < SCHEMA_VERSION:
