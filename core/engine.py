@@ -7,7 +7,6 @@ Only this module and `runner` talk to the store for runs.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
@@ -275,16 +274,17 @@ def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
         ),
         "step_id": step,
     }
-    orphans = [
-        a["pid"] for a in store.attempts(run["run_id"]) if a["status"] == "running" and a["pid"]
-    ]
+    orphans = _left_groups(store, run)
     with store.hot() as conn:
         if store.cas_run(
             conn, run["run_id"], run["version"], status="failed", error=err, finished_at=now_iso()
         ):
             store.fail_open_attempts(conn, run["run_id"], err["code"], err["message"])
-    if orphans and _same_host(run.get("executor")):
-        _stop_groups(orphans)
+    if orphans:
+        from core.liveness import stop_groups
+
+        # What cannot be stopped here (another host) is refused again by `retry`.
+        stop_groups(orphans)
     return store.get_run(run["run_id"]) or run
 
 
@@ -297,29 +297,46 @@ def _age(stamp: str) -> float:
         return float("inf")
 
 
-def _same_host(executor: str | None) -> bool:
-    import socket
+def _left_groups(store: Any, run: dict[str, Any]) -> list[Any]:
+    """Process groups of attempts an executor left unfinished: still running, or closed
+    as interrupted (by a reaper that may have died before it stopped them)."""
+    from core.liveness import StepGroup
 
-    return bool(executor) and executor.split(":", 1)[0] == socket.gethostname()
-
-
-def _stop_groups(pgids: list[int], grace: float = 1.0) -> None:
-    """Stop step process groups left behind by a dead executor (TERM, grace, KILL)."""
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.05)
+    interrupted = ErrorCode.ERR_RUN_INTERRUPTED.value
+    host = (run.get("executor") or "").split(":", 1)[0]
+    groups = []
+    for a in store.attempts(run["run_id"]):
+        if a.get("proc") and (a["status"] == "running" or a["error_code"] == interrupted):
+            group = StepGroup.parse(a["proc"])
+        elif a["pid"] and a["status"] == "running":  # a row from before `proc` existed
+            group = StepGroup.parse(None, a["pid"], host)
         else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+            continue
+        if group is not None and group not in groups:
+            groups.append(group)
+    return groups
+
+
+def _stop_leftovers(store: Any, run: dict[str, Any]) -> None:
+    """Before a run's steps execute again (retry, continue): stop every process an
+    earlier attempt left alive, or refuse (exit 20) while any cannot be stopped, so two
+    copies of a step never run at once."""
+    groups = _left_groups(store, run)
+    if not groups:
+        return
+    from core.liveness import stop_groups
+
+    left = stop_groups(groups)
+    if left:
+        where = ", ".join(str(g) for g in left)
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run['run_id']}: an earlier attempt's processes are still alive ({where})"
+                " and cannot be stopped from here; stop them, or retry on that host",
+            ),
+            run["run_id"],
+        )
 
 
 # -- commands -------------------------------------------------------------------------
@@ -776,6 +793,7 @@ def retry_run(
     }
     if changed:
         values.update(workflow_hash=wf.sha256, workflow_version=wf.version)
+    _stop_leftovers(store, run)
     with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], **values):
             raise _with_run(ConcurrencyError(f"Run {run_id} changed while retrying"), run_id)
@@ -810,6 +828,7 @@ def continue_run(run_id: str) -> Envelope:
             run_id,
         )
     wf, _ = _load_run_workflow(run)
+    _stop_leftovers(store, run)
     with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], executor=current_executor()):
             raise _with_run(ConcurrencyError(f"Run {run_id} was taken by another executor"), run_id)

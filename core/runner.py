@@ -72,7 +72,7 @@ class Attempt:
     started_at: str
     id: int | None = None
     pid: int | None = None
-    pid_recorded: bool = False
+    proc: str | None = None  # its process group, "host:pgid:start" (core.liveness)
     born: float = field(default_factory=time.monotonic)
 
     def row(self, run_id: str) -> dict[str, Any]:
@@ -107,8 +107,8 @@ class Runner:
         self.interrupted: str | None = None  # the signal that stopped this executor
         self._lock = threading.RLock()
         # Attempts in flight (parallel branches run several): the watcher writes the rows
-        # and process groups of those that outlive a tick, so a reaper can stop the
-        # groups if this executor dies (trivial steps never pay for it).
+        # of those that outlive a tick (trivial steps never pay for it). Process groups
+        # are recorded before their command runs (_record_process).
         self._active: dict[int, Attempt] = {}
         self.inputs = run.get("inputs") or {}
         self.step_outputs: dict[str, Any] = dict(run.get("step_outputs") or {})
@@ -261,6 +261,9 @@ class Runner:
             if outcome.status != "failed" or number >= max_attempts or self.cancel.is_set():
                 return outcome, att
             self._close_attempt(att, outcome)
+            left = self._stop_leftovers(att)
+            if left is not None:
+                return StepOutcome.failed(left), att
             delay = backoff * (2 ** (number - 1) if exponential else 1)
             if delay > 0 and self.cancel.wait(delay):
                 return StepOutcome(status="cancelled"), att
@@ -325,7 +328,7 @@ class Runner:
             run_dir=self.run_dir,
             cancel=self.cancel,
             output=sink,
-            on_pid=lambda pid: setattr(att, "pid", pid),
+            on_pid=lambda pid: self._record_process(att, pid),
             artifact_name=f"{frame.label}{sid}",
             nested=nested,
             siblings=frame.steps,
@@ -348,6 +351,25 @@ class Runner:
         finally:
             att.pid = None
 
+    @staticmethod
+    def _stop_leftovers(att: Attempt) -> CpfError | None:
+        """Before the next attempt: stop what the failed one left running in its process
+        group (background children), so two attempts never run at once."""
+        if att.proc is None:
+            return None
+        from core.liveness import StepGroup, stop_groups
+
+        group = StepGroup.parse(att.proc)
+        if group is None or not stop_groups([group]):
+            return None
+        sid = att.step["id"]
+        return StepFailure(
+            ErrorCode.ERR_STEP_FAILED,
+            f"Step '{sid}': attempt {att.number} left processes that cannot be stopped "
+            f"({group}); not starting another attempt beside them",
+            step_id=sid,
+        )
+
     # -- transactions ------------------------------------------------------------------
 
     def _begin(self, frame: Frame, step: dict[str, Any], number: int) -> Attempt:
@@ -365,6 +387,22 @@ class Runner:
                 with self.store.hot() as conn:
                     att.id = self.store.insert_attempt(conn, att.row(self.run_id))
             return att.id
+
+    def _record_process(self, att: Attempt, pid: int) -> None:
+        """Commit the attempt's process group (row written now if need be). The
+        process is held before its command until this returns, so no step process
+        runs unrecorded: if this executor dies, a reaper finds the group here."""
+        from core.liveness import process_identity
+
+        with self._lock:
+            att.pid = pid
+            att.proc = process_identity(pid)
+            with self.store.hot() as conn:
+                if att.id is None:
+                    row = {**att.row(self.run_id), "pid": pid, "proc": att.proc}
+                    att.id = self.store.insert_attempt(conn, row)
+                else:
+                    self.store.update_attempt(conn, att.id, pid=pid, proc=att.proc)
 
     def _save_attempt(self, conn: Any, att: Attempt, values: dict[str, Any]) -> int:
         """Close the attempt in the caller's transaction: insert or update its row."""
@@ -625,8 +663,8 @@ class Runner:
     # -- liveness and cancellation -------------------------------------------------------
 
     def _watch(self) -> None:
-        """Beat the heartbeat, record long-lived step processes, and notice a cancel
-        written by another process."""
+        """Beat the heartbeat, write the rows of long-lived attempts, and notice a
+        cancel written by another process."""
         last_beat = time.monotonic()
         stop = self._stop_watch
         while not stop.wait(WATCH_SECONDS):
@@ -641,11 +679,7 @@ class Runner:
                 for att in list(self._active.values()):
                     if time.monotonic() - att.born < WATCH_SECONDS:
                         continue
-                    attempt_id = self._ensure(att)
-                    if att.pid is not None and not att.pid_recorded:
-                        with self.store.hot() as conn:
-                            self.store.update_attempt(conn, attempt_id, pid=att.pid)
-                        att.pid_recorded = True
+                    self._ensure(att)
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.touch_heartbeat(self.run_id, self.executor)
                     last_beat = time.monotonic()

@@ -11,17 +11,21 @@ import itertools
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import pid_gone
 
 from core.process import (
     SYSTEM_SHELL,
     ProcessResult,
     ShellError,
+    _death_signal,
     build_argv,
     run_process,
 )
@@ -225,6 +229,123 @@ def test_on_start_gets_pid_of_new_process_group() -> None:
     assert seen["pid"] == r.pid == int(r.stdout)
     assert seen["pgid"] == seen["sid"] == r.pid  # own session => own group
     assert os.getpgid(0) != r.pid
+
+
+def test_missing_program_is_found_missing_on_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        run_process(["cpf-no-such-program-anywhere"], env={"PATH": str(tmp_path)})
+
+
+def test_program_without_execute_permission_raises(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(PermissionError):
+        run_process([str(script)])
+
+
+def test_relative_program_is_found_in_cwd(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    assert run_process(["./script"], cwd=str(tmp_path)).stdout == "hi\n"
+
+
+# --- held start: the caller records the group before the command runs ------------------
+
+
+def test_command_is_held_until_on_start_returns(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    def on_start(pid: int) -> None:
+        assert os.getpgid(pid) == pid  # the group exists already ...
+        time.sleep(0.3)
+        assert not marker.exists()  # ... but its command has not run
+
+    r = run_process(sh(f"touch '{marker}'; echo $$"), on_start=on_start)
+    assert r.exit_code == 0 and marker.exists()
+    assert int(r.stdout) == r.pid  # the held process became the command: same pid
+
+
+def test_on_start_failure_means_the_command_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    pids: list[int] = []
+
+    def on_start(pid: int) -> None:
+        pids.append(pid)
+        raise RuntimeError("could not record")
+
+    with pytest.raises(RuntimeError, match="could not record"):
+        run_process(sh(f"touch '{marker}'"), on_start=on_start)
+    wait_group_dead(pids[0])
+    assert not marker.exists()
+
+
+def _caller(body: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """A separate Python process that calls run_process; it prints the child's pid."""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from core.process import run_process\n"
+        "def show(pid):\n"
+        "    print(pid, flush=True)\n" + textwrap.dedent(body)
+    )
+    return subprocess.Popen(
+        [PY, str(script)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
+
+
+def test_a_caller_killed_while_the_command_is_held_never_runs_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    caller = _caller(
+        f"""
+        def hold(pid):
+            show(pid)
+            time.sleep(60)
+        run_process(["/bin/sh", "-c", "touch '{marker}'"], on_start=hold)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid = int(caller.stdout.readline())
+    try:
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid)
+        assert not marker.exists()
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+@pytest.mark.parametrize("how", ["default", "prctl"])
+def test_the_command_dies_with_its_caller_even_from_a_thread(tmp_path: Path, how: str) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL to the caller kills the direct child (nothing else
+    stops it: no one reaps or signals its group). Started from a non-main thread,
+    which stays alive while the child runs. "prctl": the fallback without setpriv."""
+    if how == "default" and not any(_death_signal()):
+        pytest.skip("no way to set PR_SET_PDEATHSIG here")
+    fallback = "import core.process as cp\ncp._death_signal = lambda: ((), cp._pdeathsig_hook())\n"
+    body = textwrap.dedent(
+        """
+        worker = threading.Thread(target=run_process, args=(["sleep", "60"],),
+                                  kwargs={"on_start": show})
+        worker.start()
+        worker.join()
+        """
+    )
+    caller = _caller((fallback if how == "prctl" else "") + body, tmp_path)
+    assert caller.stdout is not None
+    pid = int(caller.stdout.readline())
+    try:
+        time.sleep(0.2)  # the child is released and runs `sleep`
+        assert not pid_gone(pid)
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
 
 
 # --- decoding ------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def _literals(compiled: Any) -> dict[str, Any]:
 def build() -> dict[str, Any]:
     from sqlalchemy import JSON, Boolean
     from sqlalchemy.dialects import sqlite
-    from sqlalchemy.schema import CreateIndex, CreateTable
+    from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
     from sqlmodel import SQLModel
 
     from core.store import service_models  # noqa: F401  (its tables are in the DDL too)
@@ -65,7 +65,16 @@ def build() -> dict[str, Any]:
     quote = dialect.identifier_preparer.quote
 
     ddl = []
+    # Upgrading an older store: a column added since its table was created is added by
+    # ALTER TABLE (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
+    add_columns: dict[str, dict[str, str]] = {}
     for table in SQLModel.metadata.sorted_tables:
+        add_columns[table.name] = {
+            c.name: f"ALTER TABLE {quote(table.name)} ADD COLUMN "
+            + str(CreateColumn(c).compile(dialect=dialect)).strip()
+            for c in table.columns
+            if c.nullable and not c.primary_key
+        }
         ddl.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip())
         for index in sorted(table.indexes, key=lambda i: i.name):
             ddl.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
@@ -109,6 +118,7 @@ def build() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "ddl": ddl,
+        "add_columns": add_columns,
         "tables": tables,
         "updates": updates,
         "queries": queries,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # 3: svc_rate_windows (the rate limit shared by replicas)
+SCHEMA_VERSION = 3  # 3: svc_rate_windows (replicas' shared rate limit), step_attempts.proc
 
 
 def _json(nullable: bool = True) -> Any:
@@ -94,7 +94,11 @@ class StepAttempt(SQLModel, table=True):
     outputs: Any = _json()
     stdout_path: str | None = None
     stderr_path: str | None = None
+    # The step's process group: `pid` is its id, `proc` "host:pgid:leader-start-ticks",
+    # committed before the command may run, so a group left by a dead executor is
+    # found and stopped (and never confused with a group that reused the number).
     pid: int | None = None
+    proc: str | None = None
     output_bytes: int = 0
     truncated: bool = False
     started_at: str

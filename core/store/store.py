@@ -73,6 +73,17 @@ def variant(name: str, **flags: Any) -> str:
     return "+".join((name, *(flag for flag, value in flags.items() if value)))
 
 
+def _add_missing_columns(conn: Any, table: Any) -> None:
+    """Columns added to an existing table since it was created (schema 3: `proc`)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 def _install_sqlite_pragmas(engine: Any) -> None:
     from sqlalchemy import event
 
@@ -202,9 +213,9 @@ class Store:
     def _ensure_sqlite_schema(self) -> None:
         """Create or upgrade a SQLite store from the compiled DDL (no SQLAlchemy).
 
-        Migrations so far only add tables and indexes, which the DDL's IF NOT EXISTS
-        does; a migration that changes a table must add its step here and in
-        `_ensure_schema`."""
+        Migrations so far only add tables, indexes (the DDL's IF NOT EXISTS) and nullable
+        columns (`add_columns`); a migration that changes a column must add its step
+        here and in `_ensure_schema`."""
         conn = self.sql._raw()
         version = self._sqlite_schema_version(conn)
         if version == SCHEMA_VERSION:
@@ -224,6 +235,12 @@ class Store:
                 return
             for ddl in DATA["ddl"]:
                 tx.execute(ddl)
+            if version is not None:
+                for table, columns in DATA["add_columns"].items():
+                    have = {row[1] for row in tx.execute(f'PRAGMA table_info("{table}")')}
+                    for name, alter in columns.items():
+                        if name not in have:
+                            tx.execute(alter)
             if version is None:
                 values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
                 self.sql.insert_row(tx, "insert_cpf_meta", values)
@@ -247,7 +264,10 @@ class Store:
 
         # The service's tables are only imported here and by the service itself, so a
         # `cpf run` does not pay for defining them.
-        from core.store import service_models  # noqa: F401
+        from core.store import (
+            service_models,  # noqa: F401
+            statements,
+        )
         from core.store.statements import META
 
         with self.write() as conn:
@@ -257,6 +277,8 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
             SQLModel.metadata.create_all(conn)
             have = conn.execute(select(META.c.value).where(META.c.key == "schema_version")).scalar()
+            if have is not None and int(have) < 3:
+                _add_missing_columns(conn, statements.ATTEMPTS)
             if have is None:
                 conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(have) < SCHEMA_VERSION:
