@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow webhook targets on loopback/private/link-local networks (local development)",
     )
+    c.add_argument(
+        "--no-webhook-delivery",
+        action="store_true",
+        help="queue webhook deliveries but send none (another replica, or a later start, sends)",
+    )
     c.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
                    help="seconds a client has to send a request head (default 10)")
     c.add_argument("--body-timeout", type=float, default=30.0, metavar="S",

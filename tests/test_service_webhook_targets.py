@@ -35,7 +35,10 @@ REFUSED = {
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = ServeProcess(tmp_path_factory.mktemp("serve-targets") / "base")
+    # It registers a public address: it must never send to it.
+    server = ServeProcess(
+        tmp_path_factory.mktemp("serve-targets") / "base", args=("--no-webhook-delivery",)
+    )
     yield server
     assert server.stop() == 0, server.logs()
     assert "Traceback" not in server.logs(), server.logs()
@@ -113,5 +116,34 @@ def test_delivery_refused_when_the_server_does_not_allow_private_targets(
         finally:
             assert prod.stop() == 0, prod.logs()
             assert "Traceback" not in prod.logs(), prod.logs()
+    finally:
+        rx.close()
+
+
+def test_no_webhook_delivery_queues_and_sends_nothing(tmp_path: Path) -> None:
+    """`--no-webhook-delivery`: deliveries are queued, none is sent; a delivering server on
+    the same store sends them later (the replica without egress)."""
+    base = tmp_path / "base"
+    rx = Receiver()
+    try:
+        quiet = ServeProcess(base, args=("--allow-private-webhooks", "--no-webhook-delivery"))
+        try:
+            key = quiet.key("quiet")
+            client = quiet.client(key)
+            hook = client.register_webhook(rx.url + "/in", ["checkpoint.saved"])
+            client.save("wf-quiet", 0, {"v": 0})
+            client.close()
+            [queued] = _deliveries(quiet, key, hook["webhook_id"])
+            assert queued["status"] == "pending" and queued["attempts"] == 0, queued
+            assert rx.bodies() == []
+        finally:
+            assert quiet.stop() == 0, quiet.logs()
+        assert rx.bodies() == []
+        loud = ServeProcess(base, args=("--allow-private-webhooks",))
+        try:
+            [sent] = rx.wait_for(lambda bodies: len(bodies) >= 1)
+            assert sent["data"]["workflow_id"] == "wf-quiet", sent
+        finally:
+            assert loud.stop() == 0, loud.logs()
     finally:
         rx.close()

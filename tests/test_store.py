@@ -289,3 +289,31 @@ def test_compiled_schema_is_the_one_sqlalchemy_creates(tmp_path: Path) -> None:
         schemas.append((master, columns, meta))
     assert schemas[0] == schemas[1]
     assert ("schema_version", str(SCHEMA_VERSION)) in schemas[0][2]
+
+
+def test_sqlite_store_of_schema_2_upgrades_without_the_orm(tmp_path: Path) -> None:
+    """A schema-2 file (no step_attempts.proc, no svc_rate_windows) is upgraded by the
+    compiled DDL path that `cpf` commands use on SQLite: the column and the table appear,
+    the version moves to the current one, and existing rows stay."""
+    import sqlite3
+
+    from core.store.compiled import SCHEMA_VERSION
+    from core.store.store import Store
+
+    path = tmp_path / "cpf.db"
+    Store(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE step_attempts DROP COLUMN proc")
+    db.execute("DROP TABLE svc_rate_windows")
+    db.execute("INSERT INTO cpf_meta (key, value) VALUES ('canary', 'kept')")
+    db.execute("UPDATE cpf_meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+
+    Store(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    assert "proc" in {row[1] for row in db.execute("PRAGMA table_info(step_attempts)")}
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'svc_rate_windows'").fetchone()
+    meta = dict(db.execute("SELECT key, value FROM cpf_meta"))
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "canary": "kept"}
+    db.close()

@@ -50,6 +50,7 @@ class Settings:
     sweep_interval: float = 60.0
     options: Options | None = None
     background: bool = True  # run the delivery worker and the sweeper
+    deliver_webhooks: bool = True  # False: queue deliveries, send none (another replica does)
     body_timeout: float = BODY_TIMEOUT  # seconds to receive a request body
 
 
@@ -154,9 +155,10 @@ def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         if settings.background:
-            worker = DeliveryWorker(svc)
-            svc.on_enqueue = worker.wake
-            tasks.append(asyncio.create_task(worker.run()))
+            if settings.deliver_webhooks:
+                worker = DeliveryWorker(svc)
+                svc.on_enqueue = worker.wake
+                tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(Sweeper(svc, settings.sweep_interval).run()))
         try:
             yield

@@ -8,7 +8,8 @@ effect at once, for running servers too (keys are checked on every request).
 Environment knobs of `cpf serve` (seconds): CPF_RATE_LIMIT_WINDOW (60),
 CPF_SWEEP_INTERVAL (expiry sweeper period, 60), CPF_DEFAULT_TTL (604800),
 CPF_MAX_TTL (ten years). Webhook targets on loopback, private or link-local networks
-are refused unless CPF_WEBHOOK_ALLOW_PRIVATE=1 or `--allow-private-webhooks` is given.
+are refused unless CPF_WEBHOOK_ALLOW_PRIVATE=1 or `--allow-private-webhooks` is given;
+`--no-webhook-delivery` queues deliveries without sending any (a replica with no egress).
 
 Connection limits are flags (see core.service.guard): --header-timeout (10 s to send a
 request head), --body-timeout (30 s for a body), --keep-alive-timeout (5 s idle between
@@ -111,6 +112,7 @@ def serve(args: argparse.Namespace) -> int:
         sweep_interval=_env_float("CPF_SWEEP_INTERVAL", 60.0),
         options=options,
         body_timeout=args.body_timeout,
+        deliver_webhooks=not args.no_webhook_delivery,
     )
     app = create_app(svc, settings)
     sys.stderr.write(
