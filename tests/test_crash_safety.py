@@ -210,7 +210,10 @@ def test_kill_9_in_the_first_50ms_of_a_step_then_retry_never_overlaps(
     # Kills spread over the first 50 ms after `pre` ended: before the step's process
     # exists, while it is held unrecorded or recorded, and just after its command began;
     # and kills right after the command started, so its grandchild holds the lock.
-    delays: list[float | None] = [i * 0.050 / 19 for i in range(20)] + [None] * 4
+    # CI takes 10 + 2 kills (each costs two `cpf` starts); CPF_TEST_KILLS=40 for a long run.
+    spread = max(2, int(os.environ.get("CPF_TEST_KILLS", "10")))
+    delays: list[float | None] = [i * 0.050 / (spread - 1) for i in range(spread)]
+    delays += [None] * max(2, spread // 5)
     # A few at a time, so the file stays quick; each has its own run, folder and lock.
     with ThreadPoolExecutor(max_workers=3) as pool:
         seen = list(
