@@ -864,20 +864,49 @@ def list_runs(
 
 @_guarded("init")
 def init_workflow(file: str | Path, force: bool = False) -> Envelope:
+    """Write the starter workflow; never into a FIFO or device, never half a file."""
+    import stat
+    import tempfile
     from importlib.resources import files
 
     from core.envelope import PersistenceError
+    from core.limits import shown
 
     path = Path(file)
-    if path.exists() and not force:
+    name = shown(str(path))
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise ValidationError(
-            ErrorCode.ERR_FILE_EXISTS, f"File already exists: {path}. Use --force to overwrite."
+            ErrorCode.ERR_VALIDATION_INPUT, f"Cannot use {name} ({reason})"
+        ) from None
+    if st is not None and not force:
+        raise ValidationError(
+            ErrorCode.ERR_FILE_EXISTS, f"File already exists: {name}. Use --force to overwrite."
+        )
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ValidationError(
+            ErrorCode.ERR_VALIDATION_INPUT, f"Not a regular file, will not overwrite: {name}"
         )
     template = files("core").joinpath("init_template.yaml").read_text(encoding="utf-8")
+    tmp = None
     try:
-        path.write_text(template, encoding="utf-8")
+        # A temporary file renamed over the target: an interrupted write leaves no half file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cpf-init-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(template)
+        os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        raise PersistenceError(f"Failed to write file: {exc}") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise PersistenceError(f"Failed to write file: {name} ({reason})") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return Envelope.success("init", result={"file": str(path)})
 
 
