@@ -424,6 +424,8 @@ def main() -> int:
             cmd, argv, stdin = fz.case(rng, i)
             kinds = fz.judge(cmd, argv, stdin)
             bad_cases += bool(kinds)
+            if (i + 1) % 25 == 0:
+                print(f"  ... {i + 1} cases, {bad_cases} bad", file=sys.stderr, flush=True)
             for kind in kinds:
                 counts[kind] += 1
                 if len(examples[kind]) < opts.show:

@@ -83,7 +83,7 @@ def json_copy(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NO
         elif t is dict or t is list:
             if depth >= max_depth:
                 raise JsonProblem(
-                    f"{_where(path)[:200]}: nested more than {max_depth} levels deep"
+                    f"{_where(path[:6])}...: nested more than {max_depth} levels deep"
                     " (or contains itself)"
                 )
             if t is dict:

@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# `pytest --hypothesis-profile=deep ...`: long hostile-input runs by hand; CI keeps each
+# property test's small budget (see tests/hostile.py `examples`).
+settings.register_profile("deep", max_examples=1000, deadline=None)
 
 CPF = shutil.which("cpf") or str(Path(sys.executable).parent / "cpf")
 ENVELOPE_SCHEMA = "checkpointflow-run/v1"
