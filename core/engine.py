@@ -426,8 +426,13 @@ def _runner(store: Any, wf: Any, run: dict[str, Any]) -> Any:
 
 def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
     store = runner.store
-    with _interrupts_as_cancel(runner):
-        final = runner.drive(start_step)
+    try:
+        with _interrupts_as_cancel(runner):
+            final = runner.drive(start_step)
+    except Exception as exc:
+        # Never leave the run `running` behind an error (later misread as interrupted).
+        _fail_unfinished(store, runner.run["run_id"], exc)
+        raise
     if runner.interrupted:
         final = _mark_interrupted(store, final, runner.interrupted)
     return _outcome_envelope(command, final, runner.exit_code)
@@ -457,6 +462,32 @@ class _interrupts_as_cancel:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+
+
+def _fail_unfinished(store: Any, run_id: str, exc: Exception) -> None:
+    """Record a run whose executor hit an unexpected error as failed, with that error."""
+    from core.store.store import now_iso
+
+    with contextlib.suppress(Exception):
+        fresh = store.get_run(run_id)
+        if fresh is None or fresh["status"] != "running":
+            return
+        code = exc.code if isinstance(exc, CpfError) else ErrorCode.ERR_INTERNAL.value
+        step = fresh.get("current_step_id")
+        err = {
+            "code": code,
+            "message": (
+                "The run stopped"
+                + (f" at step '{step}'" if step else "")
+                + f": {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            ),
+            "step_id": step,
+        }
+        with store.write() as conn:
+            store.cas_run(
+                conn, run_id, fresh["version"], status="failed", error=err, finished_at=now_iso()
+            )
+            store.fail_open_attempts(conn, run_id, err["code"], err["message"])
 
 
 def _mark_interrupted(store: Any, run: dict[str, Any], signame: str) -> dict[str, Any]:

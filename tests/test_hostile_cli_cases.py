@@ -167,7 +167,9 @@ def test_cli_step_printing_nan_gives_no_outputs(cpfb: Bytes, workdir: Path) -> N
 
 
 @pytest.mark.parametrize(
-    "limit", ["99999999999999999999", "-1", "1e3", "nan", "\u0663", "9" * 5000]
+    "limit",
+    ["99999999999999999999", "-1", "1e3", "nan", "\u0663", "9" * 5000],
+    ids=["20 digits", "negative", "float", "nan", "arabic digit", "5000 digits"],
 )
 def test_runs_limit_is_bounded(cpfb: Bytes, limit: str) -> None:
     env = cpfb("runs", "--limit", limit, ok={10})
