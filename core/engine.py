@@ -66,6 +66,13 @@ def _guarded(command: str) -> Callable[[F], F]:
     return wrap
 
 
+def _shown(text: str, limit: int = 120) -> str:
+    """User-given text in a one-line message (control characters escaped, shortened)."""
+    from core.limits import shown
+
+    return shown(text, limit)
+
+
 def _with_run(err: CpfError, run_id: str) -> CpfError:
     err.run_id = run_id  # type: ignore[attr-defined]
     return err
@@ -172,7 +179,7 @@ def _store() -> Any:
 def _load_run(store: Any, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     if run is None:
-        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {_shown(run_id)}")
     return touch(store, run)
 
 
@@ -566,7 +573,7 @@ def resume_run(
         raise _with_run(
             RuntimeStateError(
                 ErrorCode.ERR_RESUME_EVENT_MISMATCH,
-                f"Expected event '{wait.get('event_name')}', got '{event_name}'",
+                f"Expected event '{wait.get('event_name')}', got '{_shown(event_name)}'",
             ),
             run_id,
         )
@@ -718,7 +725,10 @@ def cancel_run(
             run_id,
         )
     who = actor or default_actor()
-    err = {"code": ErrorCode.ERR_CANCELLED.value, "message": f"Cancelled by {who}: {reason}"}
+    err = {
+        "code": ErrorCode.ERR_CANCELLED.value,
+        "message": f"Cancelled by {_shown(who)}: {_shown(reason, 500)}",
+    }
     with store.write() as conn:
         if not store.cas_run(
             conn, run_id, run["version"], status="cancelled", error=err, finished_at=now_iso()
@@ -787,7 +797,7 @@ def retry_run(
     if start not in wf.index_of:
         raise _with_run(
             ValidationError(
-                ErrorCode.ERR_VALIDATION_INPUT, f"Step '{start}' is not in workflow {wf.id}"
+                ErrorCode.ERR_VALIDATION_INPUT, f"Step '{_shown(start)}' is not in workflow {wf.id}"
             ),
             run_id,
         )
@@ -828,7 +838,7 @@ def continue_run(run_id: str) -> Envelope:
     store = _store()
     run = store.get_run(run_id)
     if run is None:
-        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {_shown(run_id)}")
     if run["status"] != "running" or run.get("executor") is not None:
         raise _not_waiting(
             f"Run {run_id} has no pending hand-off (status: {run['status']})",
