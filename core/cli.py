@@ -141,6 +141,17 @@ def _command_name(args: argparse.Namespace) -> str:
     return "keys" if args.command == "keys" else str(args.command)
 
 
+def _write_utf8(text: str) -> None:
+    """Text on stdout as UTF-8 whatever the locale (undecodable parts replaced)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        out.write(text.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
 def _silence_stdout() -> None:
     import os
 
@@ -181,10 +192,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "guide":
         from importlib.resources import files
 
-        text = files("core").joinpath("guide.md").read_text(encoding="utf-8")
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.flush()
+        _write_utf8(files("core").joinpath("guide.md").read_text(encoding="utf-8"))
         return 0
     if args.command == "tui":
         import os
@@ -234,13 +242,11 @@ def _logs(args: argparse.Namespace) -> int:
     from core import engine
     from core.envelope import CpfError, Envelope, ErrorCode, emit
 
-    out = sys.stdout.buffer
     try:
         for text in engine.follow_output(
             args.run_id, step_id=args.step, stream=args.stream, follow=args.follow
         ):
-            out.write(text.encode("utf-8", "replace"))
-            out.flush()
+            _write_utf8(text)
     except CpfError as err:
         return emit(Envelope.failure("logs", err, run_id=None))
     except KeyboardInterrupt:
