@@ -118,7 +118,7 @@ def _paths(cpf: Cpf) -> st.SearchStrategy[bytes]:
     )
 
 
-@budget(12)
+@budget(8)
 @given(doc=document, command=st.sampled_from(["validate", "run"]))
 def test_hostile_documents(cpf: Cpf, doc: bytes, command: str) -> None:
     (cpf.root / "doc.yaml").write_bytes(doc)
@@ -129,7 +129,7 @@ def test_hostile_documents(cpf: Cpf, doc: bytes, command: str) -> None:
         assert cpf.store.runs() == before, "a refused workflow left a run row"
 
 
-@budget(10)
+@budget(6)
 @given(data=st.data())
 def test_hostile_workflow_paths(cpf: Cpf, data: st.DataObject) -> None:
     path = data.draw(_paths(cpf))
@@ -138,7 +138,7 @@ def test_hostile_workflow_paths(cpf: Cpf, data: st.DataObject) -> None:
     assert env is None or env["exit_code"] in (0, 2, 10, 40)
 
 
-@budget(15)
+@budget(10)
 @given(body=payload, how=st.sampled_from(["inline", "file", "stdin"]))
 def test_hostile_run_inputs(cpf: Cpf, body: bytes, how: str) -> None:
     before = cpf.store.runs()
@@ -161,7 +161,7 @@ def test_hostile_run_inputs(cpf: Cpf, body: bytes, how: str) -> None:
     assert cpf.store.running() == 0
 
 
-@budget(10)
+@budget(6)
 @given(body=payload)
 def test_hostile_resume_payloads(cpf: Cpf, body: bytes) -> None:
     (cpf.root / "event.json").write_bytes(body)
@@ -188,13 +188,13 @@ RUN_ID_COMMANDS = {
 }
 
 
-@budget(16)
+@budget(10)
 @given(command=st.sampled_from(sorted(RUN_ID_COMMANDS)), value=argv_bytes)
 def test_hostile_run_ids(cpf: Cpf, command: str, value: bytes) -> None:
     cpf.checked(command, *RUN_ID_COMMANDS[command](value))
 
 
-@budget(10)
+@budget(6)
 @given(command=st.sampled_from(["resume", "cancel", "retry", "logs"]), value=argv_bytes)
 def test_hostile_values_on_a_real_run(cpf: Cpf, command: str, value: bytes) -> None:
     """A known run id with hostile event names, reasons, step ids."""
@@ -210,7 +210,7 @@ def test_hostile_values_on_a_real_run(cpf: Cpf, command: str, value: bytes) -> N
         cpf.waiting = json.loads(cpf.run(b"run", b"-f", b"wait.yaml").stdout)["run_id"]
 
 
-@budget(12)
+@budget(8)
 @given(limit=st.one_of(st.none(), number_flag), workflow=st.one_of(st.none(), argv_bytes))
 def test_hostile_runs_flags(cpf: Cpf, limit: bytes | None, workflow: bytes | None) -> None:
     argv = [b"runs"]
@@ -222,7 +222,7 @@ def test_hostile_runs_flags(cpf: Cpf, limit: bytes | None, workflow: bytes | Non
     assert env is not None and env["exit_code"] in (0, 10)
 
 
-@budget(10)
+@budget(6)
 @given(data=st.data(), force=st.booleans())
 def test_hostile_init_targets(cpf: Cpf, data: st.DataObject, force: bool) -> None:
     target = data.draw(_paths(cpf))
@@ -232,7 +232,7 @@ def test_hostile_init_targets(cpf: Cpf, data: st.DataObject, force: bool) -> Non
     assert not (cpf.root / "fifo").is_file()
 
 
-@budget(8)
+@budget(5)
 @given(
     action=st.sampled_from([b"create", b"list", b"revoke"]),
     value=argv_bytes,
