@@ -22,6 +22,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+MAX_LIMIT = 1_000_000
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cpf", description="cpf: resumable workflows for people and agents.")
     p.add_argument("-v", "--version", action="version", version=__version__)
@@ -68,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         "--status", choices=["created", "running", "waiting", "completed", "failed", "cancelled"]
     )
     c.add_argument("--workflow", help="workflow id")
-    c.add_argument("--limit", type=int)
+    # Parsed by the command (not argparse) so a bad value gets the JSON envelope.
+    c.add_argument("--limit", help=f"at most this many runs (0 to {MAX_LIMIT})")
 
     c = cmd("logs", "Print the stored output of a run (raw text).")
     c.add_argument("--run-id", required=True)
@@ -137,19 +141,91 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cpf runs | head`): nothing more can be said on stdout.
+        _silence_stdout()
+        return 0
+    except Exception as exc:  # the last line of defence: a clean envelope, never a traceback
+        from core.envelope import CpfError, Envelope, ErrorCode, emit
+
+        err = CpfError(ErrorCode.ERR_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+        return emit(Envelope.failure(_command_name(args), err))
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return "keys" if args.command == "keys" else str(args.command)
+
+
+def _write_utf8(text: str) -> None:
+    """Text on stdout as UTF-8 whatever the locale (undecodable parts replaced)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        out.write(text.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _refusal(args: argparse.Namespace) -> Any:
+    """An argument no command can use, as a ValidationError; else None.
+
+    Python decodes argv bytes that are not UTF-8 to lone surrogates: they could reach
+    neither the store nor a UTF-8 envelope, so they are refused here, once, by name."""
+    from core import limits
+    from core.envelope import ErrorCode, ValidationError
+
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and limits.has_surrogate(item):
+                flag = "--" + name.replace("_", "-").replace("new-run-id", "run-id")
+                return ValidationError(
+                    ErrorCode.ERR_VALIDATION_INPUT,
+                    f"{flag} is not valid UTF-8: {limits.shown(item)}",
+                )
+    if getattr(args, "limit", None) is not None:
+        raw = args.limit.strip()
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 7 and int(raw) <= MAX_LIMIT):
+            return ValidationError(
+                ErrorCode.ERR_VALIDATION_INPUT,
+                f"--limit must be a whole number from 0 to {MAX_LIMIT}, "
+                f"got {limits.shown(raw, 40)}",
+            )
+        args.limit = int(raw)
+    return None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "guide":
         from importlib.resources import files
 
-        sys.stdout.write(files("core").joinpath("guide.md").read_text(encoding="utf-8"))
+        _write_utf8(files("core").joinpath("guide.md").read_text(encoding="utf-8"))
         return 0
-    if args.command == "logs":
-        return _logs(args)
     if args.command == "tui":
         import os
 
         # Exec rather than import: the engine never imports the TUI package.
         argv_tui = [sys.executable, "-m", "cpf_tui", *args.paths]
         os.execv(sys.executable, argv_tui)
+    refused = _refusal(args)
+    if refused is not None:
+        from core.envelope import Envelope, emit
+
+        return emit(Envelope.failure(_command_name(args), refused))
+    if args.command == "logs":
+        return _logs(args)
     if args.command in ("serve", "keys"):
         from core.service import commands
 
@@ -183,20 +259,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     from core import engine
-    from core.envelope import CpfError, Envelope, emit
+    from core.envelope import CpfError, Envelope, ErrorCode, emit
 
     try:
         for text in engine.follow_output(
             args.run_id, step_id=args.step, stream=args.stream, follow=args.follow
         ):
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            _write_utf8(text)
     except CpfError as err:
         return emit(Envelope.failure("logs", err, run_id=None))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except Exception as exc:  # e.g. the store cannot be read: an envelope, not a traceback
+        err = CpfError(ErrorCode.ERR_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+        return emit(Envelope.failure("logs", err, run_id=None))
     return 0
 
 

@@ -7,6 +7,7 @@ Only this module and `runner` talk to the store for runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -63,6 +64,13 @@ def _guarded(command: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """User-given text in a one-line message (control characters escaped, shortened)."""
+    from core.limits import shown
+
+    return shown(text, limit)
 
 
 def _with_run(err: CpfError, run_id: str) -> CpfError:
@@ -171,7 +179,7 @@ def _store() -> Any:
 def _load_run(store: Any, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     if run is None:
-        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {_shown(run_id)}")
     return touch(store, run)
 
 
@@ -443,8 +451,13 @@ def _runner(store: Any, wf: Any, run: dict[str, Any]) -> Any:
 
 def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
     store = runner.store
-    with _interrupts_as_cancel(runner):
-        final = runner.drive(start_step)
+    try:
+        with _interrupts_as_cancel(runner):
+            final = runner.drive(start_step)
+    except Exception as exc:
+        # Never leave the run `running` behind an error (later misread as interrupted).
+        _fail_unfinished(store, runner.run["run_id"], exc)
+        raise
     if runner.interrupted:
         final = _mark_interrupted(store, final, runner.interrupted)
     if runner.completed_implicitly and final["status"] == "completed":
@@ -478,6 +491,32 @@ class _interrupts_as_cancel:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+
+
+def _fail_unfinished(store: Any, run_id: str, exc: Exception) -> None:
+    """Record a run whose executor hit an unexpected error as failed, with that error."""
+    from core.store.store import now_iso
+
+    with contextlib.suppress(Exception):
+        fresh = store.get_run(run_id)
+        if fresh is None or fresh["status"] != "running":
+            return
+        code = exc.code if isinstance(exc, CpfError) else ErrorCode.ERR_INTERNAL.value
+        step = fresh.get("current_step_id")
+        err = {
+            "code": code,
+            "message": (
+                "The run stopped"
+                + (f" at step '{step}'" if step else "")
+                + f": {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            ),
+            "step_id": step,
+        }
+        with store.hot() as conn:
+            store.cas_run(
+                conn, run_id, fresh["version"], status="failed", error=err, finished_at=now_iso()
+            )
+            store.fail_open_attempts(conn, run_id, err["code"], err["message"])
 
 
 def _mark_interrupted(store: Any, run: dict[str, Any], signame: str) -> dict[str, Any]:
@@ -556,7 +595,7 @@ def resume_run(
         raise _with_run(
             RuntimeStateError(
                 ErrorCode.ERR_RESUME_EVENT_MISMATCH,
-                f"Expected event '{wait.get('event_name')}', got '{event_name}'",
+                f"Expected event '{wait.get('event_name')}', got '{_shown(event_name)}'",
             ),
             run_id,
         )
@@ -708,7 +747,10 @@ def cancel_run(
             run_id,
         )
     who = actor or default_actor()
-    err = {"code": ErrorCode.ERR_CANCELLED.value, "message": f"Cancelled by {who}: {reason}"}
+    err = {
+        "code": ErrorCode.ERR_CANCELLED.value,
+        "message": f"Cancelled by {_shown(who)}: {_shown(reason, 500)}",
+    }
     with store.hot() as conn:
         if not store.cas_run(
             conn, run_id, run["version"], status="cancelled", error=err, finished_at=now_iso()
@@ -779,7 +821,7 @@ def retry_run(
     if start not in wf.index_of:
         raise _with_run(
             ValidationError(
-                ErrorCode.ERR_VALIDATION_INPUT, f"Step '{start}' is not in workflow {wf.id}"
+                ErrorCode.ERR_VALIDATION_INPUT, f"Step '{_shown(start)}' is not in workflow {wf.id}"
             ),
             run_id,
         )
@@ -821,7 +863,7 @@ def continue_run(run_id: str) -> Envelope:
     store = _store()
     run = store.get_run(run_id)
     if run is None:
-        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {run_id}")
+        raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {_shown(run_id)}")
     if run["status"] != "running" or run.get("executor") is not None:
         raise _not_waiting(
             f"Run {run_id} has no pending hand-off (status: {run['status']})",
@@ -889,20 +931,49 @@ def list_runs(
 
 @_guarded("init")
 def init_workflow(file: str | Path, force: bool = False) -> Envelope:
+    """Write the starter workflow; never into a FIFO or device, never half a file."""
+    import stat
+    import tempfile
     from importlib.resources import files
 
     from core.envelope import PersistenceError
+    from core.limits import shown
 
     path = Path(file)
-    if path.exists() and not force:
+    name = shown(str(path))
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise ValidationError(
-            ErrorCode.ERR_FILE_EXISTS, f"File already exists: {path}. Use --force to overwrite."
+            ErrorCode.ERR_VALIDATION_INPUT, f"Cannot use {name} ({reason})"
+        ) from None
+    if st is not None and not force:
+        raise ValidationError(
+            ErrorCode.ERR_FILE_EXISTS, f"File already exists: {name}. Use --force to overwrite."
+        )
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ValidationError(
+            ErrorCode.ERR_VALIDATION_INPUT, f"Not a regular file, will not overwrite: {name}"
         )
     template = files("core").joinpath("init_template.yaml").read_text(encoding="utf-8")
+    tmp = None
     try:
-        path.write_text(template, encoding="utf-8")
+        # A temporary file renamed over the target: an interrupted write leaves no half file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cpf-init-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(template)
+        os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        raise PersistenceError(f"Failed to write file: {exc}") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise PersistenceError(f"Failed to write file: {name} ({reason})") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return Envelope.success("init", result={"file": str(path)})
 
 

@@ -189,7 +189,35 @@ class Envelope:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
+        """Strict JSON (never NaN/Infinity, never a lone surrogate): a value that slipped
+        past the input checks is rendered safely rather than breaking the envelope."""
+        data = self.to_dict()
+        try:
+            text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, default=str)
+            text.encode("utf-8")
+            return text
+        except (ValueError, TypeError, RecursionError, UnicodeError):
+            return json.dumps(_printable(data), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    """`value` as strict JSON data: non-finite numbers become null, undecodable text is
+    escaped, cycles and runaway nesting are cut, anything else becomes its `str()`."""
+    if depth > 200:
+        return "..."
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() < 14_000 else "(integer too large)"
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {_printable(str(k)): _printable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v, depth + 1) for v in value]
+    return _printable(str(value))
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -200,6 +228,13 @@ def emit(envelope: Envelope) -> int:
     """Print the envelope on stdout; return the process exit status (= exit_code)."""
     import sys
 
-    sys.stdout.write(envelope.to_json() + "\n")
+    text = envelope.to_json() + "\n"
+    # UTF-8 whatever the locale says: the envelope is UTF-8 by contract.
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        out.write(text.encode("utf-8"))
     sys.stdout.flush()
     return int(envelope.exit_code)

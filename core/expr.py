@@ -250,13 +250,27 @@ def _describe(tok: _Tok) -> str:
     return f"'{tok.value}'"
 
 
+MAX_NESTING = 32  # parentheses, brackets, `${` and `not` inside one another
+
+
 class _Parser:
-    __slots__ = ("i", "text", "toks")
+    __slots__ = ("depth", "i", "text", "toks")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def enter(self) -> None:
+        """One level deeper; an explicit limit instead of a RecursionError."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _fail(
+                f"expression nested more than {MAX_NESTING} levels deep",
+                self.peek().pos,
+                self.text,
+            )
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -293,6 +307,13 @@ class _Parser:
         return node
 
     def or_(self) -> Node:
+        self.enter()
+        try:
+            return self._or()
+        finally:
+            self.depth -= 1
+
+    def _or(self) -> Node:
         first = self.and_()
         if not self.is_("KW", "or"):
             return first
@@ -315,7 +336,11 @@ class _Parser:
     def not_(self) -> Node:
         if self.is_("KW", "not"):
             self.i += 1
-            return Not(self.not_())
+            self.enter()
+            try:
+                return Not(self.not_())
+            finally:
+                self.depth -= 1
         return self.comparison()
 
     def comp_op(self) -> tuple[str, _Tok] | None:

@@ -59,7 +59,12 @@ def check_payload(schema: dict[str, Any] | None, data: Any) -> list[FieldError]:
         validator = _validator(json.dumps(schema, sort_keys=True))
     except SchemaError as exc:
         return [FieldError((), f"the schema itself is invalid: {exc.message}")]
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.message))
+    try:
+        found = list(validator.iter_errors(data))
+    except RecursionError:
+        # A schema whose $ref leads back to itself without consuming the value.
+        return [FieldError((), "the schema refers to itself without end (a $ref loop)")]
+    errors = sorted(found, key=lambda e: (len(e.absolute_path), e.message))
     return [FieldError(_path(e), _message(e)) for e in errors]
 
 

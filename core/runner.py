@@ -334,7 +334,7 @@ class Runner:
             siblings=frame.steps,
         )
         try:
-            return handler(ctx)
+            return _snapshot(handler(ctx), sid)
         except RunTaken:
             raise
         except CpfError as exc:
@@ -685,3 +685,30 @@ class Runner:
                     last_beat = time.monotonic()
             except CpfError:
                 continue  # a busy store must not kill the executor; try again next tick
+
+
+def _snapshot(outcome: StepOutcome, sid: str) -> StepOutcome:
+    """The outcome with its outputs and result as fresh JSON trees, so what is committed
+    is a value (never a live scope that would contain itself); a value that is not
+    bounded JSON fails the step cleanly instead of failing the commit."""
+    from core import limits
+
+    try:
+        outcome.outputs = limits.json_copy(outcome.outputs)
+        outcome.result = limits.json_copy(outcome.result)
+        if outcome.wait is not None:
+            outcome.wait = limits.json_copy(outcome.wait)
+    except limits.JsonProblem as exc:
+        return StepOutcome.failed(
+            StepFailure(
+                ErrorCode.ERR_STEP_OUTPUT_INVALID,
+                f"Step '{sid}' produced a value that cannot be stored: {exc}",
+                step_id=sid,
+            ),
+            exit_code=outcome.exit_code,
+            stdout_path=outcome.stdout_path,
+            stderr_path=outcome.stderr_path,
+            output_bytes=outcome.output_bytes,
+            truncated=outcome.truncated,
+        )
+    return outcome

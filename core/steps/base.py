@@ -45,7 +45,12 @@ class StepContext:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", self.artifact_name or self.step_id)
         folder = self.run_dir / stream
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name.lstrip('.') or '_'}.txt"
+        name = name.lstrip(".") or "_"
+        if len(name) > 120:  # a file name has at most 255 bytes
+            import hashlib
+
+            name = name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        path = folder / f"{name}.txt"
         path.write_text(text, encoding="utf-8", errors="replace")
         return str(path)
 

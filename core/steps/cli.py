@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core import limits
 from core.envelope import CpfError, ErrorCode, StepFailure
 from core.steps.base import StepContext, StepOutcome
 
@@ -59,13 +60,17 @@ def run(ctx: StepContext) -> StepOutcome:
     cwd = None
     if cwd_value not in (None, ""):
         cwd = str(Path(str(cwd_value)).expanduser())
-        if not Path(cwd).is_dir():
+        if not os.path.isdir(cwd):  # False (not an error) for NUL or too-long names
             return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}': cwd not found: {cwd}")
 
     env = dict(os.environ)
     env["CPF_RUN_ID"] = ctx.run_id
     env["CPF_STEP_ID"] = sid
     env.update({str(k): _env_value(v) for k, v in env_values.items()})
+
+    bad = _unspawnable(argv, cwd, env)
+    if bad:
+        return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' could not start: {bad}")
 
     timeout = step.get("timeout_seconds") or None
     try:
@@ -79,7 +84,7 @@ def run(ctx: StepContext) -> StepOutcome:
             max_output_bytes=_max_output(ctx),
             on_start=ctx.on_pid,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' could not start: {exc}")
     stdout_path = ctx.write_artifact("stdout", res.stdout)
     stderr_path = ctx.write_artifact("stderr", res.stderr)
@@ -113,14 +118,33 @@ def run(ctx: StepContext) -> StepOutcome:
     return StepOutcome(status="completed", outputs=outputs, **common)
 
 
+def _unspawnable(argv: list[str], cwd: str | None, env: dict[str, str]) -> str | None:
+    """Why the OS cannot take this command line, working folder or environment (a NUL
+    byte or text that is not valid Unicode, often from run input), else None."""
+
+    def bad(text: str) -> bool:
+        return "\0" in text or limits.has_surrogate(text)
+
+    if any(bad(a) for a in argv):
+        return "the command contains a NUL byte or invalid Unicode"
+    if cwd is not None and bad(cwd):
+        return "cwd contains a NUL byte or invalid Unicode"
+    for key, value in env.items():
+        if not key or "=" in key or bad(key):
+            return f"env name {limits.shown(key, 40)!r} is not a valid variable name"
+        if bad(value):
+            return f"env {limits.shown(key, 40)} contains a NUL byte or invalid Unicode"
+    return None
+
+
 def _parse_outputs(stdout: str) -> dict[str, Any] | None:
     """The whole stdout, stripped, as one JSON object; anything else gives no outputs."""
     text = stdout.strip()
     if not text.startswith("{"):
         return None
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = limits.loads(text)  # strict: NaN, 1e999 or runaway nesting are not JSON
+    except limits.JsonProblem:
         return None
     return value if isinstance(value, dict) else None
 

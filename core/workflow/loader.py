@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from core import limits
 from core.envelope import ErrorCode, ValidationError
 from core.workflow import validation
 
@@ -96,8 +97,17 @@ class LoadedWorkflow:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Hex sha256 of a workflow file's bytes (read with the limits of `load_workflow`)."""
+    return hashlib.sha256(_read(str(path))).hexdigest()
+
+
+def _read(path: str) -> bytes:
+    return limits.read_file(
+        path,
+        what="Workflow file",
+        missing_code=ErrorCode.ERR_FILE_NOT_FOUND,
+        error_code=ErrorCode.ERR_VALIDATION_WORKFLOW,
+    )
 
 
 def load_workflow(path: str | Path, *, remember: bool = False) -> LoadedWorkflow:
@@ -106,21 +116,7 @@ def load_workflow(path: str | Path, *, remember: bool = False) -> LoadedWorkflow
     `remember` (the commands that execute runs): a file whose exact bytes this cpf
     already validated is not validated again (see `_remembered`), which spares loading
     jsonschema on every `run`, `resume` and `retry` of an unchanged workflow."""
-    shown = str(path)  # messages name the path as the user gave it
-    p = Path(path)
-    if not p.exists():
-        raise ValidationError(ErrorCode.ERR_FILE_NOT_FOUND, f"Workflow file not found: {shown}")
-    if p.is_dir():
-        raise ValidationError(
-            ErrorCode.ERR_VALIDATION_WORKFLOW, f"Expected a file, got a directory: {shown}"
-        )
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise ValidationError(
-            ErrorCode.ERR_FILE_NOT_FOUND, f"Workflow file not readable: {shown} ({reason})"
-        ) from exc
+    data = _read(str(path))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -128,7 +124,7 @@ def load_workflow(path: str | Path, *, remember: bool = False) -> LoadedWorkflow
             ErrorCode.ERR_YAML_PARSE,
             f"YAML parse error: the file is not valid UTF-8 (byte {exc.start})",
         ) from exc
-    return _load(text, p, hashlib.sha256(data).hexdigest(), remember=remember)
+    return _load(text, Path(path), hashlib.sha256(data).hexdigest(), remember=remember)
 
 
 def load_workflow_text(text: str, path: str | Path) -> LoadedWorkflow:
@@ -213,11 +209,25 @@ def _remember(marker: Path, warnings: list[str]) -> None:
 
 
 def parse_yaml(text: str) -> Any:
-    """YAML 1.1 safe load; errors become ERR_YAML_PARSE with a one-line message."""
+    """YAML 1.1 safe load; errors become ERR_YAML_PARSE with a one-line message.
+
+    The document must be JSON data within `core.limits`: bounded depth and size (so no
+    recursive alias and no alias bomb), no NaN/Infinity, no binary, set or other tags."""
     try:
-        return yaml.load(text, Loader=_Loader)  # a safe loader (no Python tags)
+        data = yaml.load(text, Loader=_Loader)  # a safe loader (no Python tags)
     except yaml.YAMLError as exc:
         raise ValidationError(ErrorCode.ERR_YAML_PARSE, yaml_error_message(exc)) from exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. an int past 4300 digits
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if "digits" in reason:
+            reason = "integer with more than 4300 digits"
+        raise ValidationError(ErrorCode.ERR_YAML_PARSE, f"YAML parse error: {reason}") from None
+    try:
+        return limits.json_copy(data)
+    except limits.JsonProblem as exc:
+        raise ValidationError(
+            ErrorCode.ERR_YAML_PARSE, f"YAML parse error: not JSON data: {exc}"
+        ) from None
 
 
 def yaml_error_message(exc: yaml.YAMLError) -> str:
