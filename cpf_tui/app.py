@@ -7,35 +7,24 @@ Runs are executed by detached `cpf` processes, so closing the app never stops a 
 
 from __future__ import annotations
 
-import asyncio
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import var
+from textual.screen import Screen
 
 from cpf_tui.clock import Clock, system_clock
 from cpf_tui.commands import CpfCommands
 from cpf_tui.config import TuiConfig, load_config
 from cpf_tui.css import APP_CSS
-
-T = TypeVar("T")
-
-
-async def off_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking engine call in a worker thread."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-@dataclass
-class Tracked:
-    spawned: Any  # core.spawn.Spawned
-    what: str  # "run", "resume", "retry"
-    on_done: Callable[[dict[str, Any] | None], None] | None
+from cpf_tui.keys import KeysInOrder
+from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
+from cpf_tui.work import Track, off_thread
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ AREAS = (
 )
 
 
-class CpfApp(App[None]):
+class CpfApp(KeysInOrder[None]):
     CSS = APP_CSS
     TITLE = "cpf"
     COMMANDS = App.COMMANDS | {CpfCommands}
@@ -88,7 +77,7 @@ class CpfApp(App[None]):
         self.waiting_poll = waiting_poll
         self.start_area = start_area
         self.workflow_files: list[Any] = []  # cpf_tui.workflows.WorkflowFile, once checked
-        self._tracked: list[Tracked] = []
+        self._tracked: list[Track] = []
         self._waiting_seen: set[str] | None = None  # None until the first poll
         self._waiting_busy = False
         self.store_error: str | None = None
@@ -154,6 +143,22 @@ class CpfApp(App[None]):
 
         self.push_screen(StartRunScreen(wf_file))
 
+    def on_open_run(self, message: OpenRun) -> None:
+        self.open_run(message.run_id, spawned=message.spawned)
+
+    def on_open_approval(self, message: OpenApproval) -> None:
+        self.open_approval(message.run_id)
+
+    def on_start_workflow(self, message: StartWorkflow) -> None:
+        self.start_workflow(message.wf_file)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # Our "Help" lists the keys of the focused context: Textual's "Keys" would be a
+        # second entry for the same thing.
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":
+                yield command
+
     # -- detached executors ----------------------------------------------------------------
 
     def track(
@@ -163,7 +168,10 @@ class CpfApp(App[None]):
         on_done: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> None:
         """Watch a spawned `cpf` process until it exits (and reap it)."""
-        self._tracked.append(Tracked(spawned, what, on_done))
+        self._tracked.append(Track(spawned, what, on_done))
+
+    def on_track(self, message: Track) -> None:
+        self._tracked.append(message)
 
     def _poll_spawned(self) -> None:
         still = []

@@ -10,8 +10,8 @@ from typing import Any
 
 from textual.screen import Screen
 
-from cpf_tui.app import off_thread
 from cpf_tui.screens.dialogs import ConfirmDialog, ReasonDialog, RetryDialog
+from cpf_tui.work import off_thread, track
 
 ACTIVE = ("created", "running", "waiting")
 FINISHED = ("completed", "failed", "cancelled")
@@ -96,8 +96,7 @@ class RunControl(Screen[Any]):
         spawned = await off_thread(
             spawn.spawn_retry, run["run_id"], step, actor=engine.default_actor()
         )
-        app: Any = self.app
-        app.track(spawned, "retry")
+        track(self, spawned, "retry")
         self.notify(f"Retrying {run_label(run)} from '{step}'.", title="Retry")
         self.control_done(run["run_id"])
 

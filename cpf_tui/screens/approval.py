@@ -18,16 +18,17 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Markdown, Static
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago
 from cpf_tui.feed import LogFeed
 from cpf_tui.look import palette, short_id
+from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog, TypeToConfirmDialog
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread, track
 
 
 class ApprovalScreen(CpfScreen):
@@ -223,8 +224,8 @@ is recorded as the actor, with surface `tui`.
             payload,
             actor=engine.default_actor(),
         )
-        app: Any = self.app
-        app.track(spawned, "resume")
+        app = self.app
+        track(self, spawned, "resume")
         app.notify(
             f"Answer sent to {run['workflow_id']} ({short_id(self.run_id)}).",
             title="Resumed",
@@ -237,7 +238,7 @@ is recorded as the actor, with surface `tui`.
         if isinstance(below, RunScreen) and below.run_id == self.run_id:
             below.control_done(self.run_id)
         else:
-            app.open_run(self.run_id, spawned=spawned)
+            open_run(self, self.run_id, spawned=spawned)
 
     def action_back(self) -> None:
         form: Any = self.query("#answer-form")

@@ -31,7 +31,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Select, Static
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, parse, stamp
 from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import Command, CpfScreen
@@ -39,6 +38,7 @@ from cpf_tui.screens.run_view import _at, _short
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
+from cpf_tui.work import off_thread
 
 LOCAL = "local"  # core.checkpoints.LOCAL_ACCOUNT: the account of cpf runs
 POLL = 0.5  # seconds between polls of the workflow list (changes show within a second)

@@ -18,15 +18,17 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration, stamp
+from cpf_tui.commands import answer_name
 from cpf_tui.control import ACTIVE, RunControl, allowed
 from cpf_tui.feed import LogFeed
 from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
+from cpf_tui.nav import open_approval
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread
 
 FAST = 0.2  # poll period while the run is active (output reaches the screen < 0.5 s)
 SLOW_EVERY = 5  # ticks between polls of a finished run (it may be retried elsewhere)
@@ -518,7 +520,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
 
     def action_answer(self) -> None:
         if self.run and self.run["status"] == "waiting":
-            self.app.open_approval(self.run_id)  # type: ignore[attr-defined]
+            open_approval(self, self.run_id)
         else:
             self.notify("This run is not waiting for input.", severity="warning")
 
@@ -549,7 +551,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             return
         label = f"{run['workflow_id']} {short_id(run['run_id'])}"
         if run["status"] == "waiting":
-            yield (f"Answer {label}", "Open the form", self.action_answer)
+            yield (answer_name(run), "Open the form", self.action_answer)
         if run["status"] in ACTIVE:
             yield (f"Cancel run {label}", "With a reason", self.action_cancel)
         if run["status"] == "failed":
