@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import Notification, Notify
 from textual.reactive import var
 from textual.screen import Screen
 
@@ -22,6 +23,7 @@ from cpf_tui.clock import Clock, system_clock
 from cpf_tui.commands import CpfCommands
 from cpf_tui.config import TuiConfig, load_config
 from cpf_tui.css import APP_CSS
+from cpf_tui.hints import hint
 from cpf_tui.keys import KeysInOrder
 from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
 from cpf_tui.work import Track, off_thread
@@ -80,6 +82,7 @@ class CpfApp(KeysInOrder[None]):
         self._tracked: list[Track] = []
         self._waiting_seen: set[str] | None = None  # None until the first poll
         self._waiting_busy = False
+        self._announced: dict[str, Notification] = {}  # run id -> its "needs input" toast
         self.store_error: str | None = None
 
     # -- start-up ------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class CpfApp(KeysInOrder[None]):
         # Everything built so far lives as long as the app: keep it out of the garbage
         # collector's full passes, which otherwise pause the UI during log floods.
         self.set_timer(1.0, gc.freeze)
+        self.screen_change_signal.subscribe(self, self._screen_changed)
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
         self.call_later(self._poll_waiting)
@@ -232,14 +236,34 @@ class CpfApp(KeysInOrder[None]):
             self.waiting = rows
 
     def _announce(self, row: dict[str, Any]) -> None:
+        if self.config.bell:
+            self.bell()
+        run_id = row["run_id"]
+        if self._shows_waiting(self.screen, run_id):
+            return  # the screen already says so (this run's view or form, the Waiting list)
         wait = row.get("wait") or {}
         step = wait.get("step_id") or row.get("current_step_id")
         name = row.get("workflow_name") or row.get("workflow_id")
-        self.notify(
-            f"{name} waits at '{step}' for '{wait.get('event_name')}'. Press 3 to answer.",
+        toast = Notification(
+            f"{name} waits at '{step}' for '{wait.get('event_name')}'.  "
+            + hint(self, "app.waiting", "3", "Waiting"),
             title="A run needs input",
             severity="warning",
             timeout=8,
         )
-        if self.config.bell:
-            self.bell()
+        self._announced[run_id] = toast
+        self.post_message(Notify(toast))
+
+    @staticmethod
+    def _shows_waiting(screen: Screen[Any], run_id: str) -> bool:
+        shows = getattr(screen, "shows_waiting", None)
+        return bool(callable(shows) and shows(run_id))
+
+    def _screen_changed(self, screen: Screen[Any]) -> None:
+        """Withdraw the toast of a run once its view, its form or the Waiting list shows."""
+        for run_id, toast in list(self._announced.items()):
+            if toast.has_expired:
+                del self._announced[run_id]
+            elif self._shows_waiting(screen, run_id):
+                del self._announced[run_id]
+                self._unnotify(toast)

@@ -25,6 +25,21 @@ def allowed(action: str, run: dict[str, Any] | None) -> bool:
     return run is not None and run.get("status") in needs[action]
 
 
+def refusal(action: str, run: dict[str, Any] | None) -> str | None:
+    """Why a run action does not apply to `run` (None when it does)."""
+    if allowed(action, run):
+        return None
+    if run is None:
+        return "The run is not loaded yet."
+    status = run.get("status")
+    return {
+        "answer": f"This run is {status}: it is not waiting for input.",
+        "cancel": f"This run is {status}: nothing to cancel.",
+        "retry": f"Only failed runs can be retried (this one is {status}).",
+        "delete": f"Only finished runs can be deleted (this one is {status}); cancel it first.",
+    }.get(action)
+
+
 def run_label(run: dict[str, Any]) -> str:
     return f"{run.get('workflow_id')} run {run['run_id'][:8]}"
 
@@ -40,8 +55,8 @@ class RunControl(Screen[Any]):
     def control_cancel(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] not in ACTIVE:
-            self.notify(f"This run is {run['status']}: nothing to cancel.", severity="warning")
+        if reason := refusal("cancel", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._cancel(run), group="control", exclusive=True)
 
@@ -77,11 +92,8 @@ class RunControl(Screen[Any]):
     def control_retry(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] != "failed":
-            self.notify(
-                f"Only failed runs can be retried (this one is {run['status']}).",
-                severity="warning",
-            )
+        if reason := refusal("retry", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._retry(run), group="control", exclusive=True)
 
@@ -105,12 +117,8 @@ class RunControl(Screen[Any]):
     def control_delete(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] not in FINISHED:
-            self.notify(
-                f"Only finished runs can be deleted (this one is {run['status']}); "
-                "cancel it first.",
-                severity="warning",
-            )
+        if reason := refusal("delete", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._delete(run), group="control", exclusive=True)
 

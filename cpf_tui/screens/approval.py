@@ -256,6 +256,9 @@ is recorded as the actor, with surface `tui`.
         else:
             self.app.pop_screen()
 
+    def shows_waiting(self, run_id: str) -> bool:
+        return run_id == self.run_id
+
     def action_focus_log(self) -> None:
         self.query_one("#answer-log", LogPane).log_view.focus()
 

@@ -253,7 +253,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         Binding("s", "focus_state", "State", id="checkpoints.state"),
         Binding("o", "open_run", "Open run", id="checkpoints.open_run"),
         Binding("r", "reload", "Reload", show=False, id="checkpoints.reload"),
-        Binding("escape", "back", "Back", show=False, id="checkpoints.back"),
+        Binding("escape", "back", "Back", id="checkpoints.back"),
     ]
 
     def __init__(self, account: str = LOCAL, *, service: Any = None) -> None:
@@ -661,6 +661,8 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             return is_run and callable(getattr(self.app, "open_run", None))
         if action == "account":
             return len(self.accounts) > 1 or None  # dimmed while there is no other
+        if action == "back":  # left one pane, or back to the screen below
+            return self.focused is not self.workflow_table or self.pushed
         return True
 
     def context_commands(self) -> Iterator[Command]:

@@ -20,8 +20,9 @@ from textual.widgets.tree import TreeNode
 
 from cpf_tui.clock import ago, duration, stamp
 from cpf_tui.commands import answer_name
-from cpf_tui.control import ACTIVE, RunControl, allowed
+from cpf_tui.control import ACTIVE, RunControl, allowed, refusal
 from cpf_tui.feed import LogFeed
+from cpf_tui.hints import hint
 from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
 from cpf_tui.nav import open_approval
 from cpf_tui.screens.base import Command, CpfScreen
@@ -234,7 +235,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             second.append(f"'{wait.get('event_name')}'", style="bold")
             if wait.get("risk_level"):
                 second.append(f"  risk {wait['risk_level']}", style=theme.warning)
-            second.append("   press a to answer", style="reverse bold")
+            second.append(f"   {hint(self.app, 'run.answer', 'a', 'answer')}", "reverse bold")
         elif run["status"] == "running":
             current = next((a for a in reversed(self.attempts) if a["status"] == "running"), None)
             if current is not None:
@@ -515,14 +516,20 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return allowed(action, self.run)
 
+    def shows_waiting(self, run_id: str) -> bool:
+        return run_id == self.run_id
+
+    def refusal(self, action: str) -> str | None:
+        return refusal(action, self.run)
+
     def action_back(self) -> None:
         self.app.pop_screen()
 
     def action_answer(self) -> None:
-        if self.run and self.run["status"] == "waiting":
-            open_approval(self, self.run_id)
+        if reason := refusal("answer", self.run):
+            self.notify(reason, severity="warning")
         else:
-            self.notify("This run is not waiting for input.", severity="warning")
+            open_approval(self, self.run_id)
 
     def action_cancel(self) -> None:
         self.control_cancel(self.run)

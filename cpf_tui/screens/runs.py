@@ -69,7 +69,6 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         Binding("s", "cycle_status", "Status filter", show=False, id="runs.status"),
         Binding("o", "cycle_sort", "Sort", show=False, id="runs.sort"),
         Binding("slash", "focus_filter", "Filter", id="runs.filter"),
-        Binding("escape", "focus_table", "Table", show=False),
     ]
 
     def __init__(self) -> None:
@@ -283,6 +282,9 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
 
     def action_focus_filter(self) -> None:
         self.query_one("#workflow-filter", Input).focus()
+
+    def home(self) -> VirtualTable:
+        return self.query_one(VirtualTable)
 
     def action_focus_table(self) -> None:
         self.query_one(VirtualTable).focus()

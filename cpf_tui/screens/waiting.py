@@ -13,6 +13,7 @@ from textual.widgets import Footer
 from cpf_tui.clock import ago
 from cpf_tui.commands import answer_name
 from cpf_tui.control import RunControl
+from cpf_tui.hints import hint
 from cpf_tui.look import palette, short_id
 from cpf_tui.nav import open_approval, open_run
 from cpf_tui.screens.base import Command, CpfScreen
@@ -80,7 +81,8 @@ shows a notification when a run starts waiting.
             info.append(
                 f" {len(rows)} run{'s' if len(rows) != 1 else ''} waiting for input", "bold"
             )
-            info.append("  · enter: answer  v: view run", style="dim")
+            keys = f"{hint(self.app, 'waiting.view', 'v', 'view run')}"
+            info.append(f"  · enter: answer  {keys}", style="dim")
         else:
             info.append(" Nothing is waiting for you.", style="dim")
         self.query_one("#waiting-info", Line).update(info)
@@ -99,6 +101,12 @@ shows a notification when a run starts waiting.
             first_line(wait.get("summary")) or first_line(wait.get("prompt")),
             short_id(r["run_id"]),
         )
+
+    def home(self) -> VirtualTable:
+        return self.query_one(VirtualTable)
+
+    def shows_waiting(self, run_id: str) -> bool:
+        return True  # every waiting run is listed here
 
     @property
     def selected(self) -> dict[str, Any] | None:

@@ -277,6 +277,9 @@ validator, with the path of each problem). The preview shows the step outline
     def selected(self) -> WorkflowFile | None:
         return self.files.get(self.current) if self.current else None
 
+    def home(self) -> Tree[Path | None]:
+        return self.query_one("#wf-tree", Tree)
+
     def action_run(self) -> None:
         wf = self.selected
         if wf is None:
