@@ -8,7 +8,8 @@ the app runs its binding. Keys typed meanwhile (a paste, a quick typist: `Ada`, 
 holds each key (and paste) until the one before it has been handled: a marker message
 follows the key into the same queue and climbs after it, so when the marker reaches the
 app, the key and what it posted on the way have been handled and the focus is where that
-key put it.
+key put it. Text typed into a field needs no marker (it cannot move the focus), so
+typing stays as fast as before.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Generic, TypeVar
 from textual import events
 from textual.app import App
 from textual.message import Message
+from textual.message_pump import MessagePump
 from textual.timer import Timer
 
 ReturnT = TypeVar("ReturnT")
@@ -33,10 +35,11 @@ MAX_HOLD = 0.5
 class KeyHandled(Message, bubble=True):
     """Climbs behind a forwarded key; reaching the app means that key was handled."""
 
-    def __init__(self, token: int, passes_left: int) -> None:
+    def __init__(self, token: int, passes_left: int, target: MessagePump) -> None:
         super().__init__()
         self.token = token
         self.passes_left = passes_left
+        self.target = target  # where the key went (its handler's messages queue there)
 
 
 class KeysInOrder(App[ReturnT], Generic[ReturnT]):
@@ -59,9 +62,19 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
         await super().on_event(event)
 
     async def _deliver(self, event: events.Event) -> None:
+        if not self._screen_stack:
+            return  # the app is closing
+        focused = self.focused
+        # Text typed into a field stays in that field's queue, in order, and moves no
+        # focus: only the other keys (tab, enter, escape, shortcuts) need the wait.
+        consumed = isinstance(event, events.Paste) or (
+            isinstance(event, events.Key)
+            and focused is not None
+            and focused.check_consume_key(event.key, event.character)
+        )
         await super().on_event(event)
-        if not event.is_forwarded:
-            return  # an app binding handled it here and now
+        if consumed or not event.is_forwarded:
+            return  # typed text, or an app binding handled it here and now
         self._key_tokens += 1
         self._in_flight = self._key_tokens
         self._send_marker(self._in_flight, PASSES)
@@ -69,16 +82,17 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
             self._hold_timer.stop()
         self._hold_timer = self.set_timer(MAX_HOLD, self._release_all)
 
-    def _send_marker(self, token: int, passes_left: int) -> None:
-        target = self.focused or self.screen
-        target.post_message(KeyHandled(token, passes_left - 1))
+    def _send_marker(self, token: int, passes_left: int, target: MessagePump | None = None) -> None:
+        if target is None or not target.is_attached:
+            target = self.focused or self.screen
+        target.post_message(KeyHandled(token, passes_left - 1, target))
 
     async def on_key_handled(self, message: KeyHandled) -> None:
         message.stop()
         if message.token != self._in_flight:
             return  # a late marker of a key already released
         if message.passes_left > 0:
-            self._send_marker(message.token, message.passes_left)
+            self._send_marker(message.token, message.passes_left, message.target)
             return
         await self._release_next()
 
