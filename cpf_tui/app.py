@@ -115,7 +115,9 @@ class CpfApp(KeysInOrder[None]):
     def action_area(self, name: str) -> None:
         leave = getattr(self.screen, "can_leave", None)
         if callable(leave) and not leave():
-            self.notify("Send or discard the form first (escape).", severity="warning")
+            send = hint(self, "form.submit", "ctrl+s", "send")
+            discard = hint(self, "form.back", "escape", "discard")
+            self.notify(f"The form has unsent changes.  {send}  {discard}", severity="warning")
             return
         if self.current_mode != name:
             self.switch_mode(name)
