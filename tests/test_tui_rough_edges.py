@@ -565,3 +565,59 @@ async def test_palette_entries_are_unique_on_every_screen(store, flows):
             assert len(names) == len(set(names)), sorted(names)
             assert sum("theme" in n for n in names) == 1
             assert sum("answer:" in n for n in names) == 1  # the screen's and the app's: one
+
+
+async def test_enter_then_escape_typed_at_once_opens_and_leaves_the_run(store, flows):
+    cpf("run", "-f", str(flows / "hello.yaml"), "--input", '{"name": "a", "number": 2}')
+    app = app_for(flows, start_area="runs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(
+            pilot, lambda: screen_ready(app, RunsScreen) and bool(app.screen.runs), what="runs"
+        )
+        shown: list[str] = []
+        app.screen_change_signal.subscribe(app, lambda s: shown.append(type(s).__name__))
+        burst(app, "enter", "escape")
+        await wait_until(
+            pilot,
+            lambda: "RunScreen" in shown and isinstance(app.screen, RunsScreen),
+            what=f"the run view opened and left: {shown}",
+        )
+        await pilot.pause(1.0)  # its loading, cut short, must not break the app
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
+
+
+async def test_escape_on_the_workflows_area_comes_back_to_the_tree(store, flows):
+    app = app_for(flows)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
+        tree = app.screen.home()
+        assert app.focused is tree and escape_binding(app) is None
+        await pilot.press("tab")  # the preview
+        await pilot.pause()
+        assert app.focused is not tree
+        back = escape_binding(app)
+        assert back is not None and back.binding.show and back.binding.description == "Back"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is tree
+
+
+async def test_enter_then_escape_typed_at_once_on_the_waiting_list(store, flows):
+    cpf("run", "-f", str(flows / "approval.yaml"))
+    app = app_for(flows, start_area="waiting")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: len(app.waiting) == 1, what="waiting")
+        await wait_until(pilot, lambda: isinstance(app.screen, WaitingScreen), what="list")
+        await pilot.pause()
+        shown: list[str] = []
+        app.screen_change_signal.subscribe(app, lambda s: shown.append(type(s).__name__))
+        for _ in range(3):
+            burst(app, "enter", "escape")
+            await pilot.pause(0.2)
+        await wait_until(
+            pilot,
+            lambda: shown.count("ApprovalScreen") == 3 and isinstance(app.screen, WaitingScreen),
+            what="the form opened and left three times",
+        )
+        await pilot.pause(1.0)  # its loading, cut short, must not break the app
+        assert isinstance(app.screen, WaitingScreen)

@@ -16,6 +16,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Button, Footer, Markdown, Static
 
 from cpf_tui.clock import ago
@@ -82,6 +83,14 @@ is recorded as the actor, with surface `tui`.
         self.set_interval(0.5, self._tick)
 
     async def _load(self) -> None:
+        try:
+            await self._load_run()
+        except NoMatches:
+            if self in self.app.screen_stack:
+                raise
+            # Left before it was built (escape typed right after enter): nothing to show.
+
+    async def _load_run(self) -> None:
         from core import queries
 
         run = await off_thread(queries.get_run, self.run_id)
@@ -166,6 +175,8 @@ is recorded as the actor, with surface `tui`.
         if self.feed is not None:
             await self.feed.poll()
         run = await off_thread(queries.get_run, self.run_id)
+        if self not in self.app.screen_stack or self.run is None:
+            return  # left, or answered, while the store was read
         if run is None or run["status"] != "waiting" or run.get("version") != self.run["version"]:
             state = "deleted" if run is None else run["status"]
             self.run = None

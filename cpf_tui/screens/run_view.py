@@ -144,6 +144,8 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
                 else:
                     await self.feed.poll()
         except Exception as exc:
+            if not self.is_attached or not self.query("#run-head"):
+                return  # left before it was built (escape typed right after enter)
             self.query_one("#run-head", Line).update(Text(f"cannot read the run: {exc}", "red"))
         finally:
             self._busy = False
