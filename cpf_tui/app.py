@@ -7,36 +7,27 @@ Runs are executed by detached `cpf` processes, so closing the app never stops a 
 
 from __future__ import annotations
 
-import asyncio
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import Notification, Notify
 from textual.reactive import var
+from textual.screen import Screen
 
 from cpf_tui.clock import Clock, system_clock
 from cpf_tui.commands import CpfCommands
 from cpf_tui.config import TuiConfig, load_config
 from cpf_tui.css import APP_CSS
-
-T = TypeVar("T")
-
-
-async def off_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking engine call in a worker thread."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-@dataclass
-class Tracked:
-    spawned: Any  # core.spawn.Spawned
-    what: str  # "run", "resume", "retry"
-    on_done: Callable[[dict[str, Any] | None], None] | None
+from cpf_tui.hints import hint
+from cpf_tui.keys import KeysInOrder
+from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
+from cpf_tui.work import Track, off_thread
 
 
 @dataclass(frozen=True)
@@ -57,7 +48,7 @@ AREAS = (
 )
 
 
-class CpfApp(App[None]):
+class CpfApp(KeysInOrder[None]):
     CSS = APP_CSS
     TITLE = "cpf"
     COMMANDS = App.COMMANDS | {CpfCommands}
@@ -89,9 +80,10 @@ class CpfApp(App[None]):
         self.waiting_poll = waiting_poll
         self.start_area = start_area
         self.workflow_files: list[Any] = []  # cpf_tui.workflows.WorkflowFile, once checked
-        self._tracked: list[Tracked] = []
+        self._tracked: list[Track] = []
         self._waiting_seen: set[str] | None = None  # None until the first poll
         self._waiting_busy = False
+        self._announced: dict[str, Notification] = {}  # run id -> its "needs input" toast
         self.store_error: str | None = None
 
     # -- start-up ------------------------------------------------------------------------
@@ -119,6 +111,7 @@ class CpfApp(App[None]):
         # Everything built so far lives as long as the app: keep it out of the garbage
         # collector's full passes, which otherwise pause the UI during log floods.
         self.set_timer(1.0, gc.freeze)
+        self.screen_change_signal.subscribe(self, self._screen_changed)
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
         self.call_later(self._poll_waiting)
@@ -142,7 +135,9 @@ class CpfApp(App[None]):
     def action_area(self, name: str) -> None:
         leave = getattr(self.screen, "can_leave", None)
         if callable(leave) and not leave():
-            self.notify("Send or discard the form first (escape).", severity="warning")
+            send = hint(self, "form.submit", "ctrl+s", "send")
+            discard = hint(self, "form.back", "escape", "discard")
+            self.notify(f"The form has unsent changes.  {send}  {discard}", severity="warning")
             return
         if self.current_mode != name:
             self.switch_mode(name)
@@ -174,6 +169,22 @@ class CpfApp(App[None]):
 
         self.push_screen(StartRunScreen(wf_file))
 
+    def on_open_run(self, message: OpenRun) -> None:
+        self.open_run(message.run_id, spawned=message.spawned)
+
+    def on_open_approval(self, message: OpenApproval) -> None:
+        self.open_approval(message.run_id)
+
+    def on_start_workflow(self, message: StartWorkflow) -> None:
+        self.start_workflow(message.wf_file)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # Our "Help" lists the keys of the focused context: Textual's "Keys" would be a
+        # second entry for the same thing.
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":
+                yield command
+
     # -- detached executors ----------------------------------------------------------------
 
     def track(
@@ -183,7 +194,10 @@ class CpfApp(App[None]):
         on_done: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> None:
         """Watch a spawned `cpf` process until it exits (and reap it)."""
-        self._tracked.append(Tracked(spawned, what, on_done))
+        self._tracked.append(Track(spawned, what, on_done))
+
+    def on_track(self, message: Track) -> None:
+        self._tracked.append(message)
 
     def _poll_spawned(self) -> None:
         still = []
@@ -244,14 +258,34 @@ class CpfApp(App[None]):
             self.waiting = rows
 
     def _announce(self, row: dict[str, Any]) -> None:
+        if self.config.bell:
+            self.bell()
+        run_id = row["run_id"]
+        if self._shows_waiting(self.screen, run_id):
+            return  # the screen already says so (this run's view or form, the Waiting list)
         wait = row.get("wait") or {}
         step = wait.get("step_id") or row.get("current_step_id")
         name = row.get("workflow_name") or row.get("workflow_id")
-        self.notify(
-            f"{name} waits at '{step}' for '{wait.get('event_name')}'. Press 3 to answer.",
+        toast = Notification(
+            f"{name} waits at '{step}' for '{wait.get('event_name')}'.  "
+            + hint(self, "app.waiting", "3", "Waiting"),
             title="A run needs input",
             severity="warning",
             timeout=8,
         )
-        if self.config.bell:
-            self.bell()
+        self._announced[run_id] = toast
+        self.post_message(Notify(toast))
+
+    @staticmethod
+    def _shows_waiting(screen: Screen[Any], run_id: str) -> bool:
+        shows = getattr(screen, "shows_waiting", None)
+        return bool(callable(shows) and shows(run_id))
+
+    def _screen_changed(self, screen: Screen[Any]) -> None:
+        """Withdraw the toast of a run once its view, its form or the Waiting list shows."""
+        for run_id, toast in list(self._announced.items()):
+            if toast.has_expired:
+                del self._announced[run_id]
+            elif self._shows_waiting(screen, run_id):
+                del self._announced[run_id]
+                self._unnotify(toast)

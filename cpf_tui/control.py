@@ -10,8 +10,8 @@ from typing import Any
 
 from textual.screen import Screen
 
-from cpf_tui.app import off_thread
 from cpf_tui.screens.dialogs import ConfirmDialog, ReasonDialog, RetryDialog
+from cpf_tui.work import off_thread, track
 
 ACTIVE = ("created", "running", "waiting")
 FINISHED = ("completed", "failed", "cancelled")
@@ -23,6 +23,21 @@ def allowed(action: str, run: dict[str, Any] | None) -> bool:
     if action not in needs:
         return True
     return run is not None and run.get("status") in needs[action]
+
+
+def refusal(action: str, run: dict[str, Any] | None) -> str | None:
+    """Why a run action does not apply to `run` (None when it does)."""
+    if allowed(action, run):
+        return None
+    if run is None:
+        return "The run is not loaded yet."
+    status = run.get("status")
+    return {
+        "answer": f"This run is {status}: it is not waiting for input.",
+        "cancel": f"This run is {status}: nothing to cancel.",
+        "retry": f"Only failed runs can be retried (this one is {status}).",
+        "delete": f"Only finished runs can be deleted (this one is {status}); cancel it first.",
+    }.get(action)
 
 
 def run_label(run: dict[str, Any]) -> str:
@@ -40,8 +55,8 @@ class RunControl(Screen[Any]):
     def control_cancel(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] not in ACTIVE:
-            self.notify(f"This run is {run['status']}: nothing to cancel.", severity="warning")
+        if reason := refusal("cancel", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._cancel(run), group="control", exclusive=True)
 
@@ -77,11 +92,8 @@ class RunControl(Screen[Any]):
     def control_retry(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] != "failed":
-            self.notify(
-                f"Only failed runs can be retried (this one is {run['status']}).",
-                severity="warning",
-            )
+        if reason := refusal("retry", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._retry(run), group="control", exclusive=True)
 
@@ -96,8 +108,7 @@ class RunControl(Screen[Any]):
         spawned = await off_thread(
             spawn.spawn_retry, run["run_id"], step, actor=engine.default_actor()
         )
-        app: Any = self.app
-        app.track(spawned, "retry")
+        track(self, spawned, "retry")
         self.notify(f"Retrying {run_label(run)} from '{step}'.", title="Retry")
         self.control_done(run["run_id"])
 
@@ -106,12 +117,8 @@ class RunControl(Screen[Any]):
     def control_delete(self, run: dict[str, Any] | None) -> None:
         if run is None:
             return
-        if run["status"] not in FINISHED:
-            self.notify(
-                f"Only finished runs can be deleted (this one is {run['status']}); "
-                "cancel it first.",
-                severity="warning",
-            )
+        if reason := refusal("delete", run):
+            self.notify(reason, severity="warning")
             return
         self.run_worker(self._delete(run), group="control", exclusive=True)
 

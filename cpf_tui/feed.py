@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cpf_tui.app import off_thread
 from cpf_tui.widgets.logpane import LogPane
+from cpf_tui.work import off_thread
 
 # How many chunks one poll reads at most (a chunk is ~0.2 s of a step's output).
 POLL_CHUNKS = 400

@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import events
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, TextArea
 
 from core.payload import FieldError
 from cpf_tui.forms.form import SchemaForm
+from cpf_tui.keys import KeysInOrder
 
 
-class FormHost(App[Any]):
+class FormHost(KeysInOrder[Any]):
     """One form and a footer. `submitted` holds the last valid payload, `changes` counts
     `SchemaForm.Changed` messages. `blink=False` keeps cursors still (snapshot tests)."""
 

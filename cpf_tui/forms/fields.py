@@ -66,6 +66,10 @@ _CHANGE_EVENTS = (
 class FieldEdited(Message):
     """A field changed by something other than its editor's own message (rows, reset)."""
 
+    def __init__(self, field: FieldWidget | None = None) -> None:
+        super().__init__()
+        self.field = field
+
 
 def _inline_markdown(text: str) -> Content:
     """Descriptions allow inline markdown: **bold**, *italic*, `code`, [text](url)."""
@@ -179,7 +183,7 @@ class FieldWidget(Vertical):
     def reset(self) -> None:
         self.write(MISSING)
         self.set_errors([])
-        self.post_message(FieldEdited())
+        self.post_message(FieldEdited(self))
 
     def live_check(self) -> None:
         """Re-evaluate the inline hints of this field (on blur; and while it shows some)."""
@@ -322,12 +326,13 @@ class ScalarField(FieldWidget):
                 disabled=f.read_only,
             )  # fmt: skip
         else:
-            kind = f.kind if f.kind in ("integer", "number") else "text"
+            # Free text even for numbers: Textual's integer/number inputs drop what they
+            # refuse ("abc" vanished, "1.5" became "15"); here every character stays and
+            # the field says what is wrong with it.
             self.editor = Input(
                 text,
                 placeholder=f.placeholder or _format_placeholder(f.format),
                 password=f.secret,
-                type=kind,  # type: ignore[arg-type]
                 disabled=f.read_only,
             )
 
@@ -371,8 +376,10 @@ class ScalarField(FieldWidget):
     @on(Input.Changed)
     @on(TextArea.Changed)
     def _recheck(self) -> None:
-        # Once a field shows a problem, its hints follow the typing (so a fix clears them).
-        if self.errors and self.value_state() != self.errors_state:
+        # A number field says at once what is not a number or out of range; any other
+        # field, once it shows a problem, has its hints follow the typing (a fix clears).
+        numeric = self.field.kind in (model.INTEGER, model.NUMBER)
+        if numeric or (self.errors and self.value_state() != self.errors_state):
             self.live_check()
 
 
@@ -978,14 +985,14 @@ class ArrayField(FieldWidget):
         self.rows.append(row)
         self.rows_box.mount(row)
         self._sync_buttons()
-        self.post_message(FieldEdited())
+        self.post_message(FieldEdited(self))
         return row.item
 
     def remove_item(self, index: int) -> None:
         row = self.rows.pop(index)
         row.remove()
         self._sync_buttons()
-        self.post_message(FieldEdited())
+        self.post_message(FieldEdited(self))
         if self.rows:
             target = self.rows[min(index, len(self.rows) - 1)].remove_button
             self.call_after_refresh(target.focus)
@@ -1003,7 +1010,7 @@ class ArrayField(FieldWidget):
         else:
             self.rows_box.move_child(row, after=self.rows[index])
         self._sync_buttons()
-        self.post_message(FieldEdited())
+        self.post_message(FieldEdited(self))
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -158,6 +158,9 @@ class SchemaForm(VerticalScroll, can_focus=False):
 
     def show_errors(self, errors: list[FieldError]) -> None:
         """Show each error under its field and all of them in a summary; [] clears."""
+        self._render_errors(errors, focus=True)
+
+    def _render_errors(self, errors: list[FieldError], *, focus: bool) -> None:
         self.errors = list(errors)
         widgets = list(self.root.field_widgets()) if self.root is not None else []
         for w in widgets:
@@ -188,6 +191,8 @@ class SchemaForm(VerticalScroll, can_focus=False):
             self.summary.border_title = f"{n} problem{'s' if n != 1 else ''}"
             self.summary.update(Content("\n").join(lines))
         self.summary.set_class(bool(lines), "-shown")
+        if not focus:
+            return
         if owners:
             # Focus goes to the first invalid field on screen (not the first error listed).
             flagged = {id(w) for w in owners.values()}
@@ -347,31 +352,62 @@ class SchemaForm(VerticalScroll, can_focus=False):
             self._last_state = state
             self.post_message(self.Changed(self))
 
+    def _revalidate(self, origin: Widget | None) -> None:
+        """Once a submit showed problems, every edit re-checks with the engine's validator:
+        the edited field shows its current problems (a fix clears its error at once), the
+        fields already showing problems are brought up to date, and nothing new appears
+        on fields the user has not touched."""
+        if not self.errors or self.root is None or self._raw_mode:
+            return
+        node: Any = origin
+        while node is not None and not isinstance(node, FieldWidget):
+            node = node.parent
+        if node is None:
+            return
+        touched = {id(node)} | {id(a) for a in node.ancestors if isinstance(a, FieldWidget)}
+        showing = {id(w) for w in self.root.field_widgets() if w.errors}
+        shown_at_root = any(self.root.route(e.path)[0] is self.root for e in self.errors)
+        _, fresh = self.collect()
+        keep = []
+        for err in fresh:
+            target, _ = self.root.route(err.path)
+            if target is self.root:
+                if shown_at_root or id(target) in touched:
+                    keep.append(err)
+            elif id(target) in touched or id(target) in showing:
+                keep.append(err)
+        self._render_errors(keep, focus=False)
+
+    def _edited(self, event: Message) -> None:
+        self._changed()
+        self._revalidate(getattr(event, "control", None))
+
     @on(FieldEdited)
     def _field_edited(self, event: FieldEdited) -> None:
         event.stop()
         self._changed()
+        self._revalidate(event.field)
 
-    def on_input_changed(self) -> None:
-        self._changed()
+    def on_input_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_switch_changed(self) -> None:
-        self._changed()
+    def on_switch_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_checkbox_changed(self) -> None:
-        self._changed()
+    def on_checkbox_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_select_changed(self) -> None:
-        self._changed()
+    def on_select_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_radio_set_changed(self) -> None:
-        self._changed()
+    def on_radio_set_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_selection_list_selected_changed(self) -> None:
-        self._changed()
+    def on_selection_list_selected_changed(self, event: Message) -> None:
+        self._edited(event)
 
-    def on_text_area_changed(self) -> None:
-        self._changed()
+    def on_text_area_changed(self, event: Message) -> None:
+        self._edited(event)
 
     def _raw_text(self, value: Any) -> str:
         if value is MISSING:

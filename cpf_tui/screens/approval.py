@@ -16,18 +16,20 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Button, Footer, Markdown, Static
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago
 from cpf_tui.feed import LogFeed
 from cpf_tui.look import palette, short_id
+from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog, TypeToConfirmDialog
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread, track
 
 
 class ApprovalScreen(CpfScreen):
@@ -81,6 +83,14 @@ is recorded as the actor, with surface `tui`.
         self.set_interval(0.5, self._tick)
 
     async def _load(self) -> None:
+        try:
+            await self._load_run()
+        except NoMatches:
+            if self in self.app.screen_stack:
+                raise
+            # Left before it was built (escape typed right after enter): nothing to show.
+
+    async def _load_run(self) -> None:
         from core import queries
 
         run = await off_thread(queries.get_run, self.run_id)
@@ -165,6 +175,8 @@ is recorded as the actor, with surface `tui`.
         if self.feed is not None:
             await self.feed.poll()
         run = await off_thread(queries.get_run, self.run_id)
+        if self not in self.app.screen_stack or self.run is None:
+            return  # left, or answered, while the store was read
         if run is None or run["status"] != "waiting" or run.get("version") != self.run["version"]:
             state = "deleted" if run is None else run["status"]
             self.run = None
@@ -223,8 +235,8 @@ is recorded as the actor, with surface `tui`.
             payload,
             actor=engine.default_actor(),
         )
-        app: Any = self.app
-        app.track(spawned, "resume")
+        app = self.app
+        track(self, spawned, "resume")
         app.notify(
             f"Answer sent to {run['workflow_id']} ({short_id(self.run_id)}).",
             title="Resumed",
@@ -237,7 +249,7 @@ is recorded as the actor, with surface `tui`.
         if isinstance(below, RunScreen) and below.run_id == self.run_id:
             below.control_done(self.run_id)
         else:
-            app.open_run(self.run_id, spawned=spawned)
+            open_run(self, self.run_id, spawned=spawned)
 
     def action_back(self) -> None:
         form: Any = self.query("#answer-form")
@@ -254,6 +266,9 @@ is recorded as the actor, with surface `tui`.
             )
         else:
             self.app.pop_screen()
+
+    def shows_waiting(self, run_id: str) -> bool:
+        return run_id == self.run_id
 
     def action_focus_log(self) -> None:
         self.query_one("#answer-log", LogPane).log_view.focus()

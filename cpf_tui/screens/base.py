@@ -1,11 +1,16 @@
-"""What every full screen of the app has: the top bar, a footer and contextual help."""
+"""What every full screen of the app has: the top bar, a footer, contextual help, and
+`escape` leading back (to the screen below, or on an area's own screen to the widget it
+starts on), shown in the footer wherever it leads somewhere."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
+from textual import events
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
 
 from cpf_tui.widgets.footer import KeyFooter
@@ -23,6 +28,9 @@ class CpfScreen(Screen[Any]):
     ]
     AREA: ClassVar[str] = ""
     HELP: ClassVar[str] = ""  # markdown shown by F1 / ? above the key list
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="screen.back"),
+    ]
 
     def on_mount(self) -> None:
         # Screens yield Textual's Footer; the one that fits its keys to the width replaces it.
@@ -43,6 +51,56 @@ class CpfScreen(Screen[Any]):
 
     def waiting_changed(self, rows: list[dict[str, Any]]) -> None:
         """Override to react to the app's list of waiting runs."""
+
+    # -- back ----------------------------------------------------------------------------
+
+    @property
+    def pushed(self) -> bool:
+        """True when this screen was opened over another one (escape closes it)."""
+        stack = self.app.screen_stack
+        return len(stack) > 1 and stack[0] is not self
+
+    def home(self) -> Widget | None:
+        """The widget an area's own screen starts on (escape comes back to it)."""
+        return None
+
+    def action_back(self) -> None:
+        if self.pushed:
+            self.app.pop_screen()
+            return
+        home = self.home()
+        if home is not None:
+            home.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back" and not self.pushed:
+            home = self.home()
+            return home is not None and self.focused is not home
+        return True
+
+    # -- keys that do not apply now ---------------------------------------------------------
+
+    def refusal(self, action: str) -> str | None:
+        """Why this screen's `action` does not apply now (said when its key is pressed:
+        the footer hides it, but a key must never do nothing in silence)."""
+        return None
+
+    def on_key(self, event: events.Key) -> None:
+        refused: str | None = None
+        app: Any = self.app
+        for namespace, bindings in self._modal_binding_chain:
+            for binding in bindings.key_to_bindings.get(event.key, ()):
+                if app._check_action_state(binding.action, namespace):
+                    return  # an enabled binding takes this key
+                if namespace is self and refused is None:
+                    refused = self.refusal(binding.action.partition("(")[0])
+        if refused:
+            event.stop()
+            self.notify(refused, severity="warning")
+
+    def shows_waiting(self, run_id: str) -> bool:
+        """True when this screen already shows that `run_id` waits (no toast needed)."""
+        return False
 
     def can_leave(self) -> bool:
         """False while a form on this screen holds unsent edits (area keys must not drop

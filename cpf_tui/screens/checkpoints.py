@@ -31,7 +31,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Select, Static
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, parse, stamp
 from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import Command, CpfScreen
@@ -39,6 +38,7 @@ from cpf_tui.screens.run_view import _at, _short
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
+from cpf_tui.work import off_thread
 
 LOCAL = "local"  # core.checkpoints.LOCAL_ACCOUNT: the account of cpf runs
 POLL = 0.5  # seconds between polls of the workflow list (changes show within a second)
@@ -253,7 +253,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         Binding("s", "focus_state", "State", id="checkpoints.state"),
         Binding("o", "open_run", "Open run", id="checkpoints.open_run"),
         Binding("r", "reload", "Reload", show=False, id="checkpoints.reload"),
-        Binding("escape", "back", "Back", show=False, id="checkpoints.back"),
+        Binding("escape", "back", "Back", id="checkpoints.back"),
     ]
 
     def __init__(self, account: str = LOCAL, *, service: Any = None) -> None:
@@ -660,6 +660,8 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             return is_run and callable(getattr(self.app, "open_run", None))
         if action == "account":
             return len(self.accounts) > 1 or None  # dimmed while there is no other
+        if action == "back":  # left one pane, or back to the screen below
+            return self.focused is not self.workflow_table or self.pushed
         return True
 
     def context_commands(self) -> Iterator[Command]:

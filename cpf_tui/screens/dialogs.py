@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -25,6 +26,8 @@ class _Dialog(ModalScreen[Any]):
     _Dialog .buttons Button { margin-left: 2; }
     _Dialog.-danger > Vertical { border: thick $error 70%; }
     _Dialog OptionList { height: auto; max-height: 12; }
+    _Dialog .refusal { color: $text-error; height: auto; display: none; }
+    _Dialog .refusal.-shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_none", "Cancel", id="dialog.cancel"),
@@ -32,6 +35,15 @@ class _Dialog(ModalScreen[Any]):
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)
+
+    def refuse(self, message: str) -> None:
+        """Say under the field why the dialog did not close (never refuse in silence)."""
+        line = self.query_one(".refusal", Static)
+        line.update(Content(f"✗ {message}"))  # typed text is not markup
+        line.add_class("-shown")
+
+    def clear_refusal(self) -> None:
+        self.query_one(".refusal", Static).remove_class("-shown")
 
 
 class ConfirmDialog(_Dialog):
@@ -76,6 +88,7 @@ class ReasonDialog(_Dialog):
             yield Label(self._title, classes="title")
             yield Static(self._message, classes="message")
             yield Input(placeholder="reason (required)", id="reason")
+            yield Static("", classes="refusal")
             with Horizontal(classes="buttons"):
                 yield Button("Back", id="no")
                 yield Button(self._confirm, id="yes", variant="error", disabled=True)
@@ -85,10 +98,14 @@ class ReasonDialog(_Dialog):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.query_one("#yes", Button).disabled = not event.value.strip()
+        if event.value.strip():
+            self.clear_refusal()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.dismiss(event.value.strip())
+        else:
+            self.refuse("A reason is required: it is recorded with the cancel.")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "yes":
@@ -110,6 +127,7 @@ class TypeToConfirmDialog(_Dialog):
             yield Label(self._title, classes="title")
             yield Static(self._message, classes="message")
             yield Input(placeholder=self._expected, id="typed")
+            yield Static("", classes="refusal")
             with Horizontal(classes="buttons"):
                 yield Button("Back", id="no")
                 yield Button(self._confirm, id="yes", variant="error", disabled=True)
@@ -118,11 +136,19 @@ class TypeToConfirmDialog(_Dialog):
         self.query_one("#typed", Input).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_one("#yes", Button).disabled = event.value.strip() != self._expected
+        matches = event.value.strip() == self._expected
+        self.query_one("#yes", Button).disabled = not matches
+        if matches or not event.value.strip():
+            self.clear_refusal()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip() == self._expected:
+        typed = event.value.strip()
+        if typed == self._expected:
             self.dismiss(True)
+        elif not typed:
+            self.refuse(f"Type {self._expected} to confirm (escape goes back).")
+        else:
+            self.refuse(f"'{typed}' is not {self._expected}: type it exactly to confirm.")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(True if event.button.id == "yes" else None)

@@ -18,15 +18,18 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration, stamp
-from cpf_tui.control import ACTIVE, RunControl, allowed
+from cpf_tui.commands import answer_name
+from cpf_tui.control import ACTIVE, RunControl, allowed, refusal
 from cpf_tui.feed import LogFeed
+from cpf_tui.hints import hint
 from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
+from cpf_tui.nav import open_approval
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread
 
 FAST = 0.2  # poll period while the run is active (output reaches the screen < 0.5 s)
 SLOW_EVERY = 5  # ticks between polls of a finished run (it may be retried elsewhere)
@@ -242,12 +245,11 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             ]
             if wait.get("risk_level"):
                 second_parts.append((Text(f"  risk {wait['risk_level']}", theme.warning), 1))
-            second_parts += [("   ", 0), (Text("press a to answer", "reverse bold"), 0)]
+            answer = hint(self.app, "run.answer", "a", "answer")
+            second_parts += [("   ", 0), (Text(answer, "reverse bold"), 0)]
             second = Line.fit(second_parts, width)
             if second.plain.endswith("…"):  # too narrow even so: the key comes first
-                second = Line.fit(
-                    [(Text("a answers", "reverse bold"), 0), *second_parts[:3]], width
-                )
+                second = Line.fit([(Text(answer, "reverse bold"), 0), *second_parts[:3]], width)
         elif run["status"] == "running":
             current = next((a for a in reversed(self.attempts) if a["status"] == "running"), None)
             if current is not None:
@@ -560,14 +562,20 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return allowed(action, self.run)
 
+    def shows_waiting(self, run_id: str) -> bool:
+        return run_id == self.run_id
+
+    def refusal(self, action: str) -> str | None:
+        return refusal(action, self.run)
+
     def action_back(self) -> None:
         self.app.pop_screen()
 
     def action_answer(self) -> None:
-        if self.run and self.run["status"] == "waiting":
-            self.app.open_approval(self.run_id)  # type: ignore[attr-defined]
+        if reason := refusal("answer", self.run):
+            self.notify(reason, severity="warning")
         else:
-            self.notify("This run is not waiting for input.", severity="warning")
+            open_approval(self, self.run_id)
 
     def action_cancel(self) -> None:
         self.control_cancel(self.run)
@@ -596,7 +604,7 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
             return
         label = f"{run['workflow_id']} {short_id(run['run_id'])}"
         if run["status"] == "waiting":
-            yield (f"Answer {label}", "Open the form", self.action_answer)
+            yield (answer_name(run), "Open the form", self.action_answer)
         if run["status"] in ACTIVE:
             yield (f"Cancel run {label}", "With a reason", self.action_cancel)
         if run["status"] == "failed":

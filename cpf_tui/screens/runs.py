@@ -16,14 +16,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, Input, Select
 
-from cpf_tui.app import off_thread
 from cpf_tui.clock import ago, duration
 from cpf_tui.control import RunControl
 from cpf_tui.look import short_id, status_text
+from cpf_tui.nav import open_approval, open_run
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
+from cpf_tui.work import off_thread
 
 STATUS_FILTERS = [
     ("All statuses", "all"),
@@ -68,7 +69,6 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         Binding("s", "cycle_status", "Status filter", show=False, id="runs.status"),
         Binding("o", "cycle_sort", "Sort", show=False, id="runs.sort"),
         Binding("slash", "focus_filter", "Filter", id="runs.filter"),
-        Binding("escape", "focus_table", "Table", show=False),
     ]
 
     def __init__(self) -> None:
@@ -245,11 +245,11 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         return self.runs.get(key) if key else None
 
     def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
-        self.app.open_run(event.key)  # type: ignore[attr-defined]
+        open_run(self, event.key)
 
     def action_open(self) -> None:
         if self.selected:
-            self.app.open_run(self.selected["run_id"])  # type: ignore[attr-defined]
+            open_run(self, self.selected["run_id"])
 
     def action_answer(self) -> None:
         run = self.selected
@@ -258,7 +258,7 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         if run["status"] != "waiting":
             self.notify("This run is not waiting for input.", severity="warning")
             return
-        self.app.open_approval(run["run_id"])  # type: ignore[attr-defined]
+        open_approval(self, run["run_id"])
 
     def action_cancel(self) -> None:
         self.control_cancel(self.selected)
@@ -283,6 +283,9 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
 
     def action_focus_filter(self) -> None:
         self.query_one("#workflow-filter", Input).focus()
+
+    def home(self) -> VirtualTable:
+        return self.query_one(VirtualTable)
 
     def action_focus_table(self) -> None:
         self.query_one(VirtualTable).focus()

@@ -16,11 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Footer, Static
 
-from cpf_tui.app import off_thread
+from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread, track
 
 
 class StartRunScreen(CpfScreen):
@@ -101,11 +102,10 @@ and the run view opens. `escape` goes back (asking first if you typed something)
         spawned = await off_thread(
             spawn.spawn_run, self.wf.path, payload, actor=engine.default_actor()
         )
-        app: Any = self.app
-        app.track(spawned, "run")
+        track(self, spawned, "run")
         # The run view replaces this form and follows the run from its first line.
-        app.pop_screen()
-        app.open_run(spawned.run_id, spawned=spawned)
+        self.app.pop_screen()
+        open_run(self, spawned.run_id, spawned=spawned)
 
     def action_back(self) -> None:
         form: Any = self.query_one("#inputs-form")

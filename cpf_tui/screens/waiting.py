@@ -11,8 +11,11 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer
 
 from cpf_tui.clock import ago
+from cpf_tui.commands import answer_name
 from cpf_tui.control import RunControl
+from cpf_tui.hints import hint
 from cpf_tui.look import palette, short_id
+from cpf_tui.nav import open_approval, open_run
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
@@ -78,7 +81,8 @@ shows a notification when a run starts waiting.
             info.append(
                 f" {len(rows)} run{'s' if len(rows) != 1 else ''} waiting for input", "bold"
             )
-            info.append("  · enter: answer  v: view run", style="dim")
+            keys = f"{hint(self.app, 'waiting.view', 'v', 'view run')}"
+            info.append(f"  · enter: answer  {keys}", style="dim")
         else:
             info.append(" Nothing is waiting for you.", style="dim")
         self.query_one("#waiting-info", Line).update(info)
@@ -98,21 +102,27 @@ shows a notification when a run starts waiting.
             short_id(r["run_id"]),
         )
 
+    def home(self) -> VirtualTable:
+        return self.query_one(VirtualTable)
+
+    def shows_waiting(self, run_id: str) -> bool:
+        return True  # every waiting run is listed here
+
     @property
     def selected(self) -> dict[str, Any] | None:
         key = self.query_one(VirtualTable).cursor_key
         return getattr(self, "rows", {}).get(key) if key else None
 
     def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
-        self.app.open_approval(event.key)  # type: ignore[attr-defined]
+        open_approval(self, event.key)
 
     def action_answer(self) -> None:
         if self.selected:
-            self.app.open_approval(self.selected["run_id"])  # type: ignore[attr-defined]
+            open_approval(self, self.selected["run_id"])
 
     def action_view(self) -> None:
         if self.selected:
-            self.app.open_run(self.selected["run_id"])  # type: ignore[attr-defined]
+            open_run(self, self.selected["run_id"])
 
     def action_cancel(self) -> None:
         self.control_cancel(self.selected)
@@ -121,5 +131,5 @@ shows a notification when a run starts waiting.
         run = self.selected
         if run is not None:
             label = f"{run['workflow_id']} {short_id(run['run_id'])}"
-            yield (f"Answer {label}", "Open its form", self.action_answer)
+            yield (answer_name(run), "Open its form", self.action_answer)
             yield (f"Cancel run {label}", "With a reason", self.action_cancel)

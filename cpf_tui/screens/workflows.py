@@ -21,10 +21,12 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
-from cpf_tui.app import off_thread
+from cpf_tui.commands import start_name
 from cpf_tui.look import display_path, palette
+from cpf_tui.nav import start_workflow
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.widgets.topbar import TopBar
+from cpf_tui.work import off_thread
 from cpf_tui.workflows import WorkflowFile, check, discover, outline
 
 MARKS = {"valid": "✓", "warnings": "!", "invalid": "✗", "other": "·", "pending": "…"}
@@ -279,6 +281,9 @@ validator, with the path of each problem). The preview shows the step outline
     def selected(self) -> WorkflowFile | None:
         return self.files.get(self.current) if self.current else None
 
+    def home(self) -> Tree[Path | None]:
+        return self.query_one("#wf-tree", Tree)
+
     def action_run(self) -> None:
         wf = self.selected
         if wf is None:
@@ -290,7 +295,7 @@ validator, with the path of each problem). The preview shows the step outline
                 timeout=8,
             )
             return
-        self.app.start_workflow(wf)  # type: ignore[attr-defined]
+        start_workflow(self, wf)
 
     def action_edit(self) -> None:
         wf = self.selected
@@ -317,7 +322,7 @@ validator, with the path of each problem). The preview shows the step outline
     def context_commands(self) -> Iterator[Command]:
         wf = self.selected
         if wf is not None and wf.workflow is not None:
-            yield (f"Run {wf.title}", str(wf.path), self.action_run)
+            yield (start_name(wf), str(wf.path), self.action_run)
         yield ("Rescan workflow files", "Reload and validate", self.action_rescan)
         for tab, label in (("tab-outline", "Outline"), ("tab-yaml", "YAML")):
             yield (f"Show {label}", "Preview tab", partial(self._tab, tab))

@@ -25,7 +25,8 @@ class LogPane(Vertical):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "open_search", "Search", id="log.search"),
-        Binding("escape", "close_search", "Close search", show=False),
+        # Only while the search is open: otherwise escape belongs to the screen (back).
+        Binding("escape", "close_search", "Close search", id="log.close_search"),
     ]
 
     def __init__(
@@ -76,8 +77,14 @@ class LogPane(Vertical):
     def action_open_search(self) -> None:
         field = self.query_one("#log-search", Input)
         field.add_class("-open")
+        self.refresh_bindings()
         field.value = self.log_view.query_text
         field.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_search":
+            return self.is_mounted and self.query_one("#log-search", Input).has_class("-open")
+        return True
 
     def action_close_search(self) -> None:
         field = self.query_one("#log-search", Input)
