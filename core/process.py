@@ -54,7 +54,18 @@ _PWSH_NAMES = ("pwsh", "pwsh.exe", "powershell", "powershell.exe")
 # What the child runs first: wait for one line on stdin (a pipe from us: "go" once the
 # caller has recorded the group), then become the command, with stdin from /dev/null.
 # EOF instead of a line (we died, or on_start failed) ends it before the command runs.
+_HOLD_LINE = "IFS= read -r _ || exit 125; exec </dev/null"
 _HOLD_SCRIPT = 'IFS= read -r _ || exit 125; exec "$@" </dev/null'
+_POSIX_SHELLS = frozenset({"sh", "bash", "dash"})
+
+
+def _held(argv: list[str]) -> list[str]:
+    """The argv that waits for the executor's "go", then runs `argv`. A shell script
+    (`sh -c SCRIPT`, what most steps are) runs in the holding shell itself, after the hold
+    line: one exec fewer per step (~1 ms). Anything else is exec'd by the hold."""
+    if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in _POSIX_SHELLS:
+        return [argv[0], "-c", f"{_HOLD_LINE}\n{argv[2]}"]
+    return [SYSTEM_SHELL, "-c", _HOLD_SCRIPT, "cpf-step", *argv]
 _HELD_EXIT = 125
 
 Batch = list[tuple[str, str]]
@@ -315,7 +326,7 @@ def run_process(
     _check_program(argv[0], cwd, env)
     prefix, preexec = _death_signal()
     proc = subprocess.Popen(
-        [*prefix, SYSTEM_SHELL, "-c", _HOLD_SCRIPT, "cpf-step", *argv],
+        [*prefix, *_held(argv)],
         cwd=cwd,
         env=env,
         stdin=subprocess.PIPE,
