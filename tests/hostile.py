@@ -22,6 +22,37 @@ DOCUMENTED = {0, 2, 10, 20, 30, 40, 50, 60, 70, 80}
 TEXT_COMMANDS = {"guide", "logs"}
 TIMEOUT = 60.0
 
+# A run that waits, and one whose cli step takes `inputs.x` through `env:`.
+WAIT_WF = """schema_version: checkpointflow/v1
+workflow:
+  id: waiter
+  inputs: {type: object}
+  steps:
+    - id: ask
+      kind: await_event
+      audience: user
+      event_name: go
+      input_schema: {type: object}
+    - id: done
+      kind: end
+      result: {ok: true}
+"""
+
+ENV_WF = """schema_version: checkpointflow/v1
+workflow:
+  id: envwf
+  inputs: {type: object}
+  steps:
+    - id: a
+      kind: cli
+      command: 'echo "$X" > /dev/null'
+      env:
+        X: ${inputs.x}
+    - id: done
+      kind: end
+      result: ${inputs}
+"""
+
 
 def examples(ci: int) -> int:
     """The CI budget, or the loaded profile's when bigger (`--hypothesis-profile=deep`)."""

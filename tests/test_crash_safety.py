@@ -160,6 +160,20 @@ def _kill_everything(run_id: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _executor(
+    cpf: CpfRunner, wf: Path, folder: Path, run_id: str, *, stderr: int
+) -> subprocess.Popen[bytes]:
+    """`cpf run` of the held-step workflow in `folder`, its step holding 60 s."""
+    return subprocess.Popen(
+        [cpf.exe, "run", "-f", str(wf), "--run-id", run_id],
+        cwd=folder,
+        env={**cpf.env, "HOLD_SECONDS": "60"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def _crash_then_retry(cpf: CpfRunner, wf: Path, folder: Path, delay: float | None) -> str:
     """Start a run, SIGKILL its executor `delay` seconds after `work` is about to start
     (None: as soon as the command noted its start), then `cpf retry` it. Returns how
@@ -167,14 +181,7 @@ def _crash_then_retry(cpf: CpfRunner, wf: Path, folder: Path, delay: float | Non
     folder.mkdir()
     os.mkfifo(folder / "signal")
     run_id = uuid.uuid4().hex
-    executor = subprocess.Popen(
-        [cpf.exe, "run", "-f", str(wf), "--run-id", run_id],
-        cwd=folder,
-        env={**cpf.env, "HOLD_SECONDS": "60"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    executor = _executor(cpf, wf, folder, run_id, stderr=subprocess.PIPE)
     try:
         _wait_fifo(folder / "signal", executor)
         if delay is None:
@@ -279,14 +286,7 @@ def test_retry_stops_what_a_dying_reaper_left_behind(cpf: CpfRunner, tmp_path: P
     folder = tmp_path / "run"
     folder.mkdir()
     run_id = uuid.uuid4().hex
-    executor = subprocess.Popen(
-        [cpf.exe, "run", "-f", str(wf), "--run-id", run_id],
-        cwd=folder,
-        env={**cpf.env, "HOLD_SECONDS": "60"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    executor = _executor(cpf, wf, folder, run_id, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: _log(folder), timeout=60, interval=0.01, what="work to start")
         pgid = int(_log(folder)[0].split()[1])

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import CPF
 from hostile import (
+    ENV_WF,
     TIMEOUT,
+    WAIT_WF,
     Store,
     argv_bytes,
     check,
@@ -26,36 +28,6 @@ from hostile import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-WAIT_WF = """schema_version: checkpointflow/v1
-workflow:
-  id: waiter
-  inputs: {type: object}
-  steps:
-    - id: ask
-      kind: await_event
-      audience: user
-      event_name: go
-      input_schema: {type: object}
-    - id: done
-      kind: end
-      result: {ok: true}
-"""
-
-ENV_WF = """schema_version: checkpointflow/v1
-workflow:
-  id: envwf
-  inputs: {type: object}
-  steps:
-    - id: a
-      kind: cli
-      command: 'echo "$X" > /dev/null'
-      env:
-        X: ${inputs.x}
-    - id: done
-      kind: end
-      result: ${inputs}
-"""
 
 
 def budget(ci: int) -> settings:

@@ -10,22 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import CPF
+from hostile import ENV_WF as START
 from hostile import TIMEOUT, Store, check
-
-START = """schema_version: checkpointflow/v1
-workflow:
-  id: plain
-  inputs: {type: object}
-  steps:
-    - id: a
-      kind: cli
-      command: 'echo "$X" > /dev/null'
-      env:
-        X: ${inputs.x}
-    - id: done
-      kind: end
-      result: ${inputs}
-"""
 
 
 class Bytes:

@@ -72,7 +72,6 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from core.envelope import PersistenceError
-from core.store.models import Checkpoint, Run
 from core.store.service_models import (
     Account,
     Agent,
@@ -83,9 +82,9 @@ from core.store.service_models import (
     WebhookDelivery,
 )
 from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor
+from core.store.statements import CHECKPOINTS as CP
+from core.store.statements import RUNS
 
-CP = Checkpoint.__table__
-RUNS = Run.__table__
 ACCOUNTS = Account.__table__
 KEYS = ApiKey.__table__
 AGENTS = Agent.__table__

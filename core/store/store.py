@@ -74,7 +74,8 @@ def variant(name: str, **flags: Any) -> str:
 
 
 def _add_missing_columns(conn: Any, table: Any) -> None:
-    """Columns added to an existing table since it was created (schema 3: `proc`)."""
+    """Add the nullable columns a table gained since it was created (as the compiled
+    path's `add_columns` does on SQLite)."""
     from sqlalchemy import inspect, text
 
     have = {c["name"] for c in inspect(conn).get_columns(table.name)}
@@ -264,10 +265,7 @@ class Store:
 
         # The service's tables are only imported here and by the service itself, so a
         # `cpf run` does not pay for defining them.
-        from core.store import (
-            service_models,  # noqa: F401
-            statements,
-        )
+        from core.store import service_models  # noqa: F401
         from core.store.statements import META
 
         with self.write() as conn:
@@ -277,8 +275,9 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
             SQLModel.metadata.create_all(conn)
             have = conn.execute(select(META.c.value).where(META.c.key == "schema_version")).scalar()
-            if have is not None and int(have) < 3:
-                _add_missing_columns(conn, statements.ATTEMPTS)
+            if have is not None and int(have) < SCHEMA_VERSION:
+                for table in SQLModel.metadata.sorted_tables:
+                    _add_missing_columns(conn, table)
             if have is None:
                 conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(have) < SCHEMA_VERSION:

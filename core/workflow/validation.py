@@ -420,24 +420,15 @@ def _defaults_warnings(defaults: Any) -> list[str]:
     mob = defaults.get("max_output_bytes")
     if mob is not None and (isinstance(mob, bool) or not isinstance(mob, int) or mob < 1024):
         out.append(f"workflow.defaults.max_output_bytes: {_short(mob)} is not an integer >= 1024")
-    api = defaults.get("api")
-    if api is not None:
-        if not isinstance(api, dict):
-            out.append(f"workflow.defaults.api: {_short(api)} is not of type 'object'")
-        elif "allow_private" in api and not isinstance(api["allow_private"], bool):
-            out.append(
-                f"workflow.defaults.api.allow_private: {_short(api['allow_private'])} "
-                "is not of type 'boolean'"
-            )
-    wf = defaults.get("workflow")
-    if wf is not None:
-        if not isinstance(wf, dict):
-            out.append(f"workflow.defaults.workflow: {_short(wf)} is not of type 'object'")
-        elif "allow_outside" in wf and not isinstance(wf["allow_outside"], bool):
-            out.append(
-                f"workflow.defaults.workflow.allow_outside: {_short(wf['allow_outside'])} "
-                "is not of type 'boolean'"
-            )
+    for section, flag in (("api", "allow_private"), ("workflow", "allow_outside")):
+        value = defaults.get(section)
+        where = f"workflow.defaults.{section}"
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            out.append(f"{where}: {_short(value)} is not of type 'object'")
+        elif flag in value and not isinstance(value[flag], bool):
+            out.append(f"{where}.{flag}: {_short(value[flag])} is not of type 'boolean'")
     return out
 
 
