@@ -160,3 +160,49 @@ def test_store_url_password_is_never_printed(pg: CpfRunner) -> None:
     envelope = json.loads(proc.stdout)
     assert envelope["exit_code"] == 60 and envelope["error"]["code"] == "ERR_PERSISTENCE"
     assert "secretpw" not in proc.stdout + proc.stderr
+
+
+def test_schema_2_store_upgrades_on_postgres(pg: CpfRunner, write_workflow) -> None:
+    """A schema-2 PostgreSQL store (no step_attempts.proc, no svc_rate_windows) is
+    upgraded by the next `cpf` command: the column and table appear, the version moves
+    on, and a run made before the upgrade is still there."""
+    from sqlalchemy import create_engine, text
+
+    from core.store.compiled import SCHEMA_VERSION
+
+    wf = write_workflow(
+        """
+        schema_version: checkpointflow/v1
+        workflow:
+          id: before_upgrade
+          inputs: {type: object}
+          steps:
+            - id: a
+              kind: cli
+              command: echo hi
+        """
+    )
+    old_run = pg.run_id_of(pg.ok("run", "-f", str(wf)))
+    engine = create_engine(pg.env["CPF_DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE step_attempts DROP COLUMN proc"))
+            conn.execute(text("DROP TABLE svc_rate_windows"))
+            conn.execute(text("UPDATE cpf_meta SET value = '2' WHERE key = 'schema_version'"))
+        pg.ok("run", "-f", str(wf))
+        assert pg.status(old_run)["status"] == "completed"
+        with engine.connect() as conn:
+            columns = conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'step_attempts'"
+                )
+            ).scalars()
+            assert "proc" in set(columns)
+            assert conn.execute(text("SELECT to_regclass('svc_rate_windows')")).scalar()
+            version = conn.execute(
+                text("SELECT value FROM cpf_meta WHERE key = 'schema_version'")
+            ).scalar()
+            assert version == str(SCHEMA_VERSION)
+    finally:
+        engine.dispose()
