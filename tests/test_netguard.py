@@ -408,13 +408,13 @@ def _delivery(url: str) -> dict[str, Any]:
 def test_webhook_delivery_connects_to_the_address_it_checked(
     twin: tuple[int, Seen, Seen], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.service import webhooks
+    from core.service import delivery
 
     port, at_1, at_2 = twin
 
     async def deliver(url: str) -> tuple[int | None, str | None]:
         async with httpx.AsyncClient(transport=netguard.async_transport(), timeout=5) as c:
-            return await webhooks.post(c, _delivery(url))
+            return await delivery.post(c, _delivery(url))
 
     async def unpinned(url: str) -> str:
         async with httpx.AsyncClient(transport=netguard.async_transport(), timeout=5) as c:

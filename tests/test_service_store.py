@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from core.checkpoints import ApiError, CheckpointService
+from core.service.checkpoints import ApiError, CheckpointService
+from core.service.store.service_store import ServiceStore
 from core.statediff import leaf_diff
-from core.store.service_store import ServiceStore
 from core.store.store import Store
 
 
@@ -165,7 +165,7 @@ def test_state_diff_matches_leaf_diff() -> None:
 
 
 def test_size_bytes_is_python_compact_json() -> None:
-    from core.checkpoints import _state_text
+    from core.service.checkpoints import _state_text
 
     rnd = random.Random(3)
     for _ in range(3000):

@@ -1,6 +1,6 @@
 """The Checkpoints screen (cpf_tui/screens/checkpoints.py) against a real temporary store.
 
-API workflows are saved through the engine's checkpoint API (`core.checkpoints`, what
+API workflows are saved through the engine's checkpoint API (`core.service.checkpoints`, what
 `cpf serve` calls) in two accounts; the demo runs of tests/tui_seed.py give the account
 `local` its run workflows. The checkpoint API's clock and etags are pinned (test set-up
 only) so times, expiries and etags are the same on every run; the screen shows them with
@@ -66,7 +66,7 @@ def _etag(account: str, workflow_id: str, step: int, body: str) -> str:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Demo runs plus API workflows in `local` and `acme`; the checkpoint API's clock
     stays at NOW for the rest of the test (so nothing expires by the wall clock)."""
-    import core.checkpoints as checkpoints
+    import core.service.checkpoints as checkpoints
 
     monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(tmp_path / "base"))
     monkeypatch.delenv("CPF_DATABASE_URL", raising=False)

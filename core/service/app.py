@@ -28,8 +28,9 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from core import __version__
-from core.checkpoints import CheckpointService, Options
 from core.service import openapi
+from core.service.checkpoints import CheckpointService, Options
+from core.service.delivery import DeliveryWorker, Sweeper
 from core.service.ratelimit import RateLimiter
 from core.service.routes import (
     BODY_TIMEOUT,
@@ -38,7 +39,6 @@ from core.service.routes import (
     error_response,
     json_response,
 )
-from core.service.webhooks import DeliveryWorker, Sweeper
 
 log = logging.getLogger("cpf.serve")
 

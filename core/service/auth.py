@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.checkpoints import ApiError, CheckpointService, Principal
+from core.service.checkpoints import ApiError, CheckpointService, Principal
 
 
 def principal(svc: CheckpointService, header: str | None) -> Principal:

@@ -49,7 +49,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def keys(args: argparse.Namespace) -> int:
-    from core import checkpoints
+    from core.service import checkpoints
 
     try:
         svc = checkpoints.service()
@@ -70,7 +70,7 @@ def keys(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from core import checkpoints
+    from core.service import checkpoints
     from core.service.app import Settings, create_app
 
     if not 0 <= args.port <= 65535:
@@ -80,7 +80,7 @@ def serve(args: argparse.Namespace) -> int:
         sys.stderr.write("cpf serve: --rate-limit must be >= 0 (0 disables it)\n")
         return 2
     from core import netguard
-    from core.service.webhooks import ALLOW_PRIVATE_ENV
+    from core.service.delivery import ALLOW_PRIVATE_ENV
 
     if getattr(args, "allow_private_webhooks", False):
         # The flag is the environment variable, for this process: one switch to read.

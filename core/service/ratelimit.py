@@ -21,7 +21,7 @@ class RateLimited(Exception):
 
 class RateLimiter:
     def __init__(self, svc: Any, limit: int, window: float = 60.0) -> None:
-        # svc: a core.checkpoints.CheckpointService (which keeps the count in its store).
+        # svc: a core.service.checkpoints.CheckpointService (which keeps the count in its store).
         self.svc = svc
         self.limit = limit
         self.window = window

@@ -1,4 +1,4 @@
-"""HTTP handlers of the SnapState API: parse the request, call `core.checkpoints`, answer.
+"""HTTP handlers of the SnapState API: parse the request, call `core.service.checkpoints`, answer.
 
 Each request costs one hop to a worker thread, where it is authenticated, rate limited,
 checked for size, parsed and served, in that order (so a bad key gets 401 before any
@@ -24,7 +24,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.checkpoints import (
+from core.envelope import PersistenceError
+from core.service.auth import principal as authenticate
+from core.service.checkpoints import (
     AGENT_ID_PATTERN,
     AGENT_PATCH_SCHEMA,
     AGENT_SCHEMA,
@@ -41,8 +43,6 @@ from core.checkpoints import (
     Principal,
     RawJSON,
 )
-from core.envelope import PersistenceError
-from core.service.auth import principal as authenticate
 from core.service.ratelimit import RateLimited, RateLimiter
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -242,12 +242,12 @@ def _register_webhook(svc: CheckpointService, c: Ctx) -> Any:
     # link-local targets unless the server allows them (checked again at delivery).
     # A name that does not resolve now is accepted; its deliveries will fail clearly.
     from core import netguard
-    from core.checkpoints import check_body
-    from core.service import webhooks
+    from core.service import delivery
+    from core.service.checkpoints import check_body
 
     check_body(WEBHOOK_SCHEMA, c.body)
     try:
-        webhooks.check_target(c.body["url"])
+        delivery.check_target(c.body["url"])
     except netguard.Unresolvable:
         pass
     except netguard.Refused as exc:

@@ -3,8 +3,8 @@
     python -m core.store.gen_compiled          # rewrite core/store/compiled.py
     python -m core.store.gen_compiled --check  # exit 1 if it is out of date
 
-Run it after changing `core/store/models.py`, `service_models.py` or `statements.py`
-(tests/test_store_compiled.py fails until you do). The output is the DDL, the schema
+Run it after changing `core/store/models.py`, `core/service/store/tables.py` or
+`statements.py` (tests/test_store_compiled.py fails until you do). The output is the DDL, the schema
 version and every named statement of `core.store.statements`, compiled by SQLAlchemy's
 SQLite dialect: the same SQL SQLAlchemy itself would run.
 """
@@ -57,9 +57,10 @@ def build() -> dict[str, Any]:
     from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
     from sqlmodel import SQLModel
 
-    from core.store import service_models  # noqa: F401  (its tables are in the DDL too)
     from core.store import statements as st
-    from core.store.models import SCHEMA_VERSION
+    from core.store.models import SCHEMA_VERSION, load_all_tables
+
+    load_all_tables()  # the service's tables are in the DDL too
 
     dialect = sqlite.dialect(paramstyle="named")
     quote = dialect.identifier_preparer.quote

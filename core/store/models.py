@@ -168,3 +168,14 @@ class Checkpoint(SQLModel, table=True):
 
 
 TABLES = [Meta, Run, StepAttempt, OutputChunk, Event, Checkpoint]
+
+
+def load_all_tables() -> None:
+    """Define every table of the store's one schema in `SQLModel.metadata`: the engine's
+    (above) and the checkpoint service's (`core/service/store/tables.py`).
+
+    The database has one schema (one version, one DDL, one upgrade path), so this is the
+    one place where core/store names a module of the service: its table definitions,
+    never its logic. Called only where the whole schema is created or compiled, so a
+    `cpf run` does not pay for defining the service's tables."""
+    import core.service.store.tables  # noqa: F401

@@ -263,10 +263,10 @@ class Store:
         from sqlalchemy import insert, select, text, update
         from sqlmodel import SQLModel
 
-        # The service's tables are only imported here and by the service itself, so a
-        # `cpf run` does not pay for defining them.
-        from core.store import service_models  # noqa: F401
+        from core.store.models import load_all_tables
         from core.store.statements import META
+
+        load_all_tables()  # the service's tables too (one schema)
 
         with self.write() as conn:
             if self.engine.dialect.name == "postgresql":

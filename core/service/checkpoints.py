@@ -11,7 +11,7 @@ transaction as the change they announce.
 
 Functions return plain JSON-ready dicts and raise `ApiError` (a `CpfError` whose code
 is the wire code: NOT_FOUND, CONFLICT, ...). No HTTP here, no SQL: the SQL is in
-`core.store.service_store`.
+`core.service.store.service_store`.
 """
 
 from __future__ import annotations
@@ -397,7 +397,7 @@ def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return method(self, *args, **kwargs)
             except PersistenceError as exc:
-                from core.store.service_store import TransientStoreError
+                from core.service.store.service_store import TransientStoreError
 
                 if not isinstance(exc, TransientStoreError):
                     raise
@@ -451,7 +451,7 @@ class CheckpointService:
     """The checkpoint API over one store."""
 
     def __init__(self, store: Any = None, options: Options | None = None) -> None:
-        from core.store.service_store import PoolConfig, ServiceStore
+        from core.service.store.service_store import PoolConfig, ServiceStore
         from core.store.store import open_store
 
         self.options = options or Options()
@@ -708,7 +708,7 @@ class CheckpointService:
                 "created_at": now,
                 "expires_at": expires_at,
             }
-            from core.store.service_store import INTEGRITY_ERRORS
+            from core.service.store.service_store import INTEGRITY_ERRORS
 
             try:
                 record["id"] = ss.insert_checkpoint(conn, record, text)

@@ -1,7 +1,7 @@
 """SQL of `cpf serve`: keys, API workflows and their checkpoints, agents, webhooks, outbox.
 
 Only SQL lives here; the decisions (If-Match, expiry, what an error is) are made in
-`core.checkpoints`, which calls these methods inside one `ServiceStore.write()` (or
+`core.service.checkpoints`, which calls these methods inside one `ServiceStore.write()` (or
 `read()`) transaction per request.
 
 Every statement is SQLAlchemy Core on the SQLModel tables, written once. How it runs
@@ -72,7 +72,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from core.envelope import PersistenceError
-from core.store.service_models import (
+from core.service.store.tables import (
     Account,
     Agent,
     ApiKey,

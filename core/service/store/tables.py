@@ -1,11 +1,13 @@
 """SQLModel tables of `cpf serve` (the SnapState checkpoint API).
 
-Checkpoints themselves live in `checkpoints` (core.store.models), shared with the engine.
+Checkpoints themselves live in `checkpoints` (core.store.models), shared with the engine
+(one definition: runs write it, the service reads and writes it).
 These tables hold what only the service needs: accounts and API keys (hashes only),
 agents, webhooks with their durable delivery outbox, and one row per workflow saved
 through the API (its head, counts and expiry, so a save or a resume reads one row).
 
-Imported at the bottom of core.store.models so `SQLModel.metadata.create_all` sees them.
+Defined in the store's schema by `core.store.models.load_all_tables()` (one schema,
+one version), and imported by the service's SQL (core/service/store/).
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class WebhookDelivery(SQLModel, table=True):
 class RateWindow(SQLModel, table=True):
     """The request count of one API key in its current rate-limit window. Kept in the
     store so every replica of `cpf serve` counts against the same limit; one atomic
-    upsert per request (core.store.service_store.ServiceStore.rate_hit)."""
+    upsert per request (core.service.store.service_store.ServiceStore.rate_hit)."""
 
     __tablename__ = "svc_rate_windows"
 
