@@ -377,7 +377,7 @@ def test_in_process_scenario_agrees_on_postgres(tmp_path: Path) -> None:
     from sqlalchemy.engine import make_url
     from test_service_store import _scenario
 
-    from core.service.checkpoints import CheckpointService
+    from core.service.api import CheckpointService
     from core.store.store import Store
 
     name = f"cpf_scenario_{uuid.uuid4().hex[:12]}"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from core.service.checkpoints import ApiError, CheckpointService
+from core.service.api import CheckpointService
+from core.service.common import ApiError
 from core.service.store.service_store import ServiceStore
 from core.statediff import leaf_diff
 from core.store.store import Store

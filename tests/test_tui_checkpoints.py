@@ -1,6 +1,6 @@
 """The Checkpoints screen (cpf_tui/screens/checkpoints.py) against a real temporary store.
 
-API workflows are saved through the engine's checkpoint API (`core.service.checkpoints`, what
+API workflows are saved through the engine's checkpoint API (`core.service.api`, what
 `cpf serve` calls) in two accounts; the demo runs of tests/tui_seed.py give the account
 `local` its run workflows. The checkpoint API's clock and etags are pinned (test set-up
 only) so times, expiries and etags are the same on every run; the screen shows them with
@@ -67,6 +67,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Demo runs plus API workflows in `local` and `acme`; the checkpoint API's clock
     stays at NOW for the rest of the test (so nothing expires by the wall clock)."""
     import core.service.checkpoints as checkpoints
+    from core.service import api, common
 
     monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(tmp_path / "base"))
     monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
@@ -76,9 +77,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     now = datetime.fromisoformat(NOW)
     clock = {"at": now - timedelta(minutes=30)}
-    monkeypatch.setattr(checkpoints, "_now", lambda: clock["at"])
+    monkeypatch.setattr(common, "utc_now", lambda: clock["at"])
     monkeypatch.setattr(checkpoints, "_new_etag", _etag)
-    svc = checkpoints.CheckpointService()
+    svc = api.CheckpointService()
     svc.create_key(ACME, label="tests")
 
     def save(account: str, workflow_id: str, steps: list[tuple[str, dict[str, Any]]], *,

@@ -29,7 +29,8 @@ from starlette.routing import Route as StarletteRoute
 
 from core import __version__
 from core.service import openapi
-from core.service.checkpoints import CheckpointService, Options
+from core.service.api import CheckpointService
+from core.service.common import Options
 from core.service.delivery import DeliveryWorker, Sweeper
 from core.service.ratelimit import RateLimiter
 from core.service.routes import (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.service.checkpoints import ApiError, CheckpointService, Principal
+from core.service.api import CheckpointService
+from core.service.common import ApiError
+from core.service.keys import Principal
 
 
 def principal(svc: CheckpointService, header: str | None) -> Principal:

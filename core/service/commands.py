@@ -49,17 +49,18 @@ def _env_float(name: str, default: float) -> float:
 
 
 def keys(args: argparse.Namespace) -> int:
-    from core.service import checkpoints
+    from core.service.api import service
+    from core.service.common import ApiError
 
     try:
-        svc = checkpoints.service()
+        svc = service()
         if args.keys_command == "create":
             result = svc.create_key(args.account)
         elif args.keys_command == "list":
             result = {"keys": svc.list_keys(args.account)}
         else:
             result = svc.revoke_key(args.key_id)
-    except checkpoints.ApiError as err:
+    except ApiError as err:
         code = "ERR_KEY_NOT_FOUND" if err.code == "NOT_FOUND" else "ERR_VALIDATION_INPUT"
         return emit(Envelope.failure("keys", CpfError(code, err.message, exit_code=10)))
     except CpfError as err:
@@ -70,8 +71,9 @@ def keys(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from core.service import checkpoints
+    from core.service.api import service
     from core.service.app import Settings, create_app
+    from core.service.common import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, Options
 
     if not 0 <= args.port <= 65535:
         sys.stderr.write(f"cpf serve: invalid port {args.port}\n")
@@ -94,16 +96,16 @@ def serve(args: argparse.Namespace) -> int:
     if not 1 <= max_connections <= 1_000_000:
         sys.stderr.write("cpf serve: --max-connections must be 1-1000000\n")
         return 2
-    defaults = checkpoints.Options()
-    options = checkpoints.Options(
-        default_ttl=int(_env_float("CPF_DEFAULT_TTL", checkpoints.DEFAULT_TTL_SECONDS)),
-        max_ttl=int(_env_float("CPF_MAX_TTL", checkpoints.MAX_TTL_SECONDS)),
+    defaults = Options()
+    options = Options(
+        default_ttl=int(_env_float("CPF_DEFAULT_TTL", DEFAULT_TTL_SECONDS)),
+        max_ttl=int(_env_float("CPF_MAX_TTL", MAX_TTL_SECONDS)),
         pool_size=max(1, int(_env_float("CPF_SERVE_POOL_SIZE", defaults.pool_size))),
         pool_timeout=_env_float("CPF_SERVE_POOL_TIMEOUT", defaults.pool_timeout),
         retry_deadline=_env_float("CPF_SERVE_RETRY_DEADLINE", defaults.retry_deadline),
     )
     try:
-        svc = checkpoints.service(options)
+        svc = service(options)
     except CpfError as err:
         return emit(Envelope.failure("serve", err))
     settings = Settings(

@@ -1,7 +1,7 @@
 """Webhook delivery: signing, and the worker that drains the outbox.
 
 Events are written to the outbox (`svc_webhook_deliveries`) in the same transaction as
-the change they announce (core.service.checkpoints). This worker leases due rows, POSTs them,
+the change they announce (core.service.webhooks). This worker leases due rows, POSTs them,
 and records each attempt; failures are retried with backoff, then given up. Every
 attempt is visible in the delivery log (`GET /webhooks/{id}/deliveries`).
 
@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 
 from core import __version__, netguard
-from core.service.checkpoints import CheckpointService
+from core.service.api import CheckpointService
 
 log = logging.getLogger("cpf.serve.webhooks")
 

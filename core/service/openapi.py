@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document served at `/openapi.json`.
 
 Built from the route table (core.service.routes.ROUTES) and the request schemas the
-handlers validate with (core.service.checkpoints), so paths, methods, bodies and parameters
-cannot drift from what the server does; tests check every served route is documented.
+handlers validate with (checkpoints.py, agents.py, webhooks.py), so paths, methods,
+bodies and parameters cannot drift from what the server does; tests check every served
+route is documented.
 """
 
 from __future__ import annotations

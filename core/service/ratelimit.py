@@ -10,7 +10,24 @@ a client that waits that long gets through.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+from core.service.common import Area, retried
+
+
+class RateLimits(Area):
+    """The count itself, in the store (the checkpoint service's `rate_limit`)."""
+
+    @retried
+    def rate_limit(self, bucket: str, limit: int, window: float) -> int | None:
+        """Count one request of `bucket` (an API key id) against `limit` per `window`
+        seconds, for all replicas sharing the store. None if it is allowed, else the
+        whole seconds until its window ends (when a request will get through)."""
+        hits, left = self.ss.rate_hit(bucket, limit, window)
+        if hits <= limit:
+            return None
+        return max(1, math.ceil(left))
 
 
 class RateLimited(Exception):
@@ -21,7 +38,7 @@ class RateLimited(Exception):
 
 class RateLimiter:
     def __init__(self, svc: Any, limit: int, window: float = 60.0) -> None:
-        # svc: a core.service.checkpoints.CheckpointService (which keeps the count in its store).
+        # svc: a core.service.api.CheckpointService (which keeps the count in its store).
         self.svc = svc
         self.limit = limit
         self.window = window

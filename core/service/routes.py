@@ -1,4 +1,4 @@
-"""HTTP handlers of the SnapState API: parse the request, call `core.service.checkpoints`, answer.
+"""HTTP handlers of the SnapState API: parse the request, call `core.service.api`, answer.
 
 Each request costs one hop to a worker thread, where it is authenticated, rate limited,
 checked for size, parsed and served, in that order (so a bad key gets 401 before any
@@ -25,25 +25,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.envelope import PersistenceError
+from core.service.agents import AGENT_ID_PATTERN, AGENT_PATCH_SCHEMA, AGENT_SCHEMA
+from core.service.api import CheckpointService
 from core.service.auth import principal as authenticate
 from core.service.checkpoints import (
-    AGENT_ID_PATTERN,
-    AGENT_PATCH_SCHEMA,
-    AGENT_SCHEMA,
     CHECKPOINT_ID_PATTERN,
-    MAX_OFFSET,
-    MAX_STEP,
-    REPLAY_MAX_LIMIT,
     SAVE_SCHEMA,
-    WEBHOOK_ID_PATTERN,
-    WEBHOOK_SCHEMA,
     WORKFLOW_ID_PATTERN,
-    ApiError,
-    CheckpointService,
-    Principal,
     RawJSON,
 )
+from core.service.common import MAX_OFFSET, MAX_STEP, REPLAY_MAX_LIMIT, ApiError
+from core.service.keys import Principal
 from core.service.ratelimit import RateLimited, RateLimiter
+from core.service.webhooks import WEBHOOK_ID_PATTERN, WEBHOOK_SCHEMA
 
 MAX_BODY_BYTES = 1024 * 1024
 # Nesting levels of a request body: far beyond any real state, well below what the
@@ -243,7 +237,7 @@ def _register_webhook(svc: CheckpointService, c: Ctx) -> Any:
     # A name that does not resolve now is accepted; its deliveries will fail clearly.
     from core import netguard
     from core.service import delivery
-    from core.service.checkpoints import check_body
+    from core.service.common import check_body
 
     check_body(WEBHOOK_SCHEMA, c.body)
     try:

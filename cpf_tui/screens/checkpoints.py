@@ -4,7 +4,7 @@ SnapState SDK), each workflow's checkpoints, and the selected checkpoint's state
 Runs of the account `local` are checkpoint workflows too (one checkpoint per committed
 step transition); they are listed beside the API workflows, marked `run`, read-only.
 
-Everything is read through the engine's checkpoint API (`core.service.checkpoints`:
+Everything is read through the engine's checkpoint API (`core.service.api`:
 `list_workflows`, `replay`, `get`, `list_keys`), never SQL, and never `resume` (which
 announces `workflow.resumed` to the account's webhooks: looking is not resuming). Every
 call runs in a worker thread. The list is polled twice a second; a workflow's
@@ -40,10 +40,10 @@ from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
 from cpf_tui.work import off_thread
 
-LOCAL = "local"  # core.service.checkpoints.LOCAL_ACCOUNT: the account of cpf runs
+LOCAL = "local"  # core.service.common.LOCAL_ACCOUNT: the account of cpf runs
 POLL = 0.5  # seconds between polls of the workflow list (changes show within a second)
 ACCOUNTS_EVERY = 10  # polls between re-reads of the account list
-PAGE = 1000  # core.service.checkpoints.REPLAY_MAX_LIMIT: the largest page list/replay return
+PAGE = 1000  # core.service.common.REPLAY_MAX_LIMIT: the largest page list/replay return
 PRETTY_LIMIT = 256 * 1024  # states bigger than this are shown as plain indented text
 PLAIN_LINES = 2000  # ... and cut after this many lines
 
@@ -77,7 +77,7 @@ def checkpoint_columns(width: int) -> list[Column]:
 def _service(svc: Any) -> Any:
     if svc is not None:
         return svc
-    from core.service.checkpoints import service
+    from core.service.api import service
 
     return service()
 
@@ -96,7 +96,8 @@ def read_workflows(
 ) -> list[dict[str, Any]]:
     """Every live workflow of `account`, most recent activity first, each with the agent
     of its head checkpoint (`agents` caches it by workflow while the head is the same)."""
-    from core.service.checkpoints import ApiError, checkpoint_id_for
+    from core.service.checkpoints import checkpoint_id_for
+    from core.service.common import ApiError
 
     svc = _service(svc)
     rows: list[dict[str, Any]] = []
@@ -259,7 +260,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
     def __init__(self, account: str = LOCAL, *, service: Any = None) -> None:
         super().__init__()
         self.account = account
-        self.service = service  # a core.service.checkpoints.CheckpointService; default service()
+        self.service = service  # a core.service.api.CheckpointService; default service()
         self.accounts: list[str] = [account] if account == LOCAL else [LOCAL, account]
         self.workflows: dict[str, dict[str, Any]] = {}
         self.checkpoints: list[dict[str, Any]] = []
