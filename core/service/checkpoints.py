@@ -414,7 +414,7 @@ class CheckpointsService(Area):
     ) -> None:
         """Insert the new checkpoint and make it the workflow's head (a new workflow
         row, or a compare-and-set on the head this transaction read)."""
-        from core.service.store.service_store import INTEGRITY_ERRORS
+        from core.service.store.base import INTEGRITY_ERRORS
 
         ss = self.ss
         try:

@@ -150,7 +150,7 @@ def retried(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return method(self, *args, **kwargs)
             except PersistenceError as exc:
-                from core.service.store.service_store import TransientStoreError
+                from core.service.store.base import TransientStoreError
 
                 if not isinstance(exc, TransientStoreError):
                     raise

@@ -147,3 +147,12 @@ class RateWindow(SQLModel, table=True):
 
 
 SERVICE_TABLES = [Account, ApiKey, Agent, ApiWorkflow, Webhook, WebhookDelivery, RateWindow]
+
+# The tables as SQLAlchemy Core handles, for the statements in core/service/store/.
+ACCOUNTS = Account.__table__
+KEYS = ApiKey.__table__
+AGENTS = Agent.__table__
+WORKFLOWS = ApiWorkflow.__table__
+WEBHOOKS = Webhook.__table__
+DELIVERIES = WebhookDelivery.__table__
+RATES = RateWindow.__table__
