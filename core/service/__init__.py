@@ -1,7 +1,6 @@
-"""`cpf serve`: the SnapState checkpoint HTTP API over the cpf store.
+"""The checkpoint service (`cpf serve`, `cpf keys`): its one home. Map: README.md here.
 
-app.py (ASGI app, lifespan, middleware), routes.py (handlers), auth.py (bearer keys),
-ratelimit.py (per key), delivery.py (signing and the webhook delivery worker), openapi.py
-(the served OpenAPI document), commands.py (`cpf serve`, `cpf keys`). No SQL here:
-everything goes through `core.service.api`.
+HTTP: app.py, routes.py, auth.py, guard.py, openapi.py, delivery.py, commands.py.
+The checkpoint API (no HTTP, no SQL): api.py composed of keys.py, checkpoints.py,
+agents.py, webhooks.py, ratelimit.py over common.py. Its SQL and tables: store/.
 """

@@ -89,9 +89,32 @@ class _RequestId:
 
 def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
-    started = time.monotonic()
     limiter = RateLimiter(svc, settings.rate_limit, settings.rate_window)
     handlers = Handlers(svc, limiter, settings.body_timeout)
+    routes = _probes(svc, time.monotonic())
+    doc = openapi.document(ROUTES)
+
+    async def openapi_json(_request: Request) -> Response:
+        return json_response(doc)
+
+    routes.append(StarletteRoute("/openapi.json", openapi_json, methods=["GET"]))
+    # Starlette matches one route per path; group methods of the same path.
+    by_path: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        by_path.setdefault(route.path, {})[route.method] = handlers.endpoint(route)
+    for path, methods in by_path.items():
+        routes.append(StarletteRoute(path, _by_method(methods), methods=list(methods)))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _crash},
+        lifespan=_lifespan(svc, settings),
+    )
+    app.router.redirect_slashes = False
+    return _RequestId(app)
+
+
+def _probes(svc: CheckpointService, started: float) -> list[StarletteRoute]:
+    """`/health` and `/ready` (no key)."""
 
     async def health(_request: Request) -> Response:
         store_ok = True
@@ -115,42 +138,36 @@ def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
             return json_response({"status": "not_ready", "store": "unavailable"}, 503)
         return json_response({"status": "ready"})
 
-    doc = openapi.document(ROUTES)
-
-    async def openapi_json(_request: Request) -> Response:
-        return json_response(doc)
-
-    routes = [
+    return [
         StarletteRoute("/health", health, methods=["GET"]),
         StarletteRoute("/ready", ready, methods=["GET"]),
-        StarletteRoute("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    # Starlette matches one route per path; group methods of the same path.
-    by_path: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        by_path.setdefault(route.path, {})[route.method] = handlers.endpoint(route)
-    for path, methods in by_path.items():
-        routes.append(StarletteRoute(path, _by_method(methods), methods=list(methods)))
 
-    async def http_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 404:
-            return error_response("NOT_FOUND", "No such route", 404)
-        if exc.status_code == 405:
-            return error_response(
-                "METHOD_NOT_ALLOWED", "Method not allowed on this route", 405,
-                headers=dict(exc.headers or {}),
-            )
-        return error_response("HTTP_ERROR", str(exc.detail), exc.status_code)
 
-    async def crash(_request: Request, exc: Exception) -> Response:
-        from core.envelope import PersistenceError
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response("NOT_FOUND", "No such route", 404)
+    if exc.status_code == 405:
+        return error_response(
+            "METHOD_NOT_ALLOWED", "Method not allowed on this route", 405,
+            headers=dict(exc.headers or {}),
+        )
+    return error_response("HTTP_ERROR", str(exc.detail), exc.status_code)
 
-        if isinstance(exc, PersistenceError):
-            log.error("store error: %s", exc)
-            return error_response("STORE_UNAVAILABLE", "The store is unavailable", 503)
-        log.exception("unhandled error", exc_info=exc)
-        return error_response("INTERNAL_ERROR", "Internal server error", 500)
+
+async def _crash(_request: Request, exc: Exception) -> Response:
+    from core.envelope import PersistenceError
+
+    if isinstance(exc, PersistenceError):
+        log.error("store error: %s", exc)
+        return error_response("STORE_UNAVAILABLE", "The store is unavailable", 503)
+    log.exception("unhandled error", exc_info=exc)
+    return error_response("INTERNAL_ERROR", "Internal server error", 500)
+
+
+def _lifespan(svc: CheckpointService, settings: Settings) -> Any:
+    """The background tasks of a server: the webhook delivery worker and the sweeper."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -171,13 +188,7 @@ def create_app(svc: CheckpointService, settings: Settings | None = None) -> Any:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: crash},
-        lifespan=lifespan,
-    )
-    app.router.redirect_slashes = False
-    return _RequestId(app)
+    return lifespan
 
 
 def _by_method(methods: dict[str, Any]) -> Any:

@@ -135,7 +135,7 @@ class WebhookDelivery(SQLModel, table=True):
 class RateWindow(SQLModel, table=True):
     """The request count of one API key in its current rate-limit window. Kept in the
     store so every replica of `cpf serve` counts against the same limit; one atomic
-    upsert per request (core.service.store.service_store.ServiceStore.rate_hit)."""
+    upsert per request (core/service/store/ratelimit.py `rate_hit`)."""
 
     __tablename__ = "svc_rate_windows"
 
