@@ -74,10 +74,12 @@ def _db_time_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
 
 @compiles(db_time, "postgresql")
 def _db_time_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    # clock_timestamp(), not now(): now() is when the transaction began, and a renewal
+    # that waited on a lock must not judge (or extend) the lease as of back then.
     args = list(element.clauses)
-    at = "now()"
+    at = "clock_timestamp()"
     if args:
-        at = f"(now() + make_interval(secs => {compiler.process(args[0], **kw)}))"
+        at = f"(clock_timestamp() + make_interval(secs => {compiler.process(args[0], **kw)}))"
     return f"to_char({at} AT TIME ZONE 'UTC', {_PG_ISO})"
 
 
