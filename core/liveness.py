@@ -18,28 +18,33 @@ namespace has the same inode, hence the boot id).
 
 Leases in database time
 -----------------------
-Whoever hands a run to an executor grants it a lease, `runs.lease_expires_at`,
-computed by the database (`now()` + LEASE_SECONDS; on SQLite its clock is this
-machine's). The executor renews it every RENEW_SECONDS with a conditional UPDATE that
-only succeeds while the lease has not expired yet, so an expired lease never comes
-back. A reader calls a run interrupted only when the database says the lease expired
-(`lease_expires_at < now()` in SQL): no clock of any reader or executor is compared
-with another, so a skewed clock neither kills a live run nor keeps a dead one alive.
-Renewals that fail (the store is down or locked) are retried every tick and are never
-silent for long: see fencing.
+Whoever hands a run to an executor (run, retry, resume, continue, an await timeout's
+hand-off) grants it a lease in the same transaction: `runs.lease_expires_at`, computed
+by the database (`clock_timestamp()` + LEASE_SECONDS on PostgreSQL, not `now()`, which
+is the transaction's start; on SQLite the clock of this machine, the only one that
+opens the file). The executor renews it every RENEW_SECONDS with a conditional UPDATE
+that only succeeds while the lease has not expired, so an expired lease never comes
+back, and a reader may act on "expired" without racing a renewal. A reader calls a run
+interrupted only when the database says so (`lease_expires_at < clock` in SQL): no
+process's clock is compared with another's, so a skewed clock neither kills a live run
+nor keeps a dead one alive. A failed renewal is said on stderr and retried within a
+second; past the fence, the executor stops (exit 60, ERR_PERSISTENCE).
 
 Fencing
 -------
 A renewal that starts at monotonic time t0 and succeeds makes the lease end no
-earlier than t0 + LEASE_SECONDS in real time (the database's `now()` is read after t0;
+earlier than t0 + LEASE_SECONDS in real time (the database reads its clock after t0;
 only clock *rates* matter, not offsets). The executor keeps that bound. If it has not
 renewed by t0 + LEASE_SECONDS - FENCE_MARGIN it fences itself: a separate thread that
 never touches the store kills the running steps' process groups, and the executor
 makes no further store writes and stops. So by the time any reader may see the lease
-expired, the old executor's steps are gone and it executes nothing more; `cpf retry`
+expired, the old executor's steps are gone and it starts nothing more; `cpf retry`
 (which needs the run failed, i.e. a compare-and-set that the old executor's next
 write would lose) never overlaps with them. The margin (a third of the lease) covers
-TERM, a grace and KILL of the groups.
+TERM, a grace and KILL of the groups. A write already waiting on the store when the
+fence falls may still commit once the store answers, but only if nobody took the run
+over meanwhile (a takeover changes the run's version first, and that write is a
+compare-and-set on it); the executor then stops without starting another step.
 
 Fencing needs a live executor. One killed with -9 (OOM, a crashed machine) cannot
 fence: its step's direct child dies with it (PR_SET_PDEATHSIG) but grandchildren may
