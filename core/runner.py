@@ -695,7 +695,6 @@ class Runner:
         renew_at = self.lease_from + RENEW_SECONDS
         failing = False
         while not stop.wait(WATCH_SECONDS) and not self.fenced:
-            state = None
             try:
                 state = self.store.run_status(self.run_id)
                 # Someone else ended the run (cancel, or a reaper): stop the steps.
@@ -708,14 +707,14 @@ class Runner:
                     if time.monotonic() - att.born < WATCH_SECONDS:
                         continue
                     self._ensure(att)
-            except (CpfError, RunTaken):
-                pass  # a busy store must not stop the renewal below
+            except Exception:
+                pass  # a busy store (or any error) must not stop the renewal below
             if time.monotonic() < renew_at or self.fenced:
                 continue
             started = time.monotonic()
             try:
                 held = self.store.renew_lease(self.run_id, self.executor_id, LEASE_SECONDS)
-            except CpfError as exc:
+            except Exception as exc:  # whatever the store raises: said, then retried
                 # Not silent, and retried soon; the fence thread stops the steps in time.
                 if not failing:
                     _warn(f"cannot renew the lease of run {self.run_id} ({exc}); retrying")
@@ -728,13 +727,22 @@ class Runner:
                 if failing:
                     _warn(f"renewed the lease of run {self.run_id} again")
                 failing = False
-            elif state is not None and state[0] == "running" and not self.cancel.is_set():
+            elif self._lease_lost():
                 # Still running but the lease is gone (expired by the database's clock):
                 # whoever reads the run may now take it over.
                 self._fence("its lease expired")
                 return
             else:
                 renew_at = time.monotonic() + WATCH_SECONDS
+
+    def _lease_lost(self) -> bool:
+        """After a refused renewal: whether the run is still running (so the lease, not
+        the run, is gone). Read afresh: a cancel may have landed since the last look."""
+        try:
+            state = self.store.run_status(self.run_id)
+        except CpfError:
+            return False  # unknown: the fence thread keeps the time
+        return state is not None and state[0] == "running" and not self.cancel.is_set()
 
     def _fence_watch(self) -> None:
         """Stop the steps before the lease can expire, whatever the store does: this

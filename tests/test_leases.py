@@ -172,8 +172,8 @@ def test_a_skewed_executor_clock_never_makes_a_live_run_interrupted(
         )
         assert expired == 0
         cpf.ok("cancel", "--run-id", run_id, "--reason", "done")
-        out, _err = executor.communicate(timeout=60)
-        assert executor.returncode == 50, out
+        out, err = executor.communicate(timeout=60)
+        assert executor.returncode == 50, out + err
         wait_for(lambda: pid_gone(child), timeout=10, what="the cancelled step's grandchild")
     finally:
         _stop(executor, leader, child)
