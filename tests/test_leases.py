@@ -329,6 +329,64 @@ def test_a_store_outage_shorter_than_the_fence_leaves_the_run_alone(
         _stop(executor, leader, child)
 
 
+def _refuse_renewals(url: str, on: bool) -> None:
+    """A trigger that makes the store refuse every write of a lease (a real error)."""
+    if url.startswith("sqlite"):
+        ddl = (
+            [
+                "CREATE TRIGGER refuse BEFORE UPDATE OF lease_expires_at ON runs"
+                " BEGIN SELECT RAISE(ABORT, 'the store refuses'); END"
+            ]
+            if on
+            else ["DROP TRIGGER refuse"]
+        )
+    else:
+        ddl = (
+            [
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'the store refuses'; END $$",
+                "CREATE TRIGGER refuse BEFORE UPDATE OF lease_expires_at ON runs"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()",
+            ]
+            if on
+            else ["DROP TRIGGER refuse ON runs", "DROP FUNCTION refuse()"]
+        )
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in ddl:
+                conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def test_failed_renewals_are_said_and_retried(
+    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+) -> None:
+    """The store refuses renewals for a while (shorter than the fence): the executor says
+    so on stderr, keeps trying, says when it renewed again, and the step runs on."""
+    wf = write_workflow(HELD)
+    run_id = uuid.uuid4().hex
+    executor = _start(cpf, wf, run_id, CPF_LEASE_SECONDS="12")  # renew 3 s, fence 8 s
+    leader, child = 0, 0
+    try:
+        leader, child = _group(workdir)
+        _refuse_renewals(store_url, True)
+        try:
+            time.sleep(4)
+        finally:
+            _refuse_renewals(store_url, False)
+        time.sleep(2)
+        assert not pid_gone(child) and executor.poll() is None
+        cpf.ok("cancel", "--run-id", run_id, "--reason", "done")
+        _out, err = executor.communicate(timeout=60)
+        assert executor.returncode == 50, err
+        assert "cannot renew the lease" in err and "the store refuses" in err, err
+        assert "renewed the lease" in err, err
+    finally:
+        _stop(executor, leader, child)
+
+
 def test_a_schema_3_store_gets_the_lease_columns(tmp_path: Path) -> None:
     from core.store.models import SCHEMA_VERSION
     from core.store.store import Store
