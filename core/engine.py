@@ -520,14 +520,13 @@ def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
 
 def _fenced(runner: Any) -> CpfError:
     from core.envelope import PersistenceError
-    from core.liveness import LEASE_SECONDS
 
     run_id = runner.run["run_id"]
     return _with_run(
         PersistenceError(
-            f"Lost the lease on run {run_id}: it could not be renewed in the store for"
-            f" {LEASE_SECONDS * 2 / 3:g} s, so the running step was stopped; once the"
-            " lease has expired the run shows as interrupted and `cpf retry` continues it"
+            f"Lost the lease on run {run_id} ({runner.fence_reason}), so its running step"
+            " was stopped and this executor made no further change; once the lease has"
+            " expired the run shows as interrupted and `cpf retry` continues it"
         ),
         run_id,
     )

@@ -112,6 +112,7 @@ class Runner:
         self.executor_id = executor_id()
         self.lease_from = time.monotonic()
         self.fenced = False  # the lease could not be kept: steps stopped, no more writes
+        self.fence_reason = ""
         self._lock = threading.RLock()
         # Attempts in flight (parallel branches run several): the watcher writes the rows
         # of those that outlive a tick (trivial steps never pay for it). Process groups
@@ -762,6 +763,7 @@ class Runner:
         """Stop every running step's process group; make no further store writes."""
         if self.fenced:
             return
+        self.fence_reason = why
         self.fenced = True
         self.cancel.set()
         from core.liveness import StepGroup, stop_groups
