@@ -65,6 +65,10 @@ died without fencing may have left grandchildren that only its host can see.
 
 Rows written before leases (no `lease_expires_at`, a 3-part identity) are judged as
 they used to be: the pid on the same hostname, else the heartbeat's age.
+
+Settings: `CPF_LEASE_SECONDS` (30) and `CPF_LEASE_RENEW_SECONDS` (5, at most a quarter
+of the lease). Tests only: `CPF_TEST_HOST_ID` replaces the host instance,
+`CPF_TEST_CLOCK_SKEW_SECONDS` shifts the clock `core.store.store.now_iso` reads.
 """
 
 from __future__ import annotations
