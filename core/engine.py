@@ -180,7 +180,19 @@ def _load_run(store: Any, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     if run is None:
         raise ValidationError(ErrorCode.ERR_RUN_NOT_FOUND, f"Run not found: {_shown(run_id)}")
-    return touch(store, run)
+    run = touch(store, run)
+    if _interrupted(run):
+        # A command about this one run, on the host that owns what its interrupted
+        # attempts left: stop it (a reader elsewhere may have declared it interrupted).
+        _stop_here(store, _left_groups(store, run))
+    return run
+
+
+def _interrupted(run: dict[str, Any]) -> bool:
+    return (
+        run["status"] == "failed"
+        and (run.get("error") or {}).get("code") == ErrorCode.ERR_RUN_INTERRUPTED.value
+    )
 
 
 def touch(store: Any, run: dict[str, Any]) -> dict[str, Any]:
@@ -224,11 +236,14 @@ def expire(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     now = now_iso()
     values: dict[str, Any]
     if target:
+        # Handed off: the executor spawned below takes it over (`cpf continue`) under a
+        # lease; until then the run holds one of its own, so it is not interrupted.
         values = {
             "status": "running",
             "wait": None,
             "current_step_id": target,
             "executor": None,
+            "executor_id": None,
             "heartbeat_at": now,
         }
     else:
@@ -237,6 +252,10 @@ def expire(store: Any, run: dict[str, Any]) -> dict[str, Any]:
     with store.hot() as conn:
         if not store.cas_run(conn, run["run_id"], run["version"], **values):
             return store.get_run(run["run_id"], conn) or run
+        if target:
+            from core.liveness import LEASE_SECONDS
+
+            store.grant_lease(conn, run["run_id"], LEASE_SECONDS)
         store.close_waiting_attempts(
             conn, run["run_id"], status="timed_out", error=(ErrorCode.ERR_TIMEOUT.value, message)
         )
@@ -257,26 +276,35 @@ def expire(store: Any, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
-    """Mark a run whose executor died as failed/ERR_RUN_INTERRUPTED (and return it fresh)."""
+    """Mark a run whose executor is gone as failed/ERR_RUN_INTERRUPTED (and return it
+    fresh): its pid is dead on this very host instance, or its lease has expired by the
+    database's clock (core.liveness). Never by comparing this process's clock."""
     if run["status"] not in ("running", "created"):
         return run
-    if run.get("executor") is None and run.get("heartbeat_at"):
-        from core.liveness import STALE_SECONDS
-
-        # Handed off (await timeout) and not picked up yet: give the new executor time.
-        if _age(run["heartbeat_at"]) < STALE_SECONDS:
-            return run
-    from core.liveness import executor_alive
+    from core import liveness
     from core.store.store import now_iso
 
-    if executor_alive(run.get("executor"), run.get("heartbeat_at")):
+    executor = run.get("executor")
+    if run.get("lease_expires_at") is None:
+        # A row from before leases: its pid on the same host, else its heartbeat's age.
+        # Handed off (await timeout) and not picked up yet: give the new executor time.
+        beat = run.get("heartbeat_at")
+        if executor is None and beat and _age(beat) < liveness.STALE_SECONDS:
+            return run
+        if liveness.executor_alive(executor, run.get("heartbeat_at")):
+            return run
+        how = "stopped"
+    elif liveness.executor_gone(executor):
+        how = "stopped"
+    elif store.lease_expired(run["run_id"]):
+        how = "stopped renewing its lease" if executor else "never took over the hand-off"
+    else:
         return run
     step = run.get("current_step_id")
-    who = (run.get("executor") or "unknown").rsplit(":", 1)[0]
     err = {
         "code": ErrorCode.ERR_RUN_INTERRUPTED.value,
         "message": (
-            f"The process executing this run ({who}) stopped"
+            f"The process executing this run ({liveness.describe(executor)}) {how}"
             + (f" during step '{step}'" if step else "")
             + "; `cpf retry` continues it"
         ),
@@ -288,11 +316,9 @@ def reap(store: Any, run: dict[str, Any]) -> dict[str, Any]:
             conn, run["run_id"], run["version"], status="failed", error=err, finished_at=now_iso()
         ):
             store.fail_open_attempts(conn, run["run_id"], err["code"], err["message"])
-    if orphans:
-        from core.liveness import stop_groups
-
-        # What cannot be stopped here (another host) is refused again by `retry`.
-        stop_groups(orphans)
+    # Only on the host that owns them; elsewhere they wait for a `cpf` command there
+    # (or `cpf tick`), and `retry` here refuses until then.
+    _stop_here(store, orphans)
     return store.get_run(run["run_id"]) or run
 
 
@@ -305,43 +331,57 @@ def _age(stamp: str) -> float:
         return float("inf")
 
 
-def _left_groups(store: Any, run: dict[str, Any]) -> list[Any]:
-    """Process groups of attempts an executor left unfinished: still running, or closed
-    as interrupted (by a reaper that may have died before it stopped them)."""
+def _left_groups(store: Any, run: dict[str, Any]) -> dict[Any, list[int]]:
+    """Process groups of attempts an executor left unfinished (still running, or closed
+    as interrupted), not yet known gone, with the attempts that recorded them."""
     from core.liveness import StepGroup
 
     interrupted = ErrorCode.ERR_RUN_INTERRUPTED.value
     host = (run.get("executor") or "").split(":", 1)[0]
-    groups = []
+    groups: dict[Any, list[int]] = {}
     for a in store.attempts(run["run_id"]):
+        if not a["pid"]:
+            continue  # never started, or stopped and confirmed gone
         if a.get("proc") and (a["status"] == "running" or a["error_code"] == interrupted):
             group = StepGroup.parse(a["proc"])
-        elif a["pid"] and a["status"] == "running":  # a row from before `proc` existed
+        elif a["status"] == "running":  # a row from before `proc` existed
             group = StepGroup.parse(None, a["pid"], host)
         else:
             continue
-        if group is not None and group not in groups:
-            groups.append(group)
+        if group is not None:
+            groups.setdefault(group, []).append(a["id"])
     return groups
+
+
+def _stop_here(store: Any, groups: dict[Any, list[int]]) -> list[Any]:
+    """Stop the groups this host owns and record them gone (the attempt's `pid` is
+    cleared); return those that may still be alive (another host's, or unstoppable)."""
+    if not groups:
+        return []
+    from core.liveness import stop_groups
+
+    left = stop_groups(list(groups))
+    gone = [aid for group, ids in groups.items() if group not in left for aid in ids]
+    if gone:
+        with store.hot() as conn:
+            for attempt_id in gone:
+                store.update_attempt(conn, attempt_id, pid=None)
+    return left
 
 
 def _stop_leftovers(store: Any, run: dict[str, Any]) -> None:
     """Before a run's steps execute again (retry, continue): stop every process an
     earlier attempt left alive, or refuse (exit 20) while any cannot be stopped, so two
     copies of a step never run at once."""
-    groups = _left_groups(store, run)
-    if not groups:
-        return
-    from core.liveness import stop_groups
-
-    left = stop_groups(groups)
+    left = _stop_here(store, _left_groups(store, run))
     if left:
         where = ", ".join(str(g) for g in left)
         raise _with_run(
             RuntimeStateError(
                 ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run['run_id']}: an earlier attempt's processes are still alive ({where})"
-                " and cannot be stopped from here; stop them, or retry on that host",
+                f"Run {run['run_id']}: an earlier attempt's processes may still be alive"
+                f" ({where}) and cannot be stopped from here; run `cpf tick` (or any cpf"
+                " command on this run) on that host, or retry there",
             ),
             run["run_id"],
         )
@@ -397,7 +437,7 @@ def start_run(
         inputs = read_input(raw_input or "{}", error_code=ErrorCode.ERR_VALIDATION_INPUT)
     inputs = _check_inputs(wf, inputs)
     store = _store()
-    from core.liveness import current_executor
+    from core.liveness import LEASE_SECONDS, executor_values
     from core.store.store import new_id, now_iso
 
     if run_id is None:
@@ -405,7 +445,6 @@ def start_run(
     elif not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
         raise ValidationError(ErrorCode.ERR_VALIDATION_INPUT, "--run-id must be 32 hex digits")
     now = now_iso()
-    executor = current_executor()
     run = {
         "run_id": run_id,
         "account": "local",
@@ -421,15 +460,17 @@ def start_run(
         "inputs": inputs,
         "step_outputs": {},
         "version": 0,
-        "executor": executor,
+        **executor_values(),
         "heartbeat_at": now,
         "attempt_seq": 0,
         "checkpoint_step": -1,
         "created_at": now,
         "updated_at": now,
     }
+    granted = time.monotonic()
     with store.hot() as conn:
         store.insert_run(conn, run)
+        store.grant_lease(conn, run_id, LEASE_SECONDS)
         store.insert_event(
             conn,
             run_id=run_id,
@@ -438,15 +479,20 @@ def start_run(
             actor=actor or default_actor(),
             surface=surface,
         )
-    return _execute("run", _runner(store, wf, run), wf.steps[0]["id"])
+    return _execute("run", _runner(store, wf, run, granted), wf.steps[0]["id"])
 
 
-def _runner(store: Any, wf: Any, run: dict[str, Any]) -> Any:
+def _runner(store: Any, wf: Any, run: dict[str, Any], granted: float | None = None) -> Any:
+    """The runner of a run handed to this process; `granted`: the monotonic time just
+    before the transaction that granted its lease (the runner fences from there)."""
     from core.liveness import current_executor
     from core.paths import run_dir
     from core.runner import Runner
 
-    return Runner(store, wf, run, current_executor(), run_dir(run["run_id"]))
+    runner = Runner(store, wf, run, current_executor(), run_dir(run["run_id"]))
+    if granted is not None:
+        runner.lease_from = granted
+    return runner
 
 
 def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
@@ -455,9 +501,14 @@ def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
         with _interrupts_as_cancel(runner):
             final = runner.drive(start_step)
     except Exception as exc:
+        if runner.fenced:
+            raise _fenced(runner) from exc
         # Never leave the run `running` behind an error (later misread as interrupted).
         _fail_unfinished(store, runner.run["run_id"], exc)
         raise
+    if runner.fenced:
+        # Its steps are stopped; the store is not written again by this process.
+        raise _fenced(runner)
     if runner.interrupted:
         final = _mark_interrupted(store, final, runner.interrupted)
     if runner.completed_implicitly and final["status"] == "completed":
@@ -465,6 +516,20 @@ def _execute(command: str, runner: Any, start_step: str | None) -> Envelope:
         # no step; `status` and `inspect` name the last step that ran.
         final = {**final, "current_step_id": None}
     return _outcome_envelope(command, final, runner.exit_code)
+
+
+def _fenced(runner: Any) -> CpfError:
+    from core.envelope import PersistenceError
+
+    run_id = runner.run["run_id"]
+    return _with_run(
+        PersistenceError(
+            f"Lost the lease on run {run_id} ({runner.fence_reason}), so its running step"
+            " was stopped and this executor made no further change; once the lease has"
+            " expired the run shows as interrupted and `cpf retry` continues it"
+        ),
+        run_id,
+    )
 
 
 class _interrupts_as_cancel:
@@ -805,7 +870,7 @@ def retry_run(
     surface: str = "cli",
 ) -> Envelope:
     """Continue a failed or interrupted run from its failed step (or `from_step`)."""
-    from core.liveness import current_executor
+    from core.liveness import LEASE_SECONDS, executor_values
     from core.store.store import now_iso
 
     store = _store()
@@ -829,16 +894,18 @@ def retry_run(
         "status": "running",
         "error": None,
         "finished_at": None,
-        "executor": current_executor(),
+        **executor_values(),
         "heartbeat_at": now_iso(),
         "current_step_id": start,
     }
     if changed:
         values.update(workflow_hash=wf.sha256, workflow_version=wf.version)
     _stop_leftovers(store, run)
+    granted = time.monotonic()
     with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], **values):
             raise _with_run(ConcurrencyError(f"Run {run_id} changed while retrying"), run_id)
+        store.grant_lease(conn, run_id, LEASE_SECONDS)
         store.insert_event(
             conn,
             run_id=run_id,
@@ -849,7 +916,7 @@ def retry_run(
             surface=surface,
         )
     run = store.get_run(run_id) or run
-    envelope = _execute("retry", _runner(store, wf, run), start)
+    envelope = _execute("retry", _runner(store, wf, run, granted), start)
     if changed:
         envelope.warnings = ["The workflow file changed since the run started; retried with it"]
     return envelope
@@ -858,7 +925,7 @@ def retry_run(
 @_guarded("continue")
 def continue_run(run_id: str) -> Envelope:
     """Execute a run handed off without an executor (an await timeout's `on_timeout`)."""
-    from core.liveness import current_executor
+    from core.liveness import LEASE_SECONDS, executor_values
 
     store = _store()
     run = store.get_run(run_id)
@@ -871,11 +938,13 @@ def continue_run(run_id: str) -> Envelope:
         )
     wf, _ = _load_run_workflow(run)
     _stop_leftovers(store, run)
+    granted = time.monotonic()
     with store.hot() as conn:
-        if not store.cas_run(conn, run_id, run["version"], executor=current_executor()):
+        if not store.cas_run(conn, run_id, run["version"], **executor_values()):
             raise _with_run(ConcurrencyError(f"Run {run_id} was taken by another executor"), run_id)
+        store.grant_lease(conn, run_id, LEASE_SECONDS)
     run = store.get_run(run_id) or run
-    return _execute("continue", _runner(store, wf, run), run["current_step_id"])
+    return _execute("continue", _runner(store, wf, run, granted), run["current_step_id"])
 
 
 @_guarded("tick")
@@ -899,6 +968,11 @@ def tick() -> Envelope:
         for run in store.list_runs(status="running")
         if reap(store, run)["status"] == "failed"
     ]
+    # What interrupted runs left on this host (declared interrupted by a reader
+    # elsewhere, or by a reaper that died before stopping it) is stopped here.
+    for run in store.list_runs(status="failed"):
+        if _interrupted(run):
+            _stop_here(store, _left_groups(store, run))
     return Envelope.success("tick", result={"expired": applied, "interrupted": interrupted})
 
 

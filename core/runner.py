@@ -13,6 +13,8 @@ several threads; one lock keeps the run's compare-and-set sequence in order.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.envelope import CpfError, ErrorCode, ExitCode, StepFailure
-from core.liveness import HEARTBEAT_SECONDS
+from core.liveness import FENCE_MARGIN, LEASE_SECONDS, RENEW_SECONDS, executor_id
 from core.steps import handler_for
 from core.steps.base import FrameResult, StepContext, StepOutcome
 from core.store.store import Store, now_iso
@@ -105,6 +107,12 @@ class Runner:
         self.cancel = threading.Event()
         self.exit_code: int | None = None  # set when a step fails with a non-30 code
         self.interrupted: str | None = None  # the signal that stopped this executor
+        # The lease (core.liveness): renewals match this id; `lease_from` is the
+        # monotonic time just before the last successful grant or renewal began.
+        self.executor_id = executor_id()
+        self.lease_from = time.monotonic()
+        self.fenced = False  # the lease could not be kept: steps stopped, no more writes
+        self.fence_reason = ""
         self._lock = threading.RLock()
         # Attempts in flight (parallel branches run several): the watcher writes the rows
         # of those that outlive a tick (trivial steps never pay for it). Process groups
@@ -136,6 +144,12 @@ class Runner:
         frame.outputs[step_id] = outputs
         frame.scope["steps"][step_id] = {"outputs": outputs}
 
+    def _hot(self) -> Any:
+        """A write transaction, unless this executor fenced itself (then it stops)."""
+        if self.fenced:
+            raise RunTaken()
+        return self.store.hot()
+
     def _cas(self, conn: Any, **values: Any) -> None:
         values.setdefault("updated_at", now_iso())
         if not self.store.cas_run(conn, self.run_id, self.run["version"], **values):
@@ -158,13 +172,15 @@ class Runner:
         stop = threading.Event()
         self._stop_watch = stop
         threading.Thread(target=self._watch, name="cpf-watch", daemon=True).start()
+        threading.Thread(target=self._fence_watch, name="cpf-fence", daemon=True).start()
         try:
             result = self.run_frame(self.top, start_step_id)
             if result.status == "completed":
                 self._complete_implicitly()
             return self.run
         except RunTaken:
-            return self._reload()
+            # Fenced: no read either (the store may hang); the caller reports it.
+            return self.run if self.fenced else self._reload()
         finally:
             stop.set()
 
@@ -292,7 +308,10 @@ class Runner:
             )
 
         def sink(batch: list[tuple[str, str]]) -> None:
-            self.store.append_output(self.run_id, self._ensure(att), sid, batch)
+            attempt_id = self._ensure(att)
+            if self.fenced:
+                raise RunTaken()
+            self.store.append_output(self.run_id, attempt_id, sid, batch)
 
         def nested(
             steps: list[dict[str, Any]],
@@ -384,7 +403,7 @@ class Runner:
         """Write the attempt's row now (it prints, nests or runs long); return its id."""
         with self._lock:
             if att.id is None:
-                with self.store.hot() as conn:
+                with self._hot() as conn:
                     att.id = self.store.insert_attempt(conn, att.row(self.run_id))
             return att.id
 
@@ -395,9 +414,11 @@ class Runner:
         from core.liveness import process_identity
 
         with self._lock:
+            # Known before the fenced check below: a fence either sees it here and stops
+            # the group, or this write refuses and core.process kills the held child.
             att.pid = pid
             att.proc = process_identity(pid)
-            with self.store.hot() as conn:
+            with self._hot() as conn:
                 if att.id is None:
                     row = {**att.row(self.run_id), "pid": pid, "proc": att.proc}
                     att.id = self.store.insert_attempt(conn, row)
@@ -429,7 +450,7 @@ class Runner:
         }
 
     def _close_attempt(self, att: Attempt, outcome: StepOutcome) -> None:
-        with self._lock, self.store.hot() as conn:
+        with self._lock, self._hot() as conn:
             self._save_attempt(conn, att, self._attempt_values(outcome, "failed"))
 
     def _run_values(
@@ -496,7 +517,7 @@ class Runner:
         sid = step["id"]
         if outcome.status == "cancelled":
             # Only a cancel from elsewhere stops a step; the run row already says so.
-            with self._lock, self.store.hot() as conn:
+            with self._lock, self._hot() as conn:
                 self._save_attempt(conn, att, self._attempt_values(outcome, "cancelled"))
             raise RunTaken()
         with self._lock:
@@ -510,7 +531,7 @@ class Runner:
             )
             attempt_values = self._attempt_values(outcome, attempt_status)
             try:
-                with self.store.hot() as conn:
+                with self._hot() as conn:
                     self._cas(conn, **run_values)
                     attempt_id = self._save_attempt(conn, att, attempt_values)
                     self.store.insert_run_checkpoint(
@@ -528,8 +549,9 @@ class Runner:
                         },
                     )
             except RunTaken:
-                with self.store.hot() as conn:
-                    self._save_attempt(conn, att, attempt_values)
+                if not self.fenced:
+                    with self.store.hot() as conn:
+                        self._save_attempt(conn, att, attempt_values)
                 raise
 
     def _check_workflow_outputs(self, result: Any) -> CpfError | None:
@@ -598,6 +620,7 @@ class Runner:
             "step_outputs": dict(self.step_outputs),
             "current_step_id": next_id or sid,
             "executor": self.executor,
+            "executor_id": self.executor_id,
             "heartbeat_at": now,
             "updated_at": now,
         }
@@ -607,8 +630,12 @@ class Runner:
             )
         cp_step = int(self.run.get("checkpoint_step", -1)) + 1
         values["checkpoint_step"] = cp_step
-        with self.store.hot() as conn:
+        granted = time.monotonic()
+        with self._hot() as conn:
             self._cas(conn, **values)
+            if values["status"] == "running":
+                self.store.grant_lease(conn, self.run_id, LEASE_SECONDS)
+                self.lease_from = granted
             self.store.insert_event(
                 conn,
                 run_id=self.run_id,
@@ -638,12 +665,12 @@ class Runner:
 
     def _fail_run(self, step_id: str, err: CpfError) -> None:
         """A failure outside any attempt (bad `if`, bad jump): mark the run failed."""
-        with self._lock, self.store.hot() as conn:
+        with self._lock, self._hot() as conn:
             self._cas(conn, **self._failed_values(step_id, err))
 
     def _complete_implicitly(self) -> None:
         error = self._check_workflow_outputs(None)
-        with self._lock, self.store.hot() as conn:
+        with self._lock, self._hot() as conn:
             if error is not None:
                 self.exit_code = error.exit_code
                 values = self._failed_values(self.run.get("current_step_id") or "", error)
@@ -663,11 +690,12 @@ class Runner:
     # -- liveness and cancellation -------------------------------------------------------
 
     def _watch(self) -> None:
-        """Beat the heartbeat, write the rows of long-lived attempts, and notice a
-        cancel written by another process."""
-        last_beat = time.monotonic()
+        """Renew the lease, write the rows of long-lived attempts, and notice a cancel
+        written by another process."""
         stop = self._stop_watch
-        while not stop.wait(WATCH_SECONDS):
+        renew_at = self.lease_from + RENEW_SECONDS
+        failing = False
+        while not stop.wait(WATCH_SECONDS) and not self.fenced:
             try:
                 state = self.store.run_status(self.run_id)
                 # Someone else ended the run (cancel, or a reaper): stop the steps.
@@ -680,11 +708,76 @@ class Runner:
                     if time.monotonic() - att.born < WATCH_SECONDS:
                         continue
                     self._ensure(att)
-                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                    self.store.touch_heartbeat(self.run_id, self.executor)
-                    last_beat = time.monotonic()
-            except CpfError:
-                continue  # a busy store must not kill the executor; try again next tick
+            except Exception:
+                pass  # a busy store (or any error) must not stop the renewal below
+            if time.monotonic() < renew_at or self.fenced:
+                continue
+            started = time.monotonic()
+            try:
+                held = self.store.renew_lease(self.run_id, self.executor_id, LEASE_SECONDS)
+            except Exception as exc:  # whatever the store raises: said, then retried
+                # Not silent, and retried soon; the fence thread stops the steps in time.
+                if not failing:
+                    _warn(f"cannot renew the lease of run {self.run_id} ({exc}); retrying")
+                failing = True
+                renew_at = time.monotonic() + min(RENEW_SECONDS, 1.0)
+                continue
+            if held:
+                self.lease_from = started
+                renew_at = started + RENEW_SECONDS
+                if failing:
+                    _warn(f"renewed the lease of run {self.run_id} again")
+                failing = False
+            elif self._lease_lost():
+                # Still running but the lease is gone (expired by the database's clock):
+                # whoever reads the run may now take it over.
+                self._fence("its lease expired")
+                return
+            else:
+                renew_at = time.monotonic() + WATCH_SECONDS
+
+    def _lease_lost(self) -> bool:
+        """After a refused renewal: whether the run is still running (so the lease, not
+        the run, is gone). Read afresh: a cancel may have landed since the last look."""
+        try:
+            state = self.store.run_status(self.run_id)
+        except CpfError:
+            return False  # unknown: the fence thread keeps the time
+        return state is not None and state[0] == "running" and not self.cancel.is_set()
+
+    def _fence_watch(self) -> None:
+        """Stop the steps before the lease can expire, whatever the store does: this
+        thread never touches it (a renewal may hang on a lock)."""
+        stop = self._stop_watch
+        while not self.fenced:
+            left = self.lease_from + LEASE_SECONDS - FENCE_MARGIN - time.monotonic()
+            if left <= 0:
+                self._fence(
+                    f"its lease could not be renewed for {LEASE_SECONDS - FENCE_MARGIN:g} s"
+                )
+                return
+            if stop.wait(min(left, 1.0)):
+                return
+
+    def _fence(self, why: str) -> None:
+        """Stop every running step's process group; make no further store writes."""
+        if self.fenced:
+            return
+        self.fence_reason = why
+        self.fenced = True
+        self.cancel.set()
+        from core.liveness import StepGroup, stop_groups
+
+        groups = [StepGroup.parse(att.proc) for att in list(self._active.values()) if att.proc]
+        live = [g for g in groups if g is not None]
+        _warn(f"run {self.run_id}: {why}; stopping its steps and this executor")
+        stop_groups(live, grace=min(1.0, FENCE_MARGIN / 4))
+
+
+def _warn(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"cpf: {message}\n")
+        sys.stderr.flush()
 
 
 def _snapshot(outcome: StepOutcome, sid: str) -> StepOutcome:

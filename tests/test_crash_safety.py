@@ -351,13 +351,13 @@ def test_retry_refuses_while_a_group_lives_on_another_host(
         (proc,) = db.execute(
             "SELECT proc FROM step_attempts WHERE run_id = ?", (run_id,)
         ).fetchone()
-        _host, pgid, start = proc.split(":")
+        _host, pgid, start, _instance = proc.split(":")
         assert int(pgid) > 1 and start.isdigit()
         # As if the step had been interrupted on another machine.
         db.execute(
             "UPDATE step_attempts SET proc = ?, error_code = 'ERR_RUN_INTERRUPTED'"
             " WHERE run_id = ?",
-            (f"elsewhere.invalid:{pgid}:{start}", run_id),
+            (f"elsewhere.invalid:{pgid}:{start}:elsewhere-instance", run_id),
         )
     (workdir / "fixed").touch()
     env = cpf.ok("retry", "--run-id", run_id, exit_code=20)

@@ -17,7 +17,7 @@ import pytest
 from conftest import pid_gone, wait_for
 from sqlalchemy import text
 
-from core.liveness import StepGroup, group_members, process_identity, stop_groups
+from core.liveness import StepGroup, group_members, host_id, process_identity, stop_groups
 from core.store.models import SCHEMA_VERSION
 from core.store.store import Store
 
@@ -35,10 +35,14 @@ def _kill(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def test_identity_is_host_pid_and_start_ticks() -> None:
-    host, pid, start = process_identity(os.getpid()).split(":")
-    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+def test_identity_is_host_pid_start_ticks_and_host_instance() -> None:
+    host, pid, start, instance = process_identity(os.getpid()).split(":")
+    assert (host, int(pid), instance) == (socket.gethostname(), os.getpid(), host_id())
     assert start.isdigit()
+    assert StepGroup.parse(f"{host}:{pid}:{start}:{instance}") == StepGroup(
+        host, os.getpid(), start, instance
+    )
+    # A row from before the host instance was recorded.
     assert StepGroup.parse(f"{host}:{pid}:{start}") == StepGroup(host, os.getpid(), start)
     assert StepGroup.parse("garbage") is None
     assert StepGroup.parse(None, 42, host) == StepGroup(host, 42, "-")
@@ -61,7 +65,7 @@ def test_a_reused_number_is_never_signalled() -> None:
     """Same pgid, other start ticks: the recorded group is gone, this one is not ours."""
     proc = _session("exec sleep 60")
     try:
-        _host, _pid, start = process_identity(proc.pid).split(":")
+        _host, _pid, start, _instance = process_identity(proc.pid).split(":")
         stranger = StepGroup(socket.gethostname(), proc.pid, str(int(start) - 1))
         assert group_members(stranger) == []
         assert stop_groups([stranger]) == []
@@ -105,10 +109,25 @@ def test_a_group_ignoring_sigterm_gets_sigkill_after_the_grace() -> None:
 def test_a_group_on_another_host_is_refused_untouched() -> None:
     proc = _session("exec sleep 60")
     try:
-        _host, pid, start = process_identity(proc.pid).split(":")
+        _host, pid, start, _instance = process_identity(proc.pid).split(":")
         remote = StepGroup("elsewhere.invalid", int(pid), start)
         assert stop_groups([remote]) == [remote]
         assert "elsewhere.invalid" in str(remote)
+        assert proc.poll() is None
+    finally:
+        _kill(proc.pid)
+        proc.wait()
+
+
+def test_a_group_of_another_host_instance_with_our_hostname_is_refused_untouched() -> None:
+    """Two containers called the same: the hostname matches, the host instance does not."""
+    proc = _session("exec sleep 60")
+    try:
+        host, pid, start, _instance = process_identity(proc.pid).split(":")
+        twin = StepGroup.parse(f"{host}:{pid}:{start}:another-container")
+        assert twin is not None and not twin.local
+        assert stop_groups([twin]) == [twin]
+        time.sleep(0.2)
         assert proc.poll() is None
     finally:
         _kill(proc.pid)
@@ -127,4 +146,4 @@ def test_schema_2_store_gets_the_proc_column(tmp_path: Path) -> None:
         version = conn.execute(text("SELECT value FROM cpf_meta")).scalar()
     store.close()
     assert "proc" in columns
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION

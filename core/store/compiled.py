@@ -8,7 +8,7 @@ The run store's SQL for SQLite (DDL, schema version, every named statement of
 
 import json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DATA = json.loads(
     r"""
@@ -34,9 +34,11 @@ DATA = json.loads(
    "current_step_id": "ALTER TABLE runs ADD COLUMN current_step_id VARCHAR",
    "error": "ALTER TABLE runs ADD COLUMN error JSON",
    "executor": "ALTER TABLE runs ADD COLUMN executor VARCHAR",
+   "executor_id": "ALTER TABLE runs ADD COLUMN executor_id VARCHAR",
    "finished_at": "ALTER TABLE runs ADD COLUMN finished_at VARCHAR",
    "heartbeat_at": "ALTER TABLE runs ADD COLUMN heartbeat_at VARCHAR",
    "inputs": "ALTER TABLE runs ADD COLUMN inputs JSON",
+   "lease_expires_at": "ALTER TABLE runs ADD COLUMN lease_expires_at VARCHAR",
    "result": "ALTER TABLE runs ADD COLUMN result JSON",
    "step_outputs": "ALTER TABLE runs ADD COLUMN step_outputs JSON",
    "wait": "ALTER TABLE runs ADD COLUMN wait JSON",
@@ -89,7 +91,7 @@ DATA = json.loads(
  },
  "ddl": [
   "CREATE TABLE IF NOT EXISTS cpf_meta (\n\t\"key\" VARCHAR(64) NOT NULL, \n\tvalue VARCHAR NOT NULL, \n\tPRIMARY KEY (\"key\")\n)",
-  "CREATE TABLE IF NOT EXISTS runs (\n\trun_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR NOT NULL, \n\tworkflow_name VARCHAR, \n\tworkflow_description VARCHAR, \n\tworkflow_version VARCHAR, \n\tworkflow_path VARCHAR NOT NULL, \n\tworkflow_hash VARCHAR NOT NULL, \n\tstatus VARCHAR(16) NOT NULL, \n\tcurrent_step_id VARCHAR, \n\twait JSON, \n\tinputs JSON, \n\tstep_outputs JSON, \n\tresult JSON, \n\terror JSON, \n\tversion INTEGER NOT NULL, \n\texecutor VARCHAR, \n\theartbeat_at VARCHAR, \n\tattempt_seq INTEGER NOT NULL, \n\tcheckpoint_step INTEGER NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\tupdated_at VARCHAR NOT NULL, \n\tfinished_at VARCHAR, \n\tPRIMARY KEY (run_id)\n)",
+  "CREATE TABLE IF NOT EXISTS runs (\n\trun_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR NOT NULL, \n\tworkflow_name VARCHAR, \n\tworkflow_description VARCHAR, \n\tworkflow_version VARCHAR, \n\tworkflow_path VARCHAR NOT NULL, \n\tworkflow_hash VARCHAR NOT NULL, \n\tstatus VARCHAR(16) NOT NULL, \n\tcurrent_step_id VARCHAR, \n\twait JSON, \n\tinputs JSON, \n\tstep_outputs JSON, \n\tresult JSON, \n\terror JSON, \n\tversion INTEGER NOT NULL, \n\texecutor VARCHAR, \n\texecutor_id VARCHAR, \n\tlease_expires_at VARCHAR, \n\theartbeat_at VARCHAR, \n\tattempt_seq INTEGER NOT NULL, \n\tcheckpoint_step INTEGER NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\tupdated_at VARCHAR NOT NULL, \n\tfinished_at VARCHAR, \n\tPRIMARY KEY (run_id)\n)",
   "CREATE INDEX IF NOT EXISTS ix_runs_created_at ON runs (created_at)",
   "CREATE INDEX IF NOT EXISTS ix_runs_status ON runs (status)",
   "CREATE INDEX IF NOT EXISTS ix_runs_workflow_id ON runs (workflow_id)",
@@ -246,10 +248,22 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {},
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.run_id = :run_id"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.run_id = :run_id"
+  },
+  "grant_lease": {
+   "out": null,
+   "params": {},
+   "sql": "UPDATE runs SET lease_expires_at=strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday('now') + (:w_seconds) / 86400.0) WHERE runs.run_id = :w_run_id"
+  },
+  "lease_expired": {
+   "out": null,
+   "params": {},
+   "sql": "SELECT runs.run_id \nFROM runs \nWHERE runs.run_id = :run_id AND runs.lease_expires_at IS NOT NULL AND runs.lease_expires_at < strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
   },
   "list_runs": {
    "out": [
@@ -275,10 +289,12 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {},
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "list_runs+limit": {
    "out": [
@@ -304,12 +320,14 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "list_runs+status": {
    "out": [
@@ -335,10 +353,12 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {},
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "list_runs+status+limit": {
    "out": [
@@ -364,12 +384,14 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "list_runs+status+workflow_id": {
    "out": [
@@ -395,10 +417,12 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {},
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "list_runs+status+workflow_id+limit": {
    "out": [
@@ -424,12 +448,14 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "list_runs+workflow_id": {
    "out": [
@@ -455,10 +481,12 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {},
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "list_runs+workflow_id+limit": {
    "out": [
@@ -484,12 +512,14 @@ DATA = json.loads(
     null,
     null,
     null,
+    null,
+    null,
     null
    ],
    "params": {
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.account, runs.workflow_id, runs.workflow_name, runs.workflow_description, runs.workflow_version, runs.workflow_path, runs.workflow_hash, runs.status, runs.current_step_id, runs.wait, runs.inputs, runs.step_outputs, runs.result, runs.error, runs.version, runs.executor, runs.executor_id, runs.lease_expires_at, runs.heartbeat_at, runs.attempt_seq, runs.checkpoint_step, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "output": {
    "out": null,
@@ -643,6 +673,13 @@ DATA = json.loads(
    },
    "sql": "SELECT output_chunks.id, output_chunks.run_id, output_chunks.attempt_id, output_chunks.step_id, output_chunks.stream, output_chunks.text, output_chunks.created_at \nFROM output_chunks \nWHERE output_chunks.run_id = :run_id AND output_chunks.step_id = :step_id AND output_chunks.id < :before ORDER BY output_chunks.id DESC\n LIMIT :limit OFFSET :param_1"
   },
+  "renew_lease": {
+   "out": null,
+   "params": {
+    "status_1": "running"
+   },
+   "sql": "UPDATE runs SET lease_expires_at=strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday('now') + (:w_seconds) / 86400.0), heartbeat_at=:w_at WHERE runs.run_id = :w_run_id AND runs.executor_id = :w_executor_id AND runs.status = :status_1 AND (runs.lease_expires_at IS NULL OR runs.lease_expires_at >= strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))"
+  },
   "run_status": {
    "out": null,
    "params": {},
@@ -653,7 +690,7 @@ DATA = json.loads(
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+limit": {
    "out": null,
@@ -661,14 +698,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+status": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+status+limit": {
    "out": null,
@@ -676,14 +713,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+status+updated_after": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+status+updated_after+limit": {
    "out": null,
@@ -691,14 +728,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+status+workflow_id": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+status+workflow_id+limit": {
    "out": null,
@@ -706,14 +743,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+status+workflow_id+updated_after": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+status+workflow_id+updated_after+limit": {
    "out": null,
@@ -721,14 +758,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.status = :status AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+updated_after": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+updated_after+limit": {
    "out": null,
@@ -736,14 +773,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+workflow_id": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+workflow_id+limit": {
    "out": null,
@@ -751,14 +788,14 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "run_summaries+workflow_id+updated_after": {
    "out": null,
    "params": {
     "account_1": "local"
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC"
   },
   "run_summaries+workflow_id+updated_after+limit": {
    "out": null,
@@ -766,7 +803,7 @@ DATA = json.loads(
     "account_1": "local",
     "param_1": 0
    },
-   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
+   "sql": "SELECT runs.run_id, runs.workflow_id, runs.workflow_name, runs.status, runs.current_step_id, runs.wait AS wait, runs.error AS error, runs.version, runs.executor, runs.lease_expires_at, runs.heartbeat_at, runs.created_at, runs.updated_at, runs.finished_at \nFROM runs \nWHERE runs.account = :account_1 AND runs.workflow_id = :workflow_id AND runs.updated_at > :updated_after ORDER BY runs.created_at DESC, runs.run_id DESC\n LIMIT :limit OFFSET :param_1"
   },
   "runs_by_status": {
    "out": null,
@@ -789,11 +826,6 @@ DATA = json.loads(
    },
    "sql": "SELECT cpf_meta.value \nFROM cpf_meta \nWHERE cpf_meta.\"key\" = :key_1"
   },
-  "touch_heartbeat": {
-   "out": null,
-   "params": {},
-   "sql": "UPDATE runs SET heartbeat_at=:w_at WHERE runs.run_id = :w_run_id AND runs.executor = :w_executor"
-  },
   "unparent_attempts": {
    "out": null,
    "params": {
@@ -802,7 +834,7 @@ DATA = json.loads(
    "sql": "UPDATE step_attempts SET parent_id=:parent_id WHERE step_attempts.run_id = :w_run_id"
   }
  },
- "schema_version": 3,
+ "schema_version": 4,
  "tables": {
   "checkpoints": {
    "bool": [],
@@ -920,9 +952,11 @@ DATA = json.loads(
     "current_step_id": "current_step_id",
     "error": "error",
     "executor": "executor",
+    "executor_id": "executor_id",
     "finished_at": "finished_at",
     "heartbeat_at": "heartbeat_at",
     "inputs": "inputs",
+    "lease_expires_at": "lease_expires_at",
     "result": "result",
     "run_id": "run_id",
     "status": "status",
@@ -945,9 +979,11 @@ DATA = json.loads(
     "current_step_id": null,
     "error": null,
     "executor": null,
+    "executor_id": null,
     "finished_at": null,
     "heartbeat_at": null,
     "inputs": null,
+    "lease_expires_at": null,
     "result": null,
     "run_id": null,
     "status": null,
@@ -962,7 +998,7 @@ DATA = json.loads(
     "workflow_path": null,
     "workflow_version": null
    },
-   "insert": "INSERT INTO runs (run_id, account, workflow_id, workflow_name, workflow_description, workflow_version, workflow_path, workflow_hash, status, current_step_id, wait, inputs, step_outputs, result, error, version, executor, heartbeat_at, attempt_seq, checkpoint_step, created_at, updated_at, finished_at) VALUES (:run_id, :account, :workflow_id, :workflow_name, :workflow_description, :workflow_version, :workflow_path, :workflow_hash, :status, :current_step_id, :wait, :inputs, :step_outputs, :result, :error, :version, :executor, :heartbeat_at, :attempt_seq, :checkpoint_step, :created_at, :updated_at, :finished_at)",
+   "insert": "INSERT INTO runs (run_id, account, workflow_id, workflow_name, workflow_description, workflow_version, workflow_path, workflow_hash, status, current_step_id, wait, inputs, step_outputs, result, error, version, executor, executor_id, lease_expires_at, heartbeat_at, attempt_seq, checkpoint_step, created_at, updated_at, finished_at) VALUES (:run_id, :account, :workflow_id, :workflow_name, :workflow_description, :workflow_version, :workflow_path, :workflow_hash, :status, :current_step_id, :wait, :inputs, :step_outputs, :result, :error, :version, :executor, :executor_id, :lease_expires_at, :heartbeat_at, :attempt_seq, :checkpoint_step, :created_at, :updated_at, :finished_at)",
    "json": [
     "wait",
     "inputs",

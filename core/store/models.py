@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # 3: svc_rate_windows (replicas' shared rate limit), step_attempts.proc
+# 3: svc_rate_windows (replicas' shared rate limit), step_attempts.proc
+# 4: runs.executor_id, runs.lease_expires_at (executor leases in database time)
+SCHEMA_VERSION = 4
 
 
 def _json(nullable: bool = True) -> Any:
@@ -60,8 +62,13 @@ class Run(SQLModel, table=True):
     error: dict[str, Any] | None = _json()
     # Compare-and-set counter: every state change is `... WHERE version = :seen`.
     version: int = 0
-    # The process executing the run: "host:pid:start-ticks", and its liveness beacon.
+    # The process executing the run (core.liveness): "host:pid:start-ticks:host-instance"
+    # for display and the local pid check; its random id, which its lease renewals
+    # match; the lease's end in database time (set by SQL only). `heartbeat_at` is the
+    # executor's own clock: shown, and read only for rows without a lease.
     executor: str | None = None
+    executor_id: str | None = None
+    lease_expires_at: str | None = None
     heartbeat_at: str | None = None
     attempt_seq: int = 0
     checkpoint_step: int = -1

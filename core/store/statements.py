@@ -21,7 +21,21 @@ from functools import cache
 from itertools import combinations
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, func, insert, select, type_coerce, update
+from sqlalchemy import (
+    String,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from core.store.models import Checkpoint, Event, Meta, OutputChunk, Run, StepAttempt
 from core.store.store import SUMMARY_COLUMNS
@@ -32,6 +46,46 @@ CHUNKS = OutputChunk.__table__
 EVENTS = Event.__table__
 CHECKPOINTS = Checkpoint.__table__
 META = Meta.__table__
+
+
+class db_time(FunctionElement):
+    """The database's clock as ISO-8601 UTC text (sortable like `now_iso()`), plus an
+    optional offset in seconds: executor leases are set and judged with it, never with
+    a process's clock (core.liveness)."""
+
+    type = String()
+    name = "db_time"
+    inherit_cache = True
+
+
+_SQLITE_ISO = "'%Y-%m-%dT%H:%M:%f+00:00'"
+_PG_ISO = """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
+
+
+@compiles(db_time)
+def _db_time_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    # SQLite: the clock of the machine that runs the statement (the store is local).
+    args = list(element.clauses)
+    if not args:
+        return f"strftime({_SQLITE_ISO}, 'now')"
+    offset = compiler.process(args[0], **kw)
+    return f"strftime({_SQLITE_ISO}, julianday('now') + ({offset}) / 86400.0)"
+
+
+@compiles(db_time, "postgresql")
+def _db_time_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    # clock_timestamp(), not now(): now() is when the transaction began, and a renewal
+    # that waited on a lock must not judge (or extend) the lease as of back then.
+    args = list(element.clauses)
+    at = "clock_timestamp()"
+    if args:
+        at = f"(clock_timestamp() + make_interval(secs => {compiler.process(args[0], **kw)}))"
+    return f"to_char({at} AT TIME ZONE 'UTC', {_PG_ISO})"
+
+
+def _lease_live() -> Any:
+    return or_(RUNS.c.lease_expires_at.is_(None), RUNS.c.lease_expires_at >= db_time())
+
 
 # Tables with an `insert_<name>` statement.
 INSERT_TABLES = {t.name: t for t in (RUNS, ATTEMPTS, CHUNKS, EVENTS, CHECKPOINTS, META)}
@@ -132,10 +186,31 @@ QUERIES: dict[str, Callable[..., Any]] = {
         select(RUNS.c.status, RUNS.c.version).where(RUNS.c.run_id == bindparam("run_id"))
     ),
     "list_runs": _list_runs,
-    "touch_heartbeat": _fixed(
+    # Executor leases (core.liveness): granted with the run's hand-over, renewed by the
+    # executor only while its lease still holds, judged by the database's clock.
+    "grant_lease": _fixed(
         update(RUNS)
-        .where(RUNS.c.run_id == bindparam("w_run_id"), RUNS.c.executor == bindparam("w_executor"))
-        .values(heartbeat_at=bindparam("w_at"))
+        .where(RUNS.c.run_id == bindparam("w_run_id"))
+        .values(lease_expires_at=db_time(bindparam("w_seconds")))
+    ),
+    "renew_lease": _fixed(
+        update(RUNS)
+        .where(
+            RUNS.c.run_id == bindparam("w_run_id"),
+            RUNS.c.executor_id == bindparam("w_executor_id"),
+            RUNS.c.status == "running",
+            _lease_live(),
+        )
+        .values(lease_expires_at=db_time(bindparam("w_seconds")), heartbeat_at=bindparam("w_at"))
+    ),
+    "lease_expired": _fixed(
+        select(RUNS.c.run_id).where(
+            and_(
+                RUNS.c.run_id == bindparam("run_id"),
+                RUNS.c.lease_expires_at.is_not(None),
+                RUNS.c.lease_expires_at < db_time(),
+            )
+        )
     ),
     "attempts": _by_run(ATTEMPTS, ATTEMPTS.c.seq, ATTEMPTS.c.id),
     "fail_open_attempts": _fixed(

@@ -14,10 +14,11 @@ SQLAlchemy engine of a SQLite store (`write()`, `read()`) is created on first us
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.envelope import PersistenceError
@@ -35,9 +36,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _clock_skew() -> float:
+    # Tests simulate a host whose clock is off (core.liveness must not care).
+    try:
+        return float(os.environ.get("CPF_TEST_CLOCK_SKEW_SECONDS") or 0)
+    except ValueError:
+        return 0.0
+
+
+_SKEW = _clock_skew()
+
+
 def now_iso() -> str:
     # Always with microseconds, so the text sorts like the instant.
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    now = datetime.now(UTC)
+    if _SKEW:
+        now += timedelta(seconds=_SKEW)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def new_id() -> str:
@@ -61,6 +76,7 @@ SUMMARY_COLUMNS = (
     "error",
     "version",
     "executor",
+    "lease_expires_at",
     "heartbeat_at",
     "created_at",
     "updated_at",
@@ -322,10 +338,30 @@ class Store:
         params = {"w_run_id": run_id, "w_version": version, **values}
         return self.sql.count(conn, "cas_run", params, tuple(sorted(values))) == 1
 
-    def touch_heartbeat(self, run_id: str, executor: str) -> None:
-        params = {"w_run_id": run_id, "w_executor": executor, "w_at": now_iso()}
+    # -- executor leases (core.liveness) --------------------------------------------------
+
+    def grant_lease(self, conn: Any, run_id: str, seconds: float) -> None:
+        """In the transaction that hands the run over: its lease ends `seconds` from now,
+        by the database's clock."""
+        self.sql.count(conn, "grant_lease", {"w_run_id": run_id, "w_seconds": float(seconds)})
+
+    def renew_lease(self, run_id: str, executor_id: str, seconds: float) -> bool:
+        """Extend the lease of a running run held by `executor_id`; False when the run is
+        no longer running, is held by another executor, or its lease already expired."""
+        params = {
+            "w_run_id": run_id,
+            "w_executor_id": executor_id,
+            "w_seconds": float(seconds),
+            "w_at": now_iso(),
+        }
         with self.sql.write() as conn:
-            self.sql.count(conn, "touch_heartbeat", params)
+            return self.sql.count(conn, "renew_lease", params) == 1
+
+    def lease_expired(self, run_id: str) -> bool:
+        """Whether the run's lease has expired by the database's clock (False without
+        a lease)."""
+        with self.sql.read() as conn:
+            return self.sql.first(conn, "lease_expired", {"run_id": run_id}) is not None
 
     def run_status(self, run_id: str) -> tuple[str, int] | None:
         with self.sql.read() as conn:
