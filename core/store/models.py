@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # 3: svc_rate_windows (replicas' shared rate limit), step_attempts.proc
+# A change to a table needs a revision: `python -m core.store.migrate revision -m "..."`
+# (see core/store/migrate.py); the schema version is the head revision's number.
 
 
 def _json(nullable: bool = True) -> Any:
