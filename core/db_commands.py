@@ -21,7 +21,12 @@ def main(args: argparse.Namespace) -> int:
         result = _status(url) if args.db_command == "status" else _upgrade(url)
     except CpfError as err:
         return emit(Envelope.failure("db", err))
-    return emit(Envelope.success("db", result=result))
+    warnings = None
+    if result.get("state") == "newer":
+        warnings = ["the store is newer than this cpf, which refuses to use it: upgrade cpf"]
+    elif result.get("state") == "behind" and not result["auto_upgrade"]:
+        warnings = ["CPF_DB_AUTO_UPGRADE=0: commands refuse this store until `cpf db upgrade`"]
+    return emit(Envelope.success("db", result=result, warnings=warnings))
 
 
 def _status(url: str) -> dict:
