@@ -9,6 +9,7 @@ newer than this cpf is refused (ERR_PERSISTENCE, exit 60) by both.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from core.envelope import CpfError, Envelope, emit
 
@@ -29,13 +30,13 @@ def main(args: argparse.Namespace) -> int:
     return emit(Envelope.success("db", result=result, warnings=warnings))
 
 
-def _status(url: str) -> dict:
+def _status(url: str) -> dict[str, Any]:
     from core.store import migrate
 
     return migrate.status(url)
 
 
-def _upgrade(url: str) -> dict:
+def _upgrade(url: str) -> dict[str, Any]:
     from core.store import migrate
     from core.store.store import Store
 

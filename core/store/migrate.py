@@ -117,9 +117,16 @@ def record_version(*, ctx: Any, step: Any, heads: set[str], run_args: Any) -> No
     del step, run_args
     if len(heads) != 1:
         return
-    version = version_number(next(iter(heads)))
-    if version is not None:
-        _write_version(ctx.connection, version)
+    head = next(iter(heads))
+    version = version_number(head)
+    if version is None:
+        # The number is what every cpf checks: a revision without one could never be
+        # seen (and refused) by an older cpf, so it is not applied (this rolls back).
+        raise PersistenceError(
+            f"Revision {head!r} is not a schema version number: write revisions with "
+            "`python -m core.store.migrate revision`"
+        )
+    _write_version(ctx.connection, version)
 
 
 # -- reading a store ---------------------------------------------------------------------
