@@ -551,3 +551,40 @@ def test_migrate_revision_writes_a_working_revision(tmp_path: Path) -> None:
     with sqlite3.connect(store) as conn:
         row = conn.execute("SELECT run_id, status, lease_until FROM runs").fetchall()
     assert row == [("r1", "completed", None)]
+
+
+def test_a_revision_without_a_version_number_is_never_applied(tmp_path: Path) -> None:
+    """Older cpfs see only the number: a revision that would leave it behind (an id
+    that is not a number, as plain `alembic revision` makes) rolls back whole."""
+    from alembic import command
+
+    from core.envelope import PersistenceError
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "feedbeef_stray.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f"revision = 'feedbeef'\ndown_revision = {HEAD_REVISION!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n"
+        "    with op.batch_alter_table('runs') as batch_op:\n"
+        "        batch_op.add_column(sa.Column('stray', sa.String(), nullable=True))\n",
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'cpf.db'}"
+    make_store(url, SCHEMA_VERSION, stamped=True)
+    eng = migrate.engine(url)
+    try:
+        with (
+            eng.connect() as conn,
+            pytest.raises(PersistenceError, match="feedbeef"),
+            conn.begin(),
+        ):
+            cfg = migrate.config(conn)
+            cfg.set_main_option("script_location", str(scripts))
+            command.upgrade(cfg, "head")
+    finally:
+        eng.dispose()
+    assert "stray" not in columns(url)["runs"]
+    assert migrate.status(url)["schema_version"] == SCHEMA_VERSION
+    assert migrate.status(url)["revision"] == HEAD_REVISION
