@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--account")
     k = keys.add_parser("revoke", help="Revoke a key.")
     k.add_argument("--key-id", required=True)
+
+    c = cmd("db", "The store's schema: its version, and migrations to this cpf's.")
+    db = c.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    db.required = True
+    db.add_parser("status", help="Schema version of the store; whether it needs an upgrade.")
+    db.add_parser("upgrade", help="Create the store, or migrate it to this cpf's schema.")
     for name in ("run", "resume", "retry", "cancel"):
         sub.choices[name].add_argument(
             "--surface", choices=["cli", "tui", "api"], default="cli", help=argparse.SUPPRESS
@@ -230,6 +236,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from core.service import commands
 
         return commands.main(args)
+    if args.command == "db":
+        from core import db_commands
+
+        return db_commands.main(args)
 
     from core import engine
     from core.envelope import emit

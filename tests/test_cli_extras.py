@@ -620,7 +620,7 @@ def test_light_commands_do_not_import_heavy_modules(
     assert _heavy(names) == []
 
 
-ORM = ("sqlalchemy", "sqlmodel", "pydantic")
+ORM = ("sqlalchemy", "sqlmodel", "pydantic", "alembic")
 
 
 def _orm_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,)) -> list[str]:

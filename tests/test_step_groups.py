@@ -18,7 +18,7 @@ from conftest import pid_gone, wait_for
 from sqlalchemy import text
 
 from core.liveness import StepGroup, group_members, host_id, process_identity, stop_groups
-from core.store.models import SCHEMA_VERSION
+from core.store.compiled import SCHEMA_VERSION
 from core.store.store import Store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -68,17 +68,27 @@ def test_newer_store_is_refused_with_a_clear_error(tmp_path: Path, fast: bool) -
 
 
 @pytest.mark.parametrize("fast", PATHS)
-def test_older_store_gets_missing_tables(tmp_path: Path, fast: bool) -> None:
-    path = tmp_path / "cpf.db"
-    Store(f"sqlite:///{path}", fast=fast).close()
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE checkpoints")
-        db.execute("UPDATE cpf_meta SET value = '1' WHERE key = 'schema_version'")
-    s = Store(f"sqlite:///{path}", fast=fast)
+def test_schema_1_store_is_migrated_to_the_head(tmp_path: Path, fast: bool) -> None:
+    """A store of the first released schema (made before Alembic: no alembic_version)
+    gets what the later schemas added, and its version and revision move to the head."""
+    from store_history import make_store
+
+    from core.store.compiled import HEAD_REVISION
+
+    url = f"sqlite:///{tmp_path / 'cpf.db'}"
+    make_store(url, 1)
+    with sqlite3.connect(tmp_path / "cpf.db") as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'svc_accounts'").fetchone()
+    s = Store(url, fast=fast)
     with s.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM svc_rate_windows")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM checkpoints")).scalar() == 0
+        columns = {row[1] for row in conn.execute(text("PRAGMA table_info(step_attempts)"))}
         version = conn.execute(text("SELECT value FROM cpf_meta")).scalar()
-    assert int(version) == SCHEMA_VERSION
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    s.close()
+    assert {"context", "proc"} <= columns
+    assert (int(version), revision) == (SCHEMA_VERSION, HEAD_REVISION)
 
 
 def test_store_in_a_path_that_is_a_file(tmp_path: Path) -> None:

@@ -8,87 +8,13 @@ The run store's SQL for SQLite (DDL, schema version, every named statement of
 
 import json
 
+# The head revision of core/store/migrations (revision 000N = schema version N).
 SCHEMA_VERSION = 4
+HEAD_REVISION = "0004"
 
 DATA = json.loads(
     r"""
 {
- "add_columns": {
-  "checkpoints": {
-   "diff_from_previous": "ALTER TABLE checkpoints ADD COLUMN diff_from_previous JSON",
-   "expires_at": "ALTER TABLE checkpoints ADD COLUMN expires_at VARCHAR",
-   "label": "ALTER TABLE checkpoints ADD COLUMN label VARCHAR",
-   "metadata": "ALTER TABLE checkpoints ADD COLUMN metadata JSON",
-   "run_id": "ALTER TABLE checkpoints ADD COLUMN run_id VARCHAR(64)"
-  },
-  "cpf_meta": {},
-  "events": {
-   "actor": "ALTER TABLE events ADD COLUMN actor VARCHAR",
-   "data": "ALTER TABLE events ADD COLUMN data JSON",
-   "event_name": "ALTER TABLE events ADD COLUMN event_name VARCHAR",
-   "step_id": "ALTER TABLE events ADD COLUMN step_id VARCHAR",
-   "surface": "ALTER TABLE events ADD COLUMN surface VARCHAR(16)"
-  },
-  "output_chunks": {},
-  "runs": {
-   "current_step_id": "ALTER TABLE runs ADD COLUMN current_step_id VARCHAR",
-   "error": "ALTER TABLE runs ADD COLUMN error JSON",
-   "executor": "ALTER TABLE runs ADD COLUMN executor VARCHAR",
-   "executor_id": "ALTER TABLE runs ADD COLUMN executor_id VARCHAR",
-   "finished_at": "ALTER TABLE runs ADD COLUMN finished_at VARCHAR",
-   "heartbeat_at": "ALTER TABLE runs ADD COLUMN heartbeat_at VARCHAR",
-   "inputs": "ALTER TABLE runs ADD COLUMN inputs JSON",
-   "lease_expires_at": "ALTER TABLE runs ADD COLUMN lease_expires_at VARCHAR",
-   "result": "ALTER TABLE runs ADD COLUMN result JSON",
-   "step_outputs": "ALTER TABLE runs ADD COLUMN step_outputs JSON",
-   "wait": "ALTER TABLE runs ADD COLUMN wait JSON",
-   "workflow_description": "ALTER TABLE runs ADD COLUMN workflow_description VARCHAR",
-   "workflow_name": "ALTER TABLE runs ADD COLUMN workflow_name VARCHAR",
-   "workflow_version": "ALTER TABLE runs ADD COLUMN workflow_version VARCHAR"
-  },
-  "step_attempts": {
-   "context": "ALTER TABLE step_attempts ADD COLUMN context VARCHAR",
-   "error_code": "ALTER TABLE step_attempts ADD COLUMN error_code VARCHAR",
-   "error_message": "ALTER TABLE step_attempts ADD COLUMN error_message TEXT",
-   "exit_code": "ALTER TABLE step_attempts ADD COLUMN exit_code INTEGER",
-   "finished_at": "ALTER TABLE step_attempts ADD COLUMN finished_at VARCHAR",
-   "outputs": "ALTER TABLE step_attempts ADD COLUMN outputs JSON",
-   "parent_id": "ALTER TABLE step_attempts ADD COLUMN parent_id INTEGER",
-   "pid": "ALTER TABLE step_attempts ADD COLUMN pid INTEGER",
-   "proc": "ALTER TABLE step_attempts ADD COLUMN proc VARCHAR",
-   "stderr_path": "ALTER TABLE step_attempts ADD COLUMN stderr_path VARCHAR",
-   "stdout_path": "ALTER TABLE step_attempts ADD COLUMN stdout_path VARCHAR"
-  },
-  "svc_accounts": {},
-  "svc_agents": {
-   "capabilities": "ALTER TABLE svc_agents ADD COLUMN capabilities JSON",
-   "description": "ALTER TABLE svc_agents ADD COLUMN description TEXT",
-   "last_seen_at": "ALTER TABLE svc_agents ADD COLUMN last_seen_at VARCHAR",
-   "metadata": "ALTER TABLE svc_agents ADD COLUMN metadata JSON",
-   "name": "ALTER TABLE svc_agents ADD COLUMN name VARCHAR"
-  },
-  "svc_api_keys": {
-   "expires_at": "ALTER TABLE svc_api_keys ADD COLUMN expires_at VARCHAR",
-   "label": "ALTER TABLE svc_api_keys ADD COLUMN label VARCHAR",
-   "revoked_at": "ALTER TABLE svc_api_keys ADD COLUMN revoked_at VARCHAR"
-  },
-  "svc_rate_windows": {},
-  "svc_webhook_deliveries": {
-   "data": "ALTER TABLE svc_webhook_deliveries ADD COLUMN data JSON",
-   "delivered_at": "ALTER TABLE svc_webhook_deliveries ADD COLUMN delivered_at VARCHAR",
-   "last_error": "ALTER TABLE svc_webhook_deliveries ADD COLUMN last_error TEXT",
-   "last_status_code": "ALTER TABLE svc_webhook_deliveries ADD COLUMN last_status_code INTEGER",
-   "lease_until": "ALTER TABLE svc_webhook_deliveries ADD COLUMN lease_until VARCHAR"
-  },
-  "svc_webhooks": {
-   "events": "ALTER TABLE svc_webhooks ADD COLUMN events JSON",
-   "secret": "ALTER TABLE svc_webhooks ADD COLUMN secret VARCHAR"
-  },
-  "svc_workflows": {
-   "expires_at": "ALTER TABLE svc_workflows ADD COLUMN expires_at VARCHAR",
-   "min_expires_at": "ALTER TABLE svc_workflows ADD COLUMN min_expires_at VARCHAR"
-  }
- },
  "ddl": [
   "CREATE TABLE IF NOT EXISTS cpf_meta (\n\t\"key\" VARCHAR(64) NOT NULL, \n\tvalue VARCHAR NOT NULL, \n\tPRIMARY KEY (\"key\")\n)",
   "CREATE TABLE IF NOT EXISTS runs (\n\trun_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR NOT NULL, \n\tworkflow_name VARCHAR, \n\tworkflow_description VARCHAR, \n\tworkflow_version VARCHAR, \n\tworkflow_path VARCHAR NOT NULL, \n\tworkflow_hash VARCHAR NOT NULL, \n\tstatus VARCHAR(16) NOT NULL, \n\tcurrent_step_id VARCHAR, \n\twait JSON, \n\tinputs JSON, \n\tstep_outputs JSON, \n\tresult JSON, \n\terror JSON, \n\tversion INTEGER NOT NULL, \n\texecutor VARCHAR, \n\texecutor_id VARCHAR, \n\tlease_expires_at VARCHAR, \n\theartbeat_at VARCHAR, \n\tattempt_seq INTEGER NOT NULL, \n\tcheckpoint_step INTEGER NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\tupdated_at VARCHAR NOT NULL, \n\tfinished_at VARCHAR, \n\tPRIMARY KEY (run_id)\n)",
@@ -116,8 +42,10 @@ DATA = json.loads(
   "CREATE TABLE IF NOT EXISTS step_attempts (\n\tid INTEGER NOT NULL, \n\trun_id VARCHAR(64) NOT NULL, \n\tseq INTEGER NOT NULL, \n\tstep_id VARCHAR NOT NULL, \n\tstep_kind VARCHAR NOT NULL, \n\tattempt INTEGER NOT NULL, \n\tparent_id INTEGER, \n\tcontext VARCHAR, \n\tstatus VARCHAR(16) NOT NULL, \n\texit_code INTEGER, \n\terror_code VARCHAR, \n\terror_message TEXT, \n\toutputs JSON, \n\tstdout_path VARCHAR, \n\tstderr_path VARCHAR, \n\tpid INTEGER, \n\tproc VARCHAR, \n\toutput_bytes INTEGER NOT NULL, \n\ttruncated BOOLEAN NOT NULL, \n\tstarted_at VARCHAR NOT NULL, \n\tfinished_at VARCHAR, \n\tPRIMARY KEY (id), \n\tFOREIGN KEY(run_id) REFERENCES runs (run_id) ON DELETE CASCADE, \n\tFOREIGN KEY(parent_id) REFERENCES step_attempts (id) ON DELETE CASCADE\n)",
   "CREATE INDEX IF NOT EXISTS ix_step_attempts_run ON step_attempts (run_id, seq)",
   "CREATE TABLE IF NOT EXISTS output_chunks (\n\tid INTEGER NOT NULL, \n\trun_id VARCHAR(64) NOT NULL, \n\tattempt_id INTEGER NOT NULL, \n\tstep_id VARCHAR NOT NULL, \n\tstream VARCHAR(8) NOT NULL, \n\ttext TEXT NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\tPRIMARY KEY (id), \n\tFOREIGN KEY(run_id) REFERENCES runs (run_id) ON DELETE CASCADE, \n\tFOREIGN KEY(attempt_id) REFERENCES step_attempts (id) ON DELETE CASCADE\n)",
-  "CREATE INDEX IF NOT EXISTS ix_output_chunks_run ON output_chunks (run_id, id)"
+  "CREATE INDEX IF NOT EXISTS ix_output_chunks_run ON output_chunks (run_id, id)",
+  "CREATE TABLE IF NOT EXISTS alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)"
  ],
+ "head_revision": "0004",
  "queries": {
   "attempts": {
    "out": [

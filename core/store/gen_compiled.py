@@ -3,10 +3,11 @@
     python -m core.store.gen_compiled          # rewrite core/store/compiled.py
     python -m core.store.gen_compiled --check  # exit 1 if it is out of date
 
-Run it after changing `core/store/models.py`, `core/service/store/tables.py` or
-`statements.py` (tests/test_store_compiled.py fails until you do). The output is the DDL, the schema
-version and every named statement of `core.store.statements`, compiled by SQLAlchemy's
-SQLite dialect: the same SQL SQLAlchemy itself would run.
+Run it after changing `core/store/models.py`, `core/service/store/tables.py` or `statements.py`
+(tests/test_store_compiled.py fails until you do; `python -m core.store.migrate revision`
+runs it after writing a revision). The output is the DDL of a new store, the schema
+version (the head revision's) and every named statement of `core.store.statements`,
+compiled by SQLAlchemy's SQLite dialect: the same SQL SQLAlchemy itself would run.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ def _literals(compiled: Any) -> dict[str, Any]:
 
 
 def build() -> dict[str, Any]:
+    from alembic.runtime.migration import MigrationContext
     from sqlalchemy import JSON, Boolean
     from sqlalchemy.dialects import sqlite
-    from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
+    from sqlalchemy.schema import CreateIndex, CreateTable
     from sqlmodel import SQLModel
 
+    from core.store import migrate
     from core.store import statements as st
-    from core.store.models import SCHEMA_VERSION, load_all_tables
+    from core.store.models import load_all_tables
 
     load_all_tables()  # the service's tables are in the DDL too
 
@@ -66,19 +69,13 @@ def build() -> dict[str, Any]:
     quote = dialect.identifier_preparer.quote
 
     ddl = []
-    # Upgrading an older store: a column added since its table was created is added by
-    # ALTER TABLE (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
-    add_columns: dict[str, dict[str, str]] = {}
     for table in SQLModel.metadata.sorted_tables:
-        add_columns[table.name] = {
-            c.name: f"ALTER TABLE {quote(table.name)} ADD COLUMN "
-            + str(CreateColumn(c).compile(dialect=dialect)).strip()
-            for c in table.columns
-            if c.nullable and not c.primary_key
-        }
         ddl.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip())
         for index in sorted(table.indexes, key=lambda i: i.name):
             ddl.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+    # Alembic's version table, as Alembic creates it: a new store is stamped at the head.
+    version_table = MigrationContext.configure(dialect_name="sqlite")._version
+    ddl.append(str(CreateTable(version_table, if_not_exists=True).compile(dialect=dialect)).strip())
 
     tables = {}
     for name, table in st.INSERT_TABLES.items():
@@ -117,9 +114,9 @@ def build() -> dict[str, Any]:
             }
 
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": migrate.head_version(),
+        "head_revision": migrate.head_revision(),
         "ddl": ddl,
-        "add_columns": add_columns,
         "tables": tables,
         "updates": updates,
         "queries": queries,
@@ -127,11 +124,14 @@ def build() -> dict[str, Any]:
 
 
 def render() -> str:
-    data = json.dumps(build(), indent=1, sort_keys=True, ensure_ascii=True)
+    built = build()
+    data = json.dumps(built, indent=1, sort_keys=True, ensure_ascii=True)
     assert '"""' not in data
     return (
         HEADER
-        + f"SCHEMA_VERSION = {build()['schema_version']}\n\n"
+        + "# The head revision of core/store/migrations (revision 000N = schema version N).\n"
+        + f"SCHEMA_VERSION = {built['schema_version']}\n"
+        + f"HEAD_REVISION = {json.dumps(built['head_revision'])}\n\n"
         + f'DATA = json.loads(\n    r"""\n{data}\n"""\n)\n'
     )
 

@@ -13,9 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-# 3: svc_rate_windows (replicas' shared rate limit), step_attempts.proc
-# 4: runs.executor_id, runs.lease_expires_at (executor leases in database time)
-SCHEMA_VERSION = 4
+# A change to a table needs a revision: `python -m core.store.migrate revision -m "..."`
+# (see core/store/migrate.py); the schema version is the head revision's number.
 
 
 def _json(nullable: bool = True) -> Any:

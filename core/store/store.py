@@ -6,9 +6,10 @@ change of a run's state is `UPDATE runs ... WHERE run_id = :id AND version = :se
 a zero row count means somebody else changed the run first.
 
 On SQLite the store runs the statements of `core.store.statements` precompiled
-(`core.store.compiled`) on `sqlite3`, creating or upgrading the schema from the
-compiled DDL: no SQLAlchemy import. Elsewhere (PostgreSQL) SQLAlchemy runs them. The
-SQLAlchemy engine of a SQLite store (`write()`, `read()`) is created on first use.
+(`core.store.compiled`) on `sqlite3`, creating a new schema from the compiled DDL: no
+SQLAlchemy import. Elsewhere (PostgreSQL) SQLAlchemy runs them. The SQLAlchemy engine
+of a SQLite store (`write()`, `read()`) is created on first use. An older store is
+migrated with Alembic (`core.store.migrate`).
 """
 
 from __future__ import annotations
@@ -87,18 +88,6 @@ SUMMARY_COLUMNS = (
 def variant(name: str, **flags: Any) -> str:
     """The name of a query variant: `name+flag+...` for the flags that are set."""
     return "+".join((name, *(flag for flag, value in flags.items() if value)))
-
-
-def _add_missing_columns(conn: Any, table: Any) -> None:
-    """Add the nullable columns a table gained since it was created (as the compiled
-    path's `add_columns` does on SQLite)."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
-    for column in table.columns:
-        if column.name not in have:
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
 
 def _install_sqlite_pragmas(engine: Any) -> None:
@@ -217,7 +206,8 @@ class Store:
     def _newer(self, version: int) -> PersistenceError:
         return PersistenceError(
             f"The store at {_safe_url(self.url)} has schema version {version}, newer than this "
-            f"cpf understands ({SCHEMA_VERSION}); upgrade cpf to use it"
+            f"cpf understands ({SCHEMA_VERSION}); upgrade cpf to use it",
+            details={"schema_version": version, "supported": SCHEMA_VERSION},
         )
 
     def _sqlite_schema_version(self, conn: sqlite3.Connection) -> int | None:
@@ -228,44 +218,34 @@ class Store:
         return None if value is None else int(value)
 
     def _ensure_sqlite_schema(self) -> None:
-        """Create or upgrade a SQLite store from the compiled DDL (no SQLAlchemy).
-
-        Migrations so far only add tables, indexes (the DDL's IF NOT EXISTS) and nullable
-        columns (`add_columns`); a migration that changes a column must add its step
-        here and in `_ensure_schema`."""
+        """Create a new SQLite store from the compiled DDL (no SQLAlchemy), stamped at the
+        head revision; an older one is migrated by `core.store.migrate` (Alembic)."""
         conn = self.sql._raw()
         version = self._sqlite_schema_version(conn)
         if version == SCHEMA_VERSION:
             return
         if version is not None and version > SCHEMA_VERSION:
             raise self._newer(version)
-        from core.store.compiled import DATA
+        if version is None:
+            from core.store.compiled import DATA, HEAD_REVISION
 
-        # Outside any transaction (SQLite refuses it inside); it persists in the file.
-        conn.execute("PRAGMA journal_mode = WAL")
-        # Under the write lock, so concurrent first runs do not race.
-        with self.sql.write() as tx:
-            version = self._sqlite_schema_version(tx)
-            if version is not None and version >= SCHEMA_VERSION:
-                if version > SCHEMA_VERSION:
-                    raise self._newer(version)
+            # Outside any transaction (SQLite refuses it inside); it persists in the file.
+            conn.execute("PRAGMA journal_mode = WAL")
+            # Under the write lock, so concurrent first runs do not race.
+            with self.sql.write() as tx:
+                version = self._sqlite_schema_version(tx)
+                if version is None:
+                    for ddl in DATA["ddl"]:
+                        tx.execute(ddl)
+                    values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
+                    self.sql.insert_row(tx, "insert_cpf_meta", values)
+                    tx.execute(
+                        "INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,)
+                    )
+                    return
+            if version == SCHEMA_VERSION:
                 return
-            for ddl in DATA["ddl"]:
-                tx.execute(ddl)
-            if version is not None:
-                for table, columns in DATA["add_columns"].items():
-                    have = {row[1] for row in tx.execute(f'PRAGMA table_info("{table}")')}
-                    for name, alter in columns.items():
-                        if name not in have:
-                            tx.execute(alter)
-            if version is None:
-                values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
-                self.sql.insert_row(tx, "insert_cpf_meta", values)
-            else:
-                tx.execute(
-                    "UPDATE cpf_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(SCHEMA_VERSION),),
-                )
+        self._upgrade()
 
     def _ensure_schema(self) -> None:
         """Create or upgrade the schema through SQLAlchemy (PostgreSQL, odd SQLite URLs)."""
@@ -274,36 +254,26 @@ class Store:
             return
         if version is not None and version > SCHEMA_VERSION:
             raise self._newer(version)
-        # New store, or an older one: create what is missing, under the write lock so
-        # concurrent first runs do not race. Migrations so far only add tables.
-        from sqlalchemy import insert, select, text, update
-        from sqlmodel import SQLModel
+        if version is None:
+            from core.store import migrate
 
-        from core.store.models import load_all_tables
-        from core.store.statements import META
+            # A new store: created from the models on this store's own engine (an
+            # in-memory SQLite database has no other), under the write lock.
+            with self.write() as conn:
+                migrate.lock(conn)
+                version = migrate.read_version(conn, self.url)
+                if version is None:
+                    migrate.create(conn)
+                    return
+            if version == SCHEMA_VERSION:
+                return
+        self._upgrade()
 
-        load_all_tables()  # the service's tables too (one schema)
+    def _upgrade(self) -> None:
+        """Migrate an older store (or refuse: `CPF_DB_AUTO_UPGRADE=0`, a newer one)."""
+        from core.store import migrate
 
-        with self.write() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # Concurrent first runs must not create the tables twice: take a
-                # transaction-scoped lock (SQLite's BEGIN IMMEDIATE does the same).
-                conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
-            SQLModel.metadata.create_all(conn)
-            have = conn.execute(select(META.c.value).where(META.c.key == "schema_version")).scalar()
-            if have is not None and int(have) < SCHEMA_VERSION:
-                for table in SQLModel.metadata.sorted_tables:
-                    _add_missing_columns(conn, table)
-            if have is None:
-                conn.execute(insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(have) < SCHEMA_VERSION:
-                conn.execute(
-                    update(META)
-                    .where(META.c.key == "schema_version")
-                    .values(value=str(SCHEMA_VERSION))
-                )
-            elif int(have) > SCHEMA_VERSION:
-                raise self._newer(int(have))
+        migrate.upgrade(self.url, migrate_older=migrate.auto_upgrade())
 
     def _read_schema_version(self) -> int | None:
         from sqlalchemy.exc import SQLAlchemyError
