@@ -388,7 +388,7 @@ def test_failed_renewals_are_said_and_retried(
 
 
 def test_a_schema_3_store_gets_the_lease_columns(tmp_path: Path) -> None:
-    from core.store.models import SCHEMA_VERSION
+    from core.store.compiled import SCHEMA_VERSION
     from core.store.store import Store
 
     path = tmp_path / "cpf.db"
@@ -397,6 +397,7 @@ def test_a_schema_3_store_gets_the_lease_columns(tmp_path: Path) -> None:
         db.execute("ALTER TABLE runs DROP COLUMN executor_id")
         db.execute("ALTER TABLE runs DROP COLUMN lease_expires_at")
         db.execute("UPDATE cpf_meta SET value = '3' WHERE key = 'schema_version'")
+        db.execute("UPDATE alembic_version SET version_num = '0003'")
     Store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}

@@ -188,6 +188,8 @@ def test_schema_2_store_upgrades_on_postgres(pg: CpfRunner, write_workflow) -> N
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE step_attempts DROP COLUMN proc"))
             conn.execute(text("DROP TABLE svc_rate_windows"))
+            conn.execute(text("ALTER TABLE runs DROP COLUMN executor_id"))  # schema 4's
+            conn.execute(text("ALTER TABLE runs DROP COLUMN lease_expires_at"))
             conn.execute(text("UPDATE cpf_meta SET value = '2' WHERE key = 'schema_version'"))
         pg.ok("run", "-f", str(wf))
         assert pg.status(old_run)["status"] == "completed"

@@ -139,6 +139,8 @@ def test_schema_2_store_gets_the_proc_column(tmp_path: Path) -> None:
     Store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE step_attempts DROP COLUMN proc")
+        db.execute("ALTER TABLE runs DROP COLUMN executor_id")  # schema 4's
+        db.execute("ALTER TABLE runs DROP COLUMN lease_expires_at")
         db.execute("UPDATE cpf_meta SET value = '2' WHERE key = 'schema_version'")
     store = Store(f"sqlite:///{path}")
     with store.read() as conn:

@@ -315,6 +315,8 @@ def test_sqlite_store_of_schema_2_upgrades_without_the_orm(tmp_path: Path) -> No
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE step_attempts DROP COLUMN proc")
     db.execute("DROP TABLE svc_rate_windows")
+    db.execute("ALTER TABLE runs DROP COLUMN executor_id")  # schema 4's
+    db.execute("ALTER TABLE runs DROP COLUMN lease_expires_at")
     db.execute("INSERT INTO cpf_meta (key, value) VALUES ('canary', 'kept')")
     db.execute("UPDATE cpf_meta SET value = '2' WHERE key = 'schema_version'")
     db.commit()
