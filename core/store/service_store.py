@@ -81,9 +81,10 @@ from core.store.service_models import (
     Webhook,
     WebhookDelivery,
 )
-from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor
+from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor, TransientStoreError
 from core.store.statements import CHECKPOINTS as CP
 from core.store.statements import RUNS
+from core.store.store import _pg_args
 
 ACCOUNTS = Account.__table__
 KEYS = ApiKey.__table__
@@ -102,10 +103,6 @@ class PoolConfig:
 
     size: int = 10
     timeout: float = 30.0
-
-
-class TransientStoreError(PersistenceError):
-    """A store error after which nothing was written: the transaction may be retried."""
 
 
 # SQLSTATEs after which a transaction may simply be run again: serialization failure,
@@ -274,11 +271,15 @@ class ServiceStore(SqlExecutor):
                 # No ping per checkout (a round trip per request): a connection the
                 # server dropped fails its first statement, which is retried on a new one.
                 pool_pre_ping=False,
+                connect_args=_pg_args(self.store.url),
             )
             # The store's own connection (its schema check) is not needed any more: the
             # process then holds at most `pool.size` connections.
             self.store.engine.dispose()
         return self._engine
+
+    def _pg_pool(self) -> Any:
+        return self._server_engine()  # the psycopg fast path takes this pool's connections
 
     @contextmanager
     def _server_tx(self, what: str) -> Iterator[Any]:
@@ -363,10 +364,8 @@ class ServiceStore(SqlExecutor):
     def derived_workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
         """Head and counts of a workflow with no svc_workflows row (a cpf run)."""
         params = {"account": account, "workflow_id": workflow_id}
-        if not isinstance(conn, sqlite3.Connection):
-            row = tuple(conn.execute(_SEL_DERIVED, params).first() or ())
-        else:
-            row = tuple(self.execute(conn, _SEL_DERIVED, params).fetchone() or ())
+        rows = self.tuples(conn, _SEL_DERIVED, params)
+        row = rows[0] if rows else ()
         if not row or not row[0]:
             return None
         head = self.checkpoint_by_pk(conn, int(row[2]))
@@ -627,7 +626,7 @@ class ServiceStore(SqlExecutor):
             if not isinstance(conn, sqlite3.Connection) and not self.is_sqlite:
                 # A count lost in a server crash is harmless: do not wait for the WAL
                 # flush (it was half of each request's rate-limit cost).
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+                self.exec_sql(conn, "SET LOCAL synchronous_commit TO off")
             row = self.first(conn, self._dialect_stmt(_RATE_HIT), params)
         assert row is not None
         left = float(row["window_start"]) + float(window) - float(row["now"])
