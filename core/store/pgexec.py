@@ -92,10 +92,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def configure(conn: psycopg.Connection) -> psycopg.Connection:
-    """Our transactions are explicit BEGIN/COMMIT; psycopg prepares only what we ask."""
+    """Our transactions are explicit BEGIN/COMMIT; a statement is prepared on its first
+    execution (never, with prepared statements off: `prepare_threshold` None)."""
     if not conn.autocommit:
         conn.autocommit = True
-    conn.prepare_threshold = None
+    conn.prepare_threshold = 0 if prepare_enabled() else None
     conn.prepared_max = PREPARED_MAX
     return conn
 

@@ -400,7 +400,6 @@ class SqlExecutor:
     ) -> Any:
         from core.store import pgexec
 
-        prepare = pgexec.prepare_enabled()
         if isinstance(params, list):
             if not params:
                 return conn.cursor()
@@ -410,7 +409,8 @@ class SqlExecutor:
             return cur
         params = params or {}
         sql, json_in, defaults, _pk = self._pg_statement(stmt, keys, params)
-        return conn.execute(sql, pgexec.bind(defaults, params, json_in), prepare=prepare)
+        # Prepared on first use, per the connection's threshold (see pgexec.configure).
+        return conn.execute(sql, pgexec.bind(defaults, params, json_in))
 
     @staticmethod
     def _bind(defaults: dict[str, Any], params: dict[str, Any], json_in: frozenset[str]) -> dict:
