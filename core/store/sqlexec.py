@@ -186,7 +186,7 @@ class SqlExecutor:
                 if self.store.sql is not self:
                     self.store.sql.close()
                 self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine))
-            with self._pg_tx.run(what) as conn:
+            with self._pg_tx.run(what, read=what == "read") as conn:
                 yield conn
             return
         with self._pg_lock:
@@ -197,7 +197,7 @@ class SqlExecutor:
                 self._pg_tx = pgexec.Tx(self._pg_single)
             self._pg_depth += 1
             try:
-                with self._pg_tx.run(what) as conn:
+                with self._pg_tx.run(what, read=what == "read") as conn:
                     yield conn
             finally:
                 self._pg_depth -= 1
