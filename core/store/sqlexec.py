@@ -185,7 +185,9 @@ class SqlExecutor:
                 # The pool is the process's connections now: drop the store's own.
                 if self.store.sql is not self:
                     self.store.sql.close()
-                self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine))
+                # No retry here: the service runs the whole request again after a
+                # transient error (CPF_SERVE_RETRY_DEADLINE), on another connection.
+                self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine), deadline=0.0)
             with self._pg_tx.run(what, read=what == "read") as conn:
                 yield conn
             return
