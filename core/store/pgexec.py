@@ -42,8 +42,6 @@ from core.store.sqlexec import TransientStoreError
 DEFAULT_RETRY_DEADLINE = 15.0
 # A connection used less than this many seconds ago is taken to be alive (see Tx.begin).
 FRESH = 5.0
-# How long a process keeps giving its connection back after the server refused one.
-CROWDED_SECONDS = 30.0
 # Prepared statements per connection (the store's named statements and the service's).
 PREPARED_MAX = 1000
 
@@ -129,14 +127,6 @@ class Tx:
     ) -> None:
         self.acquire = acquire
         self.deadline = retry_deadline() if deadline is None else deadline
-        # Until when the server is taken to be full (it refused a connection lately):
-        # a process then gives its connection back after each transaction, so that
-        # many processes share few connections instead of queueing for whole runs.
-        self.crowded_until = 0.0
-
-    @property
-    def crowded(self) -> bool:
-        return time.monotonic() < self.crowded_until
 
     def begin(
         self, what: str, read: bool = False
@@ -160,7 +150,6 @@ class Tx:
                 if not _is_db_error(exc):
                     raise
                 if transient(exc, "connect"):
-                    self.crowded_until = time.monotonic() + CROWDED_SECONDS
                     delay = next(delays, None)
                     if delay is not None:
                         time.sleep(delay)

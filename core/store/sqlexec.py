@@ -213,7 +213,7 @@ class SqlExecutor:
             conn = self._pg_conn = pgexec.connect(pgexec.conninfo(self.store.url))
 
         def release(broken: bool) -> None:
-            if broken or (self._pg_tx is not None and self._pg_tx.crowded):
+            if broken:
                 self._pg_drop()
 
         return conn, release
