@@ -108,11 +108,14 @@ def connect(info: str) -> psycopg.Connection:
 
 
 def backoff(deadline: float) -> Iterator[float]:
-    """Jittered exponential delays while `deadline` (monotonic) is ahead."""
+    """Jittered exponential delays (20 ms doubling up to 2 s) while `deadline`
+    (monotonic) is ahead. The cap is not lower because every refused attempt costs the
+    server a backend start and an authentication: many clients polling a full server
+    fast would keep it busy refusing them."""
     delay = 0.02
     while time.monotonic() + delay < deadline:
         yield delay * (0.5 + random.random())
-        delay = min(delay * 2, 0.5)
+        delay = min(delay * 2, 2.0)
 
 
 class Tx:
