@@ -4,8 +4,9 @@
 to this module. A named statement runs the SQL precompiled for PostgreSQL into
 `core.store.compiled` (`DATA["postgresql"]`); a statement object (the service's) is
 compiled once by SQLAlchemy's psycopg dialect and cached. Either way it runs as a
-server-side prepared statement (psycopg `prepare=True`): no SQLAlchemy compile or
-execute per statement, and the server plans each statement once per connection.
+server-side prepared statement (prepared on first use: `prepare_threshold` 0): no
+SQLAlchemy compile or execute per statement, and the server parses and plans each
+statement once per connection.
 
 Connections: a `cpf` process holds at most one (opened on first use, kept for the
 process); `cpf serve` takes raw connections from its bounded SQLAlchemy pool. A
@@ -13,7 +14,9 @@ transaction is an explicit BEGIN ... COMMIT on a connection in autocommit mode, 
 dead connection (server restart, idle timeout, PgBouncer) shows at BEGIN, before
 anything ran: it is replaced and BEGIN sent again. Failing to connect (`too many
 clients`, refused, the server starting) is retried with jittered backoff until
-`CPF_DB_RETRY_DEADLINE` seconds (15) have passed. An error inside a transaction
+`CPF_DB_RETRY_DEADLINE` seconds (15) have passed (in `cpf serve` the whole request is
+retried instead, `CPF_SERVE_RETRY_DEADLINE`). A read on a connection used in the last
+few seconds sends no BEGIN/COMMIT (see `Tx.begin`). An error inside a transaction
 rolls it back and is raised (`TransientStoreError` when running the whole
 transaction again is safe: serialization failure, deadlock, a broken connection);
 an error during COMMIT never is (the commit may have happened).
