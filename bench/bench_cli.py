@@ -4,6 +4,8 @@ Run by hand from the repository root:
 
     python bench/bench_cli.py                 # 15 iterations
     python bench/bench_cli.py -n 30 --cpf /path/to/cpf
+    python bench/bench_cli.py -n 3 --database-url postgresql+psycopg://u:p@host/db \
+        --cases "run (1 step)" "run (200 steps)"   # cpf on PostgreSQL vs cpf on SQLite
 
 On first use it creates bench/.venv-checkpointflow with checkpointflow==1.10.0 from PyPI.
 Both tools run the same generated workflows, alternating per iteration, each measurement in
@@ -150,10 +152,16 @@ def default_cpf() -> Path:
 # -- measuring ---------------------------------------------------------------------------
 
 
-def clean_env(base_dir: Path) -> dict[str, str]:
+# The store URL of a tool that runs on a database server (`--database-url`).
+DATABASE_URLS: dict[str, str] = {}
+
+
+def clean_env(base_dir: Path, tool: str = "") -> dict[str, str]:
     env = dict(os.environ)
     env["CHECKPOINTFLOW_BASE_DIR"] = str(base_dir)
     env.pop("CPF_DATABASE_URL", None)  # cpf must use the fresh base dir too
+    if tool in DATABASE_URLS:
+        env["CPF_DATABASE_URL"] = DATABASE_URLS[tool]
     return env
 
 
@@ -269,13 +277,13 @@ def measure(
                     base = scratch / f"base{counter}"
                     base.mkdir()
                     try:
-                        elapsed = case(tools[tool], clean_env(base))
+                        elapsed = case(tools[tool], clean_env(base, tool))
                     finally:
                         shutil.rmtree(base, ignore_errors=True)
                 else:
                     base = scratch / f"store-{tool}"
                     base.mkdir(exist_ok=True)
-                    elapsed = case(tools[tool], clean_env(base))
+                    elapsed = case(tools[tool], clean_env(base, tool))
                 if it >= warmup:
                     times[case_name][tool].append(elapsed)
         done = it + 1 - warmup
@@ -349,27 +357,25 @@ def ratio(a: float, b: float) -> str:
 
 def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n: int) -> str:
     med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in times.items()}
+    a, b = versions
     out = [
-        f"cpf {versions['cpf']} vs checkpointflow {versions['checkpointflow']}, "
+        f"{a} {versions[a]} vs {b} {versions[b]}, "
         f"{n} iterations, Python {platform.python_version()}, {platform.platform()}",
         "",
-        "| case | cpf median ms | checkpointflow median ms | cpf / checkpointflow |",
+        f"| case | {a} median ms | {b} median ms | {a} / {b} |",
         "| --- | ---: | ---: | ---: |",
     ]
     for case, m in med.items():
+        out.append(f"| {case} | {ms(m[a])} | {ms(m[b])} | {ratio(m[a], m[b])} |")
+    if "run (200 steps)" in med and "run (1 step)" in med:
+        per_step = {
+            tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
+            for tool in (a, b)
+        }
         out.append(
-            f"| {case} | {ms(m['cpf'])} | {ms(m['checkpointflow'])} | "
-            f"{ratio(m['cpf'], m['checkpointflow'])} |"
+            f"| per-step overhead ((run200 - run1) / 199) | {ms(per_step[a])} | "
+            f"{ms(per_step[b])} | {ratio(per_step[a], per_step[b])} |"
         )
-    per_step = {
-        tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
-        for tool in ("cpf", "checkpointflow")
-    }
-    out.append(
-        f"| per-step overhead ((run200 - run1) / 199) | {ms(per_step['cpf'])} | "
-        f"{ms(per_step['checkpointflow'])} | "
-        f"{ratio(per_step['cpf'], per_step['checkpointflow'])} |"
-    )
     return "\n".join(out)
 
 
@@ -390,6 +396,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"checkpointflow cpf executable (default: bench/.venv-checkpointflow, "
         f"created with checkpointflow=={CF_VERSION})",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="time cpf on this database (CPF_DATABASE_URL, e.g. postgresql+psycopg://...) "
+        "against cpf on SQLite, instead of checkpointflow; runs accumulate in it",
+    )
+    parser.add_argument(
+        "--cases", nargs="+", default=None, help="time only these cases (names as reported)"
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0:
         parser.error("--iterations must be >= 1 and --warmup >= 0")
@@ -398,18 +413,33 @@ def main(argv: list[str] | None = None) -> int:
     if not cpf.exists():
         parser.error(f"cpf not found at {cpf} (install the project venv or pass --cpf)")
     try:
-        cf = args.checkpointflow.resolve() if args.checkpointflow else ensure_checkpointflow()
-        tools = {"cpf": str(cpf), "checkpointflow": str(cf)}
+        if args.database_url:
+            # The same cpf on the database server and on SQLite, side by side.
+            cf = Path("")
+            DATABASE_URLS["cpf-db"] = args.database_url
+            tools = {"cpf-db": str(cpf), "cpf": str(cpf)}
+        else:
+            cf = args.checkpointflow.resolve() if args.checkpointflow else ensure_checkpointflow()
+            tools = {"cpf": str(cpf), "checkpointflow": str(cf)}
         versions = {name: tool_version(Path(exe)) or "?" for name, exe in tools.items()}
         with tempfile.TemporaryDirectory(prefix="cpf-bench-") as tmp:
             scratch = Path(tmp)
             wf_dir = scratch / "workflows"
             wf_dir.mkdir()
-            cases = make_cases(write_workflows(wf_dir), str(cf))
+            cases = make_cases(write_workflows(wf_dir), str(cf) if cf.name else "")
+            if args.cases:
+                unknown = set(args.cases) - set(cases)
+                if unknown:
+                    parser.error(f"unknown cases {sorted(unknown)}; cases: {list(cases)}")
+                cases = {name: case for name, case in cases.items() if name in args.cases}
             times = measure(
                 tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
             )
-            spawn = spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
+            spawn = (
+                []
+                if args.database_url
+                else spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
+            )
     except BenchError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
@@ -418,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
     print(report(times, versions, args.iterations))
-    print(
-        f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
-        f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"
-    )
+    if spawn:
+        print(
+            f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
+            f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"
+        )
     return 0
 
 

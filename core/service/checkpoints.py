@@ -331,14 +331,16 @@ class CheckpointsService(Area):
         ss = self.ss
         enqueued = False
         with ss.write() as conn:
-            now_dt = common.utc_now()
-            now = iso(now_dt)
             if account == LOCAL_ACCOUNT and ss.run_exists(conn, workflow_id):
                 raise ApiError(
                     "CONFLICT",
                     f"Workflow {workflow_id} is a cpf run: its checkpoints are read-only",
                 )
             wf = ss.workflow(conn, account, workflow_id, lock="wait")
+            # The time is read under the row lock, so saves of one workflow get their
+            # created_at in the order they commit (the head is the newest checkpoint).
+            now_dt = common.utc_now()
+            now = iso(now_dt)
             if wf is not None and wf["expires_at"] is not None and wf["expires_at"] <= now:
                 enqueued |= self._expire_workflow(conn, wf, now)
                 wf = None

@@ -1,10 +1,13 @@
-"""Run the store's statements fast on SQLite, and anywhere through SQLAlchemy.
+"""Run the store's statements fast on SQLite and PostgreSQL, anywhere through SQLAlchemy.
 
 Statements are written once, as SQLAlchemy Core on the SQLModel tables
 (`core.store.statements`), and passed here by name; the service passes statement
 objects. How they run depends on the store:
 
 - any database: on the engine's connections (SQLAlchemy executes them);
+- PostgreSQL through psycopg (`postgresql+psycopg://`): on psycopg connections, as
+  server-side prepared statements, from SQL precompiled for PostgreSQL; see
+  `core.store.pgexec` (connections, retries, PgBouncer);
 - SQLite (the default store): on a per-thread `sqlite3` connection to the same file. A
   named statement runs the SQL precompiled into `core.store.compiled`, so the process
   never imports SQLAlchemy; a statement object is compiled once by SQLAlchemy. Either
@@ -32,14 +35,27 @@ from core.envelope import PersistenceError
 BUSY_TIMEOUT_MS = 30_000
 
 
+class TransientStoreError(PersistenceError):
+    """A store error after which nothing was written: the transaction may be retried."""
+
+
 def __getattr__(name: str) -> Any:
-    # What a unique-constraint violation looks like on either path (the SQLAlchemy
-    # half is only imported by whoever asks).
+    # What a unique-constraint violation looks like on every path (the SQLAlchemy and
+    # psycopg halves are only imported by whoever asks).
     if name == "INTEGRITY_ERRORS":
         from sqlalchemy.exc import IntegrityError
 
-        return (IntegrityError, sqlite3.IntegrityError)
+        errors: tuple[type[BaseException], ...] = (IntegrityError, sqlite3.IntegrityError)
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is not None:
+            errors += (psycopg.IntegrityError,)
+        return errors
     raise AttributeError(name)
+
+
+def _is_pg(conn: Any) -> bool:
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(conn, psycopg.Connection)
 
 
 @cache
@@ -107,16 +123,30 @@ class SqlExecutor:
         self.store = store
         self.is_sqlite = store.is_sqlite
         self._path = sqlite_path(store.url) if store.is_sqlite else None
-        # The sqlite3 fast path; `fast=False` forces SQLAlchemy everywhere (tests).
-        self.fast = self._path is not None if fast is None else (fast and self._path is not None)
+        # The psycopg fast path (PostgreSQL); `fast=False` forces SQLAlchemy (tests).
+        self.pg = fast is not False and pg_url(store.url)
+        # A fast path (sqlite3 or psycopg); `fast=False` forces SQLAlchemy everywhere.
+        sqlite_fast = self._path is not None and fast is not False
+        self.fast = sqlite_fast or self.pg
         self._local = threading.local()
         self._compiled: dict[Any, tuple[Any, ...]] = {}
+        # PostgreSQL without a pool: the process's one connection, one transaction at
+        # a time (threads queue on the lock; a nested transaction joins the open one).
+        self._pg_lock = threading.RLock()
+        self._pg_conn: Any = None
+        self._pg_depth = 0
+        self._pg_tx: Any = None
 
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def write(self) -> Iterator[Any]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite), serialized in-process."""
+        """One write transaction (BEGIN IMMEDIATE on SQLite), serialized in-process
+        (on PostgreSQL, row locks serialize writers instead)."""
+        if self.pg:
+            with self._pg_transaction("write") as conn:
+                yield conn
+            return
         with self._write_lock:
             if not self.fast:
                 with self.store.write() as conn:
@@ -127,12 +157,87 @@ class SqlExecutor:
 
     @contextmanager
     def read(self) -> Iterator[Any]:
+        if self.pg:
+            with self._pg_transaction("read") as conn:
+                yield conn
+            return
         if not self.fast:
             with self.store.read() as conn:
                 yield conn
             return
         with self._raw_tx("BEGIN") as conn:
             yield conn
+
+    # -- PostgreSQL connections ------------------------------------------------------------
+
+    def _pg_pool(self) -> Any:
+        """A SQLAlchemy engine whose bounded pool gives the connections, or None for the
+        process's one connection (`ServiceStore` has a pool)."""
+        return None
+
+    @contextmanager
+    def _pg_transaction(self, what: str) -> Iterator[Any]:
+        from core.store import pgexec
+
+        engine = self._pg_pool()
+        if engine is not None:
+            if self._pg_tx is None:
+                # The pool is the process's connections now: drop the store's own.
+                if self.store.sql is not self:
+                    self.store.sql.close()
+                # No retry here: the service runs the whole request again after a
+                # transient error (CPF_SERVE_RETRY_DEADLINE), on another connection.
+                self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine), deadline=0.0)
+            with self._pg_tx.run(what, read=what == "read") as conn:
+                yield conn
+            return
+        with self._pg_lock:
+            if self._pg_depth:
+                yield self._pg_conn  # a nested transaction joins the open one
+                return
+            if self._pg_tx is None:
+                self._pg_tx = pgexec.Tx(self._pg_single)
+            self._pg_depth += 1
+            try:
+                with self._pg_tx.run(what, read=what == "read") as conn:
+                    yield conn
+            finally:
+                self._pg_depth -= 1
+
+    def _pg_single(self) -> tuple[Any, Any]:
+        from core.store import pgexec
+
+        conn = self._pg_conn
+        if conn is None or conn.closed:
+            self._pg_conn = None
+            conn = self._pg_conn = pgexec.connect(pgexec.conninfo(self.store.url))
+
+        def release(broken: bool) -> None:
+            if broken:
+                self._pg_drop()
+
+        return conn, release
+
+    def _pg_drop(self) -> None:
+        conn, self._pg_conn = self._pg_conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    @staticmethod
+    def _pg_checkout(engine: Any) -> tuple[Any, Any]:
+        from core.store import pgexec
+
+        fairy = engine.raw_connection()
+        conn = pgexec.configure(fairy.driver_connection)
+
+        def release(broken: bool) -> None:
+            if broken:
+                with suppress(Exception):
+                    fairy.invalidate()
+            fairy.close()
+
+        return conn, release
 
     def _raw(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -232,9 +337,11 @@ class SqlExecutor:
         params: dict[str, Any] | list[dict[str, Any]] | None = None,
         keys: tuple[str, ...] | None = None,
     ) -> Any:
-        """Execute a statement (object or name); returns a sqlite3 cursor (fast path) or
-        a SQLAlchemy result. `keys`: the SET columns of a named update."""
+        """Execute a statement (object or name); returns a sqlite3 or psycopg cursor
+        (fast paths) or a SQLAlchemy result. `keys`: the SET columns of a named update."""
         if not isinstance(conn, sqlite3.Connection):
+            if _is_pg(conn):
+                return self._pg_execute(conn, stmt, params, keys)
             if isinstance(stmt, str):
                 stmt = _sa_statement(stmt)
             return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
@@ -243,6 +350,69 @@ class SqlExecutor:
             rows = [self._bind(defaults, p, json_in) for p in params]
             return conn.executemany(sql, rows)
         return conn.execute(sql, self._bind(defaults, params or {}, json_in))
+
+    def exec_sql(self, conn: Any, sql: str) -> None:
+        """Run one literal SQL command (no parameters, nothing returned)."""
+        if isinstance(conn, sqlite3.Connection):
+            conn.execute(sql)
+        elif _is_pg(conn):
+            conn.execute(sql.encode(), prepare=False)
+        else:
+            conn.exec_driver_sql(sql)
+
+    # -- PostgreSQL statements --------------------------------------------------------------
+
+    def _pg_statement(
+        self, stmt: Any, keys: tuple[str, ...] | None, params: dict[str, Any]
+    ) -> tuple[str, frozenset[str], dict[str, Any], str | None]:
+        """(sql, JSON input columns, bind defaults, primary key of an insert)."""
+        from core.store import pgexec
+
+        if isinstance(stmt, str):
+            if stmt.startswith("insert_"):
+                table = stmt.removeprefix("insert_")
+                serial_pk = pgexec.table_insert(table, False)[3]
+                with_pk = params.get(serial_pk) is not None
+                return pgexec.table_insert(table, with_pk)
+            if keys is not None:
+                return (*pgexec.update_sql(stmt, keys), None)
+            sql, defaults = pgexec.query_sql(stmt)
+            return sql, frozenset(), defaults, None
+        cache_key = (id(stmt), keys)
+        hit = self._compiled.get(("pg", cache_key))
+        if hit is not None and hit[0] is stmt:
+            return hit[1:]
+        compiled = stmt.compile(dialect=pgexec.dialect(), column_keys=list(keys) if keys else None)
+        table = getattr(stmt, "table", None)
+        json_in = _json_columns(table) if table is not None else frozenset()
+        defaults = dict(compiled.construct_params(_check=False))
+        pk = None
+        if table is not None and getattr(stmt, "is_insert", False):
+            pk = next(iter(table.primary_key.columns)).key
+        entry = (stmt, str(compiled), json_in, defaults, pk)
+        self._compiled[("pg", cache_key)] = entry
+        return entry[1:]
+
+    def _pg_execute(
+        self,
+        conn: Any,
+        stmt: Any,
+        params: dict[str, Any] | list[dict[str, Any]] | None,
+        keys: tuple[str, ...] | None,
+    ) -> Any:
+        from core.store import pgexec
+
+        if isinstance(params, list):
+            if not params:
+                return conn.cursor()
+            sql, json_in, defaults, _pk = self._pg_statement(stmt, keys, params[0])
+            cur = conn.cursor()
+            cur.executemany(sql, [pgexec.bind(defaults, p, json_in) for p in params])
+            return cur
+        params = params or {}
+        sql, json_in, defaults, _pk = self._pg_statement(stmt, keys, params)
+        # Prepared on first use, per the connection's threshold (see pgexec.configure).
+        return conn.execute(sql, pgexec.bind(defaults, params, json_in))
 
     @staticmethod
     def _bind(defaults: dict[str, Any], params: dict[str, Any], json_in: frozenset[str]) -> dict:
@@ -255,6 +425,10 @@ class SqlExecutor:
 
     def rows(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[dict]:
         if not isinstance(conn, sqlite3.Connection):
+            if _is_pg(conn):
+                cur = self._pg_execute(conn, stmt, params, None)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             return [dict(r._mapping) for r in self.execute(conn, stmt, params)]
         cur = self.execute(conn, stmt, params)
         kinds = self._prepared(stmt, None)[3]
@@ -269,7 +443,7 @@ class SqlExecutor:
         return rows[0] if rows else None
 
     def scalar(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> Any:
-        if not isinstance(conn, sqlite3.Connection):
+        if not isinstance(conn, sqlite3.Connection) and not _is_pg(conn):
             return self.execute(conn, stmt, params).scalar()
         row = self.execute(conn, stmt, params).fetchone()
         return None if row is None else row[0]
@@ -291,6 +465,14 @@ class SqlExecutor:
     def insert_row(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Any:
         """Insert one row; return its primary key (the rowid on the fast path)."""
         if not isinstance(conn, sqlite3.Connection):
+            if _is_pg(conn):
+                keys = tuple(sorted(values))
+                cur = self._pg_execute(conn, stmt, values, keys)
+                pk = self._pg_statement(stmt, keys, values)[3]
+                if pk is not None and values.get(pk) is not None:
+                    return values[pk]
+                row = cur.fetchone() if cur.description else None
+                return None if row is None else row[0]
             if isinstance(stmt, str):
                 stmt = _sa_statement(stmt)
             return conn.execute(stmt, values).inserted_primary_key[0]
@@ -298,12 +480,24 @@ class SqlExecutor:
         return cur.lastrowid
 
     def close(self) -> None:
-        """Close this thread's sqlite3 connection."""
+        """Close this thread's sqlite3 connection (and the PostgreSQL one)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
             with suppress(sqlite3.Error):
                 conn.close()
+        with self._pg_lock:
+            if not self._pg_depth:
+                self._pg_drop()
+
+
+def pg_url(url: str) -> bool:
+    """Whether a store URL goes through psycopg directly (psycopg 3 installed)."""
+    if not url.startswith("postgresql+psycopg://"):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("psycopg") is not None
 
 
 def sqlite_path(url: str) -> str | None:

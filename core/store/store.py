@@ -124,7 +124,7 @@ class Store:
                 self._prepare_sqlite_dir(url)
             # The statements run through it (sqlite3 directly on SQLite).
             self.sql = SqlExecutor(self, fast=fast)
-            if self.sql.fast:
+            if self.sql.fast and self.is_sqlite:
                 self._ensure_sqlite_schema()
             else:
                 self._ensure_schema()
@@ -154,7 +154,13 @@ class Store:
                 )
                 _install_sqlite_pragmas(engine)
             else:
-                engine = create_engine(self.url, pool_pre_ping=True)
+                # A cpf process holds at most one connection: none idles in a pool
+                # (the statements run on the executor's own; see core.store.pgexec).
+                from sqlalchemy.pool import NullPool
+
+                engine = create_engine(
+                    self.url, poolclass=NullPool, connect_args=_pg_args(self.url)
+                )
             self._engine = engine
         return self._engine
 
@@ -276,6 +282,22 @@ class Store:
         migrate.upgrade(self.url, migrate_older=migrate.auto_upgrade())
 
     def _read_schema_version(self) -> int | None:
+        if self.sql.pg:
+            # On the fast path's connection: an up-to-date store needs no SQLAlchemy.
+            import psycopg
+
+            try:
+                with self.sql.read() as conn:
+                    value = self.sql.scalar(conn, "schema_version")
+            except PersistenceError as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                    raise PersistenceError(
+                        f"Cannot open the store at {_safe_url(self.url)}: {exc}"
+                    ) from exc
+                value = None
+            if value is None or int(value) != SCHEMA_VERSION:
+                self.sql.close()  # the schema work below runs on SQLAlchemy's
+            return None if value is None else int(value)
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -518,6 +540,16 @@ def checkpoint_etag(account: str, workflow_id: str, step: int, body: str) -> str
 
     digest = hashlib.sha256(f"{account}\0{workflow_id}\0{step}\0{body}".encode()).hexdigest()
     return f'"{digest[:16]}"'
+
+
+def _pg_args(url: str) -> dict[str, Any]:
+    """psycopg's connect arguments: no automatic server-side prepared statements when
+    they are off (CPF_DB_PREPARE=0, PgBouncer in transaction mode before 1.21)."""
+    if not url.startswith("postgresql+psycopg"):
+        return {}
+    from core.store.pgexec import prepare_enabled
+
+    return {} if prepare_enabled() else {"prepare_threshold": None}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy import literal, select
 
 from core.envelope import PersistenceError
-from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor
+from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor, TransientStoreError
+from core.store.store import _pg_args
 
 __all__ = ["INTEGRITY_ERRORS", "PoolConfig", "StoreBase", "TransientStoreError"]
 
@@ -38,10 +39,6 @@ class PoolConfig:
 
     size: int = 10
     timeout: float = 30.0
-
-
-class TransientStoreError(PersistenceError):
-    """A store error after which nothing was written: the transaction may be retried."""
 
 
 # SQLSTATEs after which a transaction may simply be run again: serialization failure,
@@ -94,11 +91,15 @@ class StoreBase(SqlExecutor):
                 # No ping per checkout (a round trip per request): a connection the
                 # server dropped fails its first statement, which is retried on a new one.
                 pool_pre_ping=False,
+                connect_args=_pg_args(self.store.url),
             )
             # The store's own connection (its schema check) is not needed any more: the
             # process then holds at most `pool.size` connections.
             self.store.engine.dispose()
         return self._engine
+
+    def _pg_pool(self) -> Any:
+        return self._server_engine()  # the psycopg fast path takes this pool's connections
 
     @contextmanager
     def _server_tx(self, what: str) -> Iterator[Any]:

@@ -194,10 +194,8 @@ class CheckpointsSql(StoreBase):
     def derived_workflow(self, conn: Any, account: str, workflow_id: str) -> dict[str, Any] | None:
         """Head and counts of a workflow with no svc_workflows row (a cpf run)."""
         params = {"account": account, "workflow_id": workflow_id}
-        if not isinstance(conn, sqlite3.Connection):
-            row = tuple(conn.execute(_SEL_DERIVED, params).first() or ())
-        else:
-            row = tuple(self.execute(conn, _SEL_DERIVED, params).fetchone() or ())
+        rows = self.tuples(conn, _SEL_DERIVED, params)
+        row = rows[0] if rows else ()
         if not row or not row[0]:
             return None
         head = self.checkpoint_by_pk(conn, int(row[2]))

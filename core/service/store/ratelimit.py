@@ -59,7 +59,7 @@ class RateLimitSql(StoreBase):
             if not isinstance(conn, sqlite3.Connection) and not self.is_sqlite:
                 # A count lost in a server crash is harmless: do not wait for the WAL
                 # flush (it was half of each request's rate-limit cost).
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+                self.exec_sql(conn, "SET LOCAL synchronous_commit TO off")
             row = self.first(conn, self._dialect_stmt(_RATE_HIT), params)
         assert row is not None
         left = float(row["window_start"]) + float(window) - float(row["now"])
