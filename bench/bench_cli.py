@@ -4,6 +4,7 @@ Run by hand from the repository root:
 
     python bench/bench_cli.py                 # 15 iterations
     python bench/bench_cli.py -n 30 --cpf /path/to/cpf
+    python bench/bench_cli.py -n 9 --only per-step    # just run1 and run200
 
 On first use it creates bench/.venv-checkpointflow with checkpointflow==1.10.0 from PyPI.
 Both tools run the same generated workflows, alternating per iteration, each measurement in
@@ -241,6 +242,18 @@ def make_cases(wf: dict[str, Path], cf_exe: str) -> dict[str, Case]:
     }
 
 
+PER_STEP_CASES = ("run (1 step)", "run (200 steps)")
+
+
+def select_cases(cases: dict[str, Case], only: list[str] | None) -> dict[str, Case]:
+    """The cases named by --only (prefixes of case names; "per-step": run1 and run200)."""
+    if not only:
+        return cases
+    prefixes = [p for name in only for p in PER_STEP_CASES if name == "per-step"]
+    prefixes += [name for name in only if name != "per-step"]
+    return {name: case for name, case in cases.items() if name.startswith(tuple(prefixes))}
+
+
 def resume_argv(exe: str, run_id: str) -> list[str]:
     return [exe, "resume", "--run-id", run_id, "--event", RESUME_EVENT, "--input", RESUME_PAYLOAD]
 
@@ -361,6 +374,8 @@ def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n
             f"| {case} | {ms(m['cpf'])} | {ms(m['checkpointflow'])} | "
             f"{ratio(m['cpf'], m['checkpointflow'])} |"
         )
+    if "run (200 steps)" not in med or "run (1 step)" not in med:
+        return "\n".join(out)
     per_step = {
         tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
         for tool in ("cpf", "checkpointflow")
@@ -378,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--iterations", type=int, default=15, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--cpf", type=Path, default=None, help="cpf executable to time")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CASE",
+        help="time only cases whose name starts with CASE (repeatable); 'per-step' "
+        "selects the two runs the per-step overhead comes from, and skips the spawn row",
+    )
     parser.add_argument(
         "--fresh-store",
         action="store_true",
@@ -405,11 +427,17 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(tmp)
             wf_dir = scratch / "workflows"
             wf_dir.mkdir()
-            cases = make_cases(write_workflows(wf_dir), str(cf))
+            cases = select_cases(make_cases(write_workflows(wf_dir), str(cf)), args.only)
+            if not cases:
+                parser.error(f"no case matches --only {args.only}")
             times = measure(
                 tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
             )
-            spawn = spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
+            spawn = (
+                None
+                if args.only
+                else spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
+            )
     except BenchError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
@@ -418,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
     print(report(times, versions, args.iterations))
-    print(
-        f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
-        f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"
-    )
+    if spawn is not None:
+        print(
+            f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
+            f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"
+        )
     return 0
 
 
