@@ -7,11 +7,16 @@ and everything it spawns share a process group that can be signalled as a whole
 Crash safety: the child is first a tiny `sh` that waits on a pipe (its stdin) before
 it becomes the command. `on_start(pid)` runs in that window, so the caller can commit
 the process group to the store before the command can do anything; a caller that dies
-first closes the pipe and the command never runs. On Linux the child also gets
-PR_SET_PDEATHSIG=SIGKILL (kept across exec), so the command dies with the thread that
-started it; that thread always outlives it here, since it waits for the child before
-returning. Grandchildren are stopped through the recorded group by whoever notices
-the dead executor (core.liveness).
+first closes the pipe and the command never runs. Before the command is released its
+group is also registered with the guard: one small `sh` per executor process, in a
+session of its own, that reads group ids from a pipe and, when that pipe reaches EOF
+(this process died, however), SIGKILLs every group still registered. So the whole
+group of a running step (background children too) dies with its executor even if
+nothing reads the run again, for the price of two short pipe writes per step (a
+`setpriv --pdeathsig` exec cost ~1.5 ms a step and killed only the direct child). A
+group leaves the guard when its leader exits, before the leader is reaped, so a
+reused pgid is never killed; what the leader left running is stopped through the
+recorded group by whoever notices the dead executor (core.liveness).
 
 Both pipes are read in the calling thread with a poll selector, 64 KiB at a time, so
 there is no thread per step and a trivial command costs little more than fork/exec.
@@ -24,14 +29,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import functools
 import math
 import os
 import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -66,6 +69,8 @@ def _held(argv: list[str]) -> list[str]:
     if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in _POSIX_SHELLS:
         return [argv[0], "-c", f"{_HOLD_LINE}\n{argv[2]}"]
     return [SYSTEM_SHELL, "-c", _HOLD_SCRIPT, "cpf-step", *argv]
+
+
 _HELD_EXIT = 125
 
 Batch = list[tuple[str, str]]
@@ -240,54 +245,118 @@ def _check_program(program: str, cwd: str | None, env: Mapping[str, str] | None)
     raise (PermissionError if found else FileNotFoundError)(code, os.strerror(code), program)
 
 
-@functools.cache
-def _death_signal() -> tuple[tuple[str, ...], Callable[[], None] | None]:
-    """How a child gets SIGKILL when the thread that started it dies, on Linux: an argv
-    prefix `setpriv --pdeathsig KILL --` (util-linux >= 2.33; one more exec, ~2 ms of
-    CPU), else a preexec function calling prctl (which makes Popen fork instead of
-    vfork: ~10 ms of CPU a step with a store-sized parent). Nothing elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return (), None
-    setpriv = shutil.which("setpriv")
-    if setpriv is not None:
-        prefix = (setpriv, "--pdeathsig", "KILL", "--")
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            probe = subprocess.run(
-                [*prefix, SYSTEM_SHELL, "-c", ":"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=10,
+# The guard's script: a set of group ids, "+pgid" adds one and "-pgid" removes it; at
+# EOF (the executor is gone) every group left gets SIGKILL. It ignores the signals a
+# step may send around (`kill 0` cannot reach it anyway: it has a session of its own).
+_GUARD_SCRIPT = """\
+trap '' HUP INT TERM
+g=' '
+while IFS= read -r l; do
+  case $l in
+    +*) g="$g${l#+} " ;;
+    -*) case $g in *" ${l#-} "*) g="${g%% ${l#-} *} ${g#* ${l#-} }" ;; esac ;;
+  esac
+done
+for p in $g; do kill -KILL -"$p"; done 2>/dev/null
+"""
+
+
+class _Guard:
+    """This process's guard (see the module doc): started on first use, started again
+    if it died or stopped reading (then told every group still registered). A forked
+    child of this process starts its own."""
+
+    def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:  # in a forked child: the parent's guard must see EOF when it dies
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._fd = -1
+        self._groups: set[int] = set()
+
+    def hold(self, pgid: int) -> None:
+        """Register `pgid`; raises OSError when no guard can be started."""
+        with self._lock:
+            self._groups.add(pgid)
+            if not self._pid or not self._send(f"+{pgid}\n"):
+                self._restart()
+
+    def release(self, pgid: int) -> None:
+        with self._lock:
+            if pgid not in self._groups:
+                return
+            self._groups.discard(pgid)
+            if not self._send(f"-{pgid}\n"):
+                # A guard that cannot be told would keep a stale id: replace it.
+                with contextlib.suppress(OSError):
+                    self._restart()
+
+    def _send(self, line: str) -> bool:
+        data = line.encode()
+        try:
+            return os.write(self._fd, data) == len(data)  # < PIPE_BUF: all or nothing
+        except OSError:  # gone (EPIPE), or not reading (a full pipe: EAGAIN)
+            return False
+
+    def _restart(self) -> None:
+        if self._pid:
+            # Killed before its pipe closes: a live guard would take EOF for our death.
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            os.close(self._fd)
+            self._pid, self._fd = 0, -1
+        read_end, write_end = os.pipe()  # both non-inheritable
+        try:
+            self._pid = os.posix_spawn(
+                SYSTEM_SHELL,
+                [SYSTEM_SHELL, "-c", _GUARD_SCRIPT, "cpf-guard"],
+                {"LC_ALL": "C"},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, read_end, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
             )
-            if probe.returncode == 0:
-                return prefix, None
-    return (), _pdeathsig_hook()
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        os.set_blocking(write_end, False)
+        self._fd = write_end
+        for group in sorted(self._groups):  # a fresh pipe holds thousands of these
+            if not self._send(f"+{group}\n"):
+                raise OSError(errno.EPIPE, "the step guard does not read its pipe")
 
 
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A preexec function: PR_SET_PDEATHSIG=SIGKILL through prctl, or None.
+_guard = _Guard()
 
-    It only calls a resolved C function and two syscalls: no locks or imports, which
-    is what makes a preexec function safe while other threads run."""
-    try:
-        import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, ImportError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
-
-    def hook() -> None:
-        parent = os.getppid()
-        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
-        # Orphaned before the prctl took effect. (Orphaned even earlier, the hold
-        # reads EOF: the pipe's only writer is gone.)
-        if os.getppid() != parent:
-            os._exit(_HELD_EXIT)
-
-    return hook
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the direct child has exited; if so it is reaped. Its group leaves the
+    guard first, while the unreaped child still holds the number, so the guard can never
+    kill a group that reused it."""
+    if proc.returncode is None:
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:  # macOS: reaped first, a tiny window
+            if proc.poll() is None:
+                return False
+        else:
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+                if waitid(os.P_PID, proc.pid, flags) is None:
+                    return False
+    _guard.release(proc.pid)
+    return proc.poll() is not None
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -324,16 +393,14 @@ def run_process(
     propagates.
     """
     _check_program(argv[0], cwd, env)
-    prefix, preexec = _death_signal()
     proc = subprocess.Popen(
-        [*prefix, *_held(argv)],
+        _held(argv),
         cwd=cwd,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=preexec,
     )
     pgid = proc.pid  # session leader => its pid is the group id
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -349,6 +416,7 @@ def run_process(
         pidfd = _open_pidfd(proc.pid)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, None)
+        _guard.hold(pgid)
         if on_start is not None:
             on_start(proc.pid)
         with contextlib.suppress(BrokenPipeError):  # it died while held: seen below
@@ -363,7 +431,7 @@ def run_process(
         kill_sent = False
         while True:
             now = time.monotonic()
-            if exited_at == math.inf and proc.poll() is not None:
+            if exited_at == math.inf and _exited(proc):
                 exited_at = now
             running = exited_at == math.inf
             if running and term_at == math.inf:
@@ -431,6 +499,7 @@ def run_process(
             proc.wait()
         raise
     finally:
+        _guard.release(pgid)  # (normally done in _exited)
         sel.close()
         if pidfd is not None:
             os.close(pidfd)
