@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import fcntl
 import math
 import os
 import selectors
@@ -245,11 +246,14 @@ def _check_program(program: str, cwd: str | None, env: Mapping[str, str] | None)
     raise (PermissionError if found else FileNotFoundError)(code, os.strerror(code), program)
 
 
-# The guard's script: a set of group ids, "+pgid" adds one and "-pgid" removes it; at
-# EOF (the executor is gone) every group left gets SIGKILL. It ignores the signals a
-# step may send around (`kill 0` cannot reach it anyway: it has a session of its own).
+# The guard's script. It sleeps on fd 3, a pipe nothing is ever written to, until EOF:
+# this process is gone. Only then does it read its stdin, the log of group ids ("+pgid"
+# registers one, "-pgid" releases it), and SIGKILL each group left. So a step costs two
+# writes into a pipe buffer and wakes nobody. It ignores the signals a step may send
+# around (`kill 0` cannot reach it anyway: it has a session of its own).
 _GUARD_SCRIPT = """\
 trap '' HUP INT TERM
+IFS= read -r _ <&3
 g=' '
 while IFS= read -r l; do
   case $l in
@@ -259,25 +263,29 @@ while IFS= read -r l; do
 done
 for p in $g; do kill -KILL -"$p"; done 2>/dev/null
 """
+# The log pipe is made this big where the OS lets us (Linux: 1 MiB, ~70,000 steps);
+# when it is full, a fresh guard takes over with the groups that are still running.
+_GUARD_LOG_BYTES = 1 << 20
 
 
 class _Guard:
-    """This process's guard (see the module doc): started on first use, started again
-    if it died or stopped reading (then told every group still registered). A forked
-    child of this process starts its own."""
+    """This process's guard (see the module doc): started on first use, and again if
+    it died or its log is full (then told every group still registered). A forked child
+    of this process starts its own."""
 
     def __init__(self) -> None:
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:  # in a forked child: the parent's guard must see EOF when it dies
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        # In a forked child: close the parent's ends, so its guard sees EOF when it dies.
+        for fd in (getattr(self, "_log", -1), getattr(self, "_life", -1)):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._lock = threading.Lock()
         self._pid = 0
-        self._fd = -1
+        self._log = self._life = -1
         self._groups: set[int] = set()
 
     def hold(self, pgid: int) -> None:
@@ -300,42 +308,59 @@ class _Guard:
     def _send(self, line: str) -> bool:
         data = line.encode()
         try:
-            return os.write(self._fd, data) == len(data)  # < PIPE_BUF: all or nothing
-        except OSError:  # gone (EPIPE), or not reading (a full pipe: EAGAIN)
+            return os.write(self._log, data) == len(data)  # < PIPE_BUF: all or nothing
+        except OSError:  # full (EAGAIN), or the guard is gone (EPIPE)
             return False
 
     def _restart(self) -> None:
         if self._pid:
-            # Killed before its pipe closes: a live guard would take EOF for our death.
+            # Killed before its pipes close: alive, it would take that for our death.
             with contextlib.suppress(OSError):
                 os.kill(self._pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
-            os.close(self._fd)
-            self._pid, self._fd = 0, -1
-        read_end, write_end = os.pipe()  # both non-inheritable
+            os.close(self._log)
+            os.close(self._life)
+            self._pid, self._log, self._life = 0, -1, -1
+        # All four non-inheritable, and above the fds the guard gets (0-3) so that no
+        # file action below clobbers another's source (an executor with 0-2 closed).
+        log_r, log_w, life_r, life_w = (_above_3(fd) for fd in (*os.pipe(), *os.pipe()))
         try:
+            if hasattr(fcntl, "F_SETPIPE_SZ"):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(log_w, fcntl.F_SETPIPE_SZ, _GUARD_LOG_BYTES)
             self._pid = os.posix_spawn(
                 SYSTEM_SHELL,
                 [SYSTEM_SHELL, "-c", _GUARD_SCRIPT, "cpf-guard"],
                 {"LC_ALL": "C"},
                 file_actions=[
-                    (os.POSIX_SPAWN_DUP2, read_end, 0),
+                    (os.POSIX_SPAWN_DUP2, log_r, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                     (os.POSIX_SPAWN_DUP2, 1, 2),
+                    (os.POSIX_SPAWN_DUP2, life_r, 3),
                 ],
                 setsid=True,
             )
         except BaseException:
-            os.close(write_end)
+            os.close(log_w)
+            os.close(life_w)
             raise
         finally:
-            os.close(read_end)
-        os.set_blocking(write_end, False)
-        self._fd = write_end
+            os.close(log_r)
+            os.close(life_r)
+        os.set_blocking(log_w, False)
+        self._log, self._life = log_w, life_w
         for group in sorted(self._groups):  # a fresh pipe holds thousands of these
             if not self._send(f"+{group}\n"):
-                raise OSError(errno.EPIPE, "the step guard does not read its pipe")
+                raise OSError(errno.EPIPE, "the step guard does not take its log")
+
+
+def _above_3(fd: int) -> int:
+    if fd > 3:
+        return fd
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 4)
+    os.close(fd)
+    return high
 
 
 _guard = _Guard()
