@@ -288,12 +288,23 @@ class _Guard:
         self._log = self._life = -1
         self._groups: set[int] = set()
 
-    def hold(self, pgid: int) -> None:
-        """Register `pgid`; raises OSError when no guard can be started."""
+    def hold(self, pgid: int) -> int:
+        """Register `pgid`; return the guard's pid (see `revive`). Raises OSError when
+        no guard can be started."""
         with self._lock:
             self._groups.add(pgid)
             if not self._pid or not self._send(f"+{pgid}\n"):
                 self._restart()
+            return self._pid
+
+    def revive(self, pid: int) -> int:
+        """If guard `pid` is still ours and has died (a stray kill), start another,
+        which learns every group still registered. Returns the current guard's pid."""
+        with self._lock:
+            if pid == self._pid and _child_exited(pid):
+                with contextlib.suppress(OSError):  # next hold tries again, or reports
+                    self._restart()
+            return self._pid
 
     def release(self, pgid: int) -> None:
         with self._lock:
@@ -355,6 +366,16 @@ class _Guard:
                 raise OSError(errno.EPIPE, "the step guard does not take its log")
 
 
+def _child_exited(pid: int) -> bool:
+    """Whether our child `pid` has exited (not reaped here where waitid exists)."""
+    try:
+        if hasattr(os, "waitid"):
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
 def _above_3(fd: int) -> int:
     if fd > 3:
         return fd
@@ -364,6 +385,7 @@ def _above_3(fd: int) -> int:
 
 
 _guard = _Guard()
+_GUARD_DIED = object()  # selector data of the guard's pidfd
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -406,6 +428,7 @@ def run_process(
     flush_interval: float = 0.2,
     kill_grace: float = 3.0,
     on_start: Callable[[int], None] | None = None,
+    on_running: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run `argv` in a new process group and wait for it, streaming its output.
 
@@ -414,8 +437,9 @@ def run_process(
     `kill_grace` seconds unless every member is gone by then. Failure to start the
     process (missing executable or cwd) raises OSError. `on_start(pid)` is called
     while the child is held before the command (the pid is the group id); the command
-    runs once it returns. If a callback raises, the group is killed and the exception
-    propagates.
+    runs once it returns. `on_running()` is called right after the command is released,
+    for work that can overlap with it. If a callback raises, the group is killed and the
+    exception propagates.
     """
     _check_program(argv[0], cwd, env)
     proc = subprocess.Popen(
@@ -433,6 +457,7 @@ def run_process(
     streams = [_Stream("stdout"), _Stream("stderr")]
     sel = selectors.PollSelector()  # no epoll fd to create for a short-lived child
     pidfd: int | None = None
+    guard_fd: int | None = None
     timed_out = cancelled = False
     try:
         sel.register(proc.stdout.fileno(), selectors.EVENT_READ, streams[0])
@@ -441,13 +466,20 @@ def run_process(
         pidfd = _open_pidfd(proc.pid)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, None)
-        _guard.hold(pgid)
+        guard = _guard.hold(pgid)
+        # A guard that dies while the command runs is replaced at once (its pidfd says
+        # so); without pidfds it is checked at each wake, every _POLL at most.
+        guard_fd = _open_pidfd(guard) if pidfd is not None else None
+        if guard_fd is not None:
+            sel.register(guard_fd, selectors.EVENT_READ, _GUARD_DIED)
         if on_start is not None:
             on_start(proc.pid)
         with contextlib.suppress(BrokenPipeError):  # it died while held: seen below
             proc.stdin.write(b"go\n")
             proc.stdin.flush()
         proc.stdin.close()
+        if on_running is not None:
+            on_running()
 
         start = time.monotonic()
         deadline = start + timeout if timeout is not None and timeout > 0 else math.inf
@@ -458,6 +490,12 @@ def run_process(
             now = time.monotonic()
             if exited_at == math.inf and _exited(proc):
                 exited_at = now
+                if guard_fd is not None:  # no longer its business
+                    sel.unregister(guard_fd)
+                    os.close(guard_fd)
+                    guard_fd = None
+            elif exited_at == math.inf and pidfd is None:
+                guard = _guard.revive(guard)
             running = exited_at == math.inf
             if running and term_at == math.inf:
                 if cancel is not None and cancel.is_set():
@@ -507,6 +545,14 @@ def run_process(
                 if key.data is None:  # pidfd: the child exited; reaped at the loop top
                     sel.unregister(key.fd)
                     continue
+                if key.data is _GUARD_DIED:
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    guard = _guard.revive(guard)
+                    guard_fd = _open_pidfd(guard)
+                    if guard_fd is not None:
+                        sel.register(guard_fd, selectors.EVENT_READ, _GUARD_DIED)
+                    continue
                 data = os.read(key.fd, _READ_SIZE)
                 if data:
                     out.feed(key.data, data)
@@ -526,8 +572,9 @@ def run_process(
     finally:
         _guard.release(pgid)  # (normally done in _exited)
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
+        for fd in (pidfd, guard_fd):
+            if fd is not None:
+                os.close(fd)
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
         proc.stdout.close()

@@ -369,6 +369,31 @@ def test_a_dead_guard_is_replaced_before_the_next_command(tmp_path: Path) -> Non
         caller.stdout.close()
 
 
+def test_a_guard_killed_while_a_step_runs_is_replaced_at_once(tmp_path: Path) -> None:
+    caller = _caller(
+        """
+        import core.process as cp
+        def tell(pid):
+            print(pid, cp._guard._pid, flush=True)
+        run_process(["sleep", "60"], on_start=tell)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid, guard = (int(x) for x in caller.stdout.readline().split())
+    try:
+        os.kill(guard, signal.SIGKILL)
+        wait_for(lambda: pid_gone(guard), timeout=10, what="the guard to die")
+        time.sleep(0.3)  # the step's loop starts another guard meanwhile
+        assert not pid_gone(pid)
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
 def test_the_guard_leaves_with_its_caller_and_spares_finished_steps(tmp_path: Path) -> None:
     """A finished step's background child is left alone (the recorded group is the
     reaper's business, not the guard's), and the guard does not outlive its caller."""

@@ -83,11 +83,16 @@ def run(ctx: StepContext) -> StepOutcome:
             on_output=ctx.output,
             max_output_bytes=_max_output(ctx),
             on_start=ctx.on_pid,
+            on_running=lambda: ctx.prepare_artifacts("stdout", "stderr"),
         )
     except (OSError, ValueError) as exc:
+        ctx.close_artifacts()
         return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' could not start: {exc}")
-    stdout_path = ctx.write_artifact("stdout", res.stdout)
-    stderr_path = ctx.write_artifact("stderr", res.stderr)
+    try:
+        stdout_path = ctx.write_artifact("stdout", res.stdout)
+        stderr_path = ctx.write_artifact("stderr", res.stderr)
+    finally:
+        ctx.close_artifacts()
     common: dict[str, Any] = {
         "exit_code": res.exit_code,
         "stdout_path": stdout_path,
