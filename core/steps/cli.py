@@ -63,15 +63,16 @@ def run(ctx: StepContext) -> StepOutcome:
         if not os.path.isdir(cwd):  # False (not an error) for NUL or too-long names
             return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}': cwd not found: {cwd}")
 
-    env = dict(os.environ)
-    env["CPF_RUN_ID"] = ctx.run_id
-    env["CPF_STEP_ID"] = sid
-    env.update({str(k): _env_value(v) for k, v in env_values.items()})
-
-    bad = _unspawnable(argv, cwd, env)
+    added = {"CPF_RUN_ID": ctx.run_id, "CPF_STEP_ID": sid}
+    added.update({str(k): _env_value(v) for k, v in env_values.items()})
+    # Only what the step adds is checked: inherited values came from the OS (bytes it
+    # could not decode are surrogate-escaped, and go back to it unchanged).
+    bad = _unspawnable(argv, cwd, added)
     if bad:
         return _fail(ctx, ErrorCode.ERR_STEP_FAILED, f"Step '{sid}' could not start: {bad}")
 
+    env = dict(os.environ)
+    env.update(added)
     timeout = step.get("timeout_seconds") or None
     try:
         res = run_process(
@@ -124,8 +125,9 @@ def run(ctx: StepContext) -> StepOutcome:
 
 
 def _unspawnable(argv: list[str], cwd: str | None, env: dict[str, str]) -> str | None:
-    """Why the OS cannot take this command line, working folder or environment (a NUL
-    byte or text that is not valid Unicode, often from run input), else None."""
+    """Why the OS cannot take this command line, working folder or these environment
+    variables (a NUL byte or text that is not valid Unicode, often from run input), else
+    None."""
 
     def bad(text: str) -> bool:
         return "\0" in text or limits.has_surrogate(text)
