@@ -158,11 +158,30 @@ def clean_env(base_dir: Path) -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], env: dict[str, str], expect: int) -> tuple[float, str]:
+# CPU seconds (user + system) of the timed commands and the children they waited for,
+# summed since measure() last reset it; untimed set-up commands do not count.
+_cpu = [0.0]
+
+
+def _children_cpu() -> float:
+    try:
+        import resource
+    except ImportError:  # Windows: no CPU figures
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    argv: list[str], env: dict[str, str], expect: int, *, count: bool = True
+) -> tuple[float, str]:
     """Run argv; return (seconds, stdout). Raise BenchError on an unexpected exit code."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - start
+    if count:
+        _cpu[0] += _children_cpu() - cpu
     if proc.returncode != expect:
         tail = (proc.stderr or proc.stdout).strip()[-800:]
         raise BenchError(
@@ -197,7 +216,7 @@ def make_cases(wf: dict[str, Path], cf_exe: str) -> dict[str, Case]:
 
     def waiting_run(exe: str, env: dict[str, str]) -> str:
         """A fresh waiting run (untimed): the subject of status, inspect and resume."""
-        return run_id_of(timed([exe, "run", "-f", str(wf["wait"])], env, 40)[1])
+        return run_id_of(timed([exe, "run", "-f", str(wf["wait"])], env, 40, count=False)[1])
 
     def run_resume(exe: str, env: dict[str, str]) -> float:
         t_run, out = timed([exe, "run", "-f", str(wf["wait"])], env, 40)
@@ -265,12 +284,14 @@ def measure(
     warmup: int,
     scratch: Path,
     fresh: bool = False,
-) -> dict[str, dict[str, list[float]]]:
-    """times[case][tool] = seconds per iteration. Tools alternate who goes first.
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+    """(times, cpu): [case][tool] = wall seconds, and CPU seconds of the timed commands,
+    per iteration. Tools alternate who goes first.
 
     By default each tool keeps one store for the whole session (as a user does); with
     `fresh`, every command gets a new base dir and pays for creating its store."""
     times: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
+    cpu: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
     names = list(tools)
     counter = 0
     for it in range(warmup + iterations):
@@ -278,6 +299,7 @@ def measure(
         for case_name, case in cases.items():
             for tool in order:
                 counter += 1
+                _cpu[0] = 0.0
                 if fresh:
                     base = scratch / f"base{counter}"
                     base.mkdir()
@@ -291,10 +313,11 @@ def measure(
                     elapsed = case(tools[tool], clean_env(base))
                 if it >= warmup:
                     times[case_name][tool].append(elapsed)
+                    cpu[case_name][tool].append(_cpu[0])
         done = it + 1 - warmup
         if done > 0:
             print(f"iteration {done}/{iterations} done", file=sys.stderr)
-    return times
+    return times, cpu
 
 
 def spawn_times(cpf: Path, wf: Path, iterations: int, scratch: Path) -> list[float]:
@@ -360,13 +383,29 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "n/a"
 
 
-def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n: int) -> str:
-    med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in times.items()}
+def report(
+    times: dict[str, dict[str, list[float]]],
+    versions: dict[str, str],
+    n: int,
+    cpu: dict[str, dict[str, list[float]]] | None = None,
+) -> str:
     out = [
         f"cpf {versions['cpf']} vs checkpointflow {versions['checkpointflow']}, "
         f"{n} iterations, Python {platform.python_version()}, {platform.platform()}",
         "",
-        "| case | cpf median ms | checkpointflow median ms | cpf / checkpointflow |",
+        *table(times, "median ms"),
+    ]
+    if cpu is not None:
+        # CPU time moves less than wall time on a busy machine: a second opinion.
+        out += ["", "CPU time (user + system, the command and its children):", ""]
+        out += table(cpu, "median CPU ms")
+    return "\n".join(out)
+
+
+def table(data: dict[str, dict[str, list[float]]], what: str) -> list[str]:
+    med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in data.items()}
+    out = [
+        f"| case | cpf {what} | checkpointflow {what} | cpf / checkpointflow |",
         "| --- | ---: | ---: | ---: |",
     ]
     for case, m in med.items():
@@ -375,7 +414,7 @@ def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n
             f"{ratio(m['cpf'], m['checkpointflow'])} |"
         )
     if "run (200 steps)" not in med or "run (1 step)" not in med:
-        return "\n".join(out)
+        return out
     per_step = {
         tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
         for tool in ("cpf", "checkpointflow")
@@ -385,7 +424,7 @@ def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n
         f"{ms(per_step['checkpointflow'])} | "
         f"{ratio(per_step['cpf'], per_step['checkpointflow'])} |"
     )
-    return "\n".join(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             cases = select_cases(make_cases(write_workflows(wf_dir), str(cf)), args.only)
             if not cases:
                 parser.error(f"no case matches --only {args.only}")
-            times = measure(
+            times, cpu = measure(
                 tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
             )
             spawn = (
@@ -445,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
     print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
-    print(report(times, versions, args.iterations))
+    print(report(times, versions, args.iterations, cpu if os.name == "posix" else None))
     if spawn is not None:
         print(
             f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
