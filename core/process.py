@@ -29,7 +29,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import fcntl
 import math
 import os
 import selectors
@@ -253,6 +252,7 @@ def _check_program(program: str, cwd: str | None, env: Mapping[str, str] | None)
 # around (`kill 0` cannot reach it anyway: it has a session of its own).
 _GUARD_SCRIPT = """\
 trap '' HUP INT TERM
+cd /
 IFS= read -r _ <&3
 g=' '
 while IFS= read -r l; do
@@ -275,7 +275,8 @@ class _Guard:
 
     def __init__(self) -> None:
         self._forget()
-        os.register_at_fork(after_in_child=self._forget)
+        if hasattr(os, "register_at_fork"):  # POSIX (the module imports elsewhere too)
+            os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
         # In a forked child: close the parent's ends, so its guard sees EOF when it dies.
@@ -335,6 +336,8 @@ class _Guard:
             self._pid, self._log, self._life = 0, -1, -1
         # All four non-inheritable, and above the fds the guard gets (0-3) so that no
         # file action below clobbers another's source (an executor with 0-2 closed).
+        import fcntl
+
         log_r, log_w, life_r, life_w = (_above_3(fd) for fd in (*os.pipe(), *os.pipe()))
         try:
             if hasattr(fcntl, "F_SETPIPE_SZ"):
@@ -379,6 +382,8 @@ def _child_exited(pid: int) -> bool:
 def _above_3(fd: int) -> int:
     if fd > 3:
         return fd
+    import fcntl
+
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 4)
     os.close(fd)
     return high

@@ -369,6 +369,33 @@ def test_a_dead_guard_is_replaced_before_the_next_command(tmp_path: Path) -> Non
         caller.stdout.close()
 
 
+def test_a_guard_whose_log_is_full_is_replaced(tmp_path: Path) -> None:
+    """The guard's log pipe fills up after many steps (a page here: ~300 steps); a fresh
+    guard takes over with the groups still running, and still kills them."""
+    caller = _caller(
+        """
+        import core.process as cp
+        cp._GUARD_LOG_BYTES = 4096
+        guards = set()
+        for _ in range(400):
+            run_process(["true"])
+            guards.add(cp._guard._pid)
+        assert len(guards) > 1, guards
+        run_process(["sleep", "60"], on_start=show)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid = int(caller.stdout.readline())
+    try:
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
 def test_a_guard_killed_while_a_step_runs_is_replaced_at_once(tmp_path: Path) -> None:
     caller = _caller(
         """
