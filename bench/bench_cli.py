@@ -4,8 +4,9 @@ Run by hand from the repository root:
 
     python bench/bench_cli.py                 # 15 iterations
     python bench/bench_cli.py -n 30 --cpf /path/to/cpf
-    python bench/bench_cli.py -n 3 --database-url postgresql+psycopg://u:p@host/db \
-        --cases "run (1 step)" "run (200 steps)"   # cpf on PostgreSQL vs cpf on SQLite
+    python bench/bench_cli.py -n 9 --only per-step    # just run1 and run200
+    python bench/bench_cli.py -n 3 --only per-step \
+        --database-url postgresql+psycopg://u:p@host/db   # cpf on PostgreSQL vs cpf on SQLite
 
 On first use it creates bench/.venv-checkpointflow with checkpointflow==1.10.0 from PyPI.
 Both tools run the same generated workflows, alternating per iteration, each measurement in
@@ -165,11 +166,30 @@ def clean_env(base_dir: Path, tool: str = "") -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], env: dict[str, str], expect: int) -> tuple[float, str]:
+# CPU seconds (user + system) of the timed commands and the children they waited for,
+# summed since measure() last reset it; untimed set-up commands do not count.
+_cpu = [0.0]
+
+
+def _children_cpu() -> float:
+    try:
+        import resource
+    except ImportError:  # Windows: no CPU figures
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    argv: list[str], env: dict[str, str], expect: int, *, count: bool = True
+) -> tuple[float, str]:
     """Run argv; return (seconds, stdout). Raise BenchError on an unexpected exit code."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - start
+    if count:
+        _cpu[0] += _children_cpu() - cpu
     if proc.returncode != expect:
         tail = (proc.stderr or proc.stdout).strip()[-800:]
         raise BenchError(
@@ -204,7 +224,7 @@ def make_cases(wf: dict[str, Path], cf_exe: str) -> dict[str, Case]:
 
     def waiting_run(exe: str, env: dict[str, str]) -> str:
         """A fresh waiting run (untimed): the subject of status, inspect and resume."""
-        return run_id_of(timed([exe, "run", "-f", str(wf["wait"])], env, 40)[1])
+        return run_id_of(timed([exe, "run", "-f", str(wf["wait"])], env, 40, count=False)[1])
 
     def run_resume(exe: str, env: dict[str, str]) -> float:
         t_run, out = timed([exe, "run", "-f", str(wf["wait"])], env, 40)
@@ -249,6 +269,18 @@ def make_cases(wf: dict[str, Path], cf_exe: str) -> dict[str, Case]:
     }
 
 
+PER_STEP_CASES = ("run (1 step)", "run (200 steps)")
+
+
+def select_cases(cases: dict[str, Case], only: list[str] | None) -> dict[str, Case]:
+    """The cases named by --only (prefixes of case names; "per-step": run1 and run200)."""
+    if not only:
+        return cases
+    prefixes = [p for name in only for p in PER_STEP_CASES if name == "per-step"]
+    prefixes += [name for name in only if name != "per-step"]
+    return {name: case for name, case in cases.items() if name.startswith(tuple(prefixes))}
+
+
 def resume_argv(exe: str, run_id: str) -> list[str]:
     return [exe, "resume", "--run-id", run_id, "--event", RESUME_EVENT, "--input", RESUME_PAYLOAD]
 
@@ -260,12 +292,14 @@ def measure(
     warmup: int,
     scratch: Path,
     fresh: bool = False,
-) -> dict[str, dict[str, list[float]]]:
-    """times[case][tool] = seconds per iteration. Tools alternate who goes first.
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+    """(times, cpu): [case][tool] = wall seconds, and CPU seconds of the timed commands,
+    per iteration. Tools alternate who goes first.
 
     By default each tool keeps one store for the whole session (as a user does); with
     `fresh`, every command gets a new base dir and pays for creating its store."""
     times: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
+    cpu: dict[str, dict[str, list[float]]] = {c: {t: [] for t in tools} for c in cases}
     names = list(tools)
     counter = 0
     for it in range(warmup + iterations):
@@ -273,6 +307,7 @@ def measure(
         for case_name, case in cases.items():
             for tool in order:
                 counter += 1
+                _cpu[0] = 0.0
                 if fresh:
                     base = scratch / f"base{counter}"
                     base.mkdir()
@@ -286,10 +321,11 @@ def measure(
                     elapsed = case(tools[tool], clean_env(base, tool))
                 if it >= warmup:
                     times[case_name][tool].append(elapsed)
+                    cpu[case_name][tool].append(_cpu[0])
         done = it + 1 - warmup
         if done > 0:
             print(f"iteration {done}/{iterations} done", file=sys.stderr)
-    return times
+    return times, cpu
 
 
 def spawn_times(cpf: Path, wf: Path, iterations: int, scratch: Path) -> list[float]:
@@ -355,28 +391,41 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "n/a"
 
 
-def report(times: dict[str, dict[str, list[float]]], versions: dict[str, str], n: int) -> str:
-    med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in times.items()}
-    a, b = versions
+def report(
+    times: dict[str, dict[str, list[float]]],
+    versions: dict[str, str],
+    n: int,
+    cpu: dict[str, dict[str, list[float]]] | None = None,
+) -> str:
+    a, b = versions  # the timed tool first, the one it is compared with second
     out = [
         f"{a} {versions[a]} vs {b} {versions[b]}, "
         f"{n} iterations, Python {platform.python_version()}, {platform.platform()}",
         "",
-        f"| case | {a} median ms | {b} median ms | {a} / {b} |",
-        "| --- | ---: | ---: | ---: |",
+        *table(times, "median ms", a, b),
     ]
+    if cpu is not None:
+        # CPU time moves less than wall time on a busy machine: a second opinion.
+        out += ["", "CPU time (user + system, the command and its children):", ""]
+        out += table(cpu, "median CPU ms", a, b)
+    return "\n".join(out)
+
+
+def table(data: dict[str, dict[str, list[float]]], what: str, a: str, b: str) -> list[str]:
+    med = {c: {t: statistics.median(v) for t, v in per.items()} for c, per in data.items()}
+    out = [f"| case | {a} {what} | {b} {what} | {a} / {b} |", "| --- | ---: | ---: | ---: |"]
     for case, m in med.items():
         out.append(f"| {case} | {ms(m[a])} | {ms(m[b])} | {ratio(m[a], m[b])} |")
-    if "run (200 steps)" in med and "run (1 step)" in med:
-        per_step = {
-            tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199
-            for tool in (a, b)
-        }
-        out.append(
-            f"| per-step overhead ((run200 - run1) / 199) | {ms(per_step[a])} | "
-            f"{ms(per_step[b])} | {ratio(per_step[a], per_step[b])} |"
-        )
-    return "\n".join(out)
+    if "run (200 steps)" not in med or "run (1 step)" not in med:
+        return out
+    per_step = {
+        tool: (med["run (200 steps)"][tool] - med["run (1 step)"][tool]) / 199 for tool in (a, b)
+    }
+    out.append(
+        f"| per-step overhead ((run200 - run1) / 199) | {ms(per_step[a])} | "
+        f"{ms(per_step[b])} | {ratio(per_step[a], per_step[b])} |"
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +433,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--iterations", type=int, default=15, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--cpf", type=Path, default=None, help="cpf executable to time")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CASE",
+        help="time only cases whose name starts with CASE (repeatable); 'per-step' "
+        "selects the two runs the per-step overhead comes from, and skips the spawn row",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="time cpf on this database (CPF_DATABASE_URL, e.g. postgresql+psycopg://...) "
+        "against cpf on SQLite, instead of checkpointflow; runs accumulate in it",
+    )
     parser.add_argument(
         "--fresh-store",
         action="store_true",
@@ -395,15 +457,6 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"checkpointflow cpf executable (default: bench/.venv-checkpointflow, "
         f"created with checkpointflow=={CF_VERSION})",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="time cpf on this database (CPF_DATABASE_URL, e.g. postgresql+psycopg://...) "
-        "against cpf on SQLite, instead of checkpointflow; runs accumulate in it",
-    )
-    parser.add_argument(
-        "--cases", nargs="+", default=None, help="time only these cases (names as reported)"
     )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0:
@@ -426,18 +479,16 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(tmp)
             wf_dir = scratch / "workflows"
             wf_dir.mkdir()
-            cases = make_cases(write_workflows(wf_dir), str(cf) if cf.name else "")
-            if args.cases:
-                unknown = set(args.cases) - set(cases)
-                if unknown:
-                    parser.error(f"unknown cases {sorted(unknown)}; cases: {list(cases)}")
-                cases = {name: case for name, case in cases.items() if name in args.cases}
-            times = measure(
+            cf_exe = str(cf) if cf.name else ""
+            cases = select_cases(make_cases(write_workflows(wf_dir), cf_exe), args.only)
+            if not cases:
+                parser.error(f"no case matches --only {args.only}")
+            times, cpu = measure(
                 tools, cases, args.iterations, args.warmup, scratch, fresh=args.fresh_store
             )
             spawn = (
-                []
-                if args.database_url
+                None
+                if args.only or args.database_url
                 else spawn_times(cpf, wf_dir / "wait.yaml", args.iterations, scratch)
             )
     except BenchError as exc:
@@ -447,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 1
     print("store: " + ("fresh per command" if args.fresh_store else "one per tool, kept"))
-    print(report(times, versions, args.iterations))
-    if spawn:
+    print(report(times, versions, args.iterations, cpu if os.name == "posix" else None))
+    if spawn is not None:
         print(
             f'\nexecutor spawn (TUI "Starting run…" until the run row exists), cpf: '
             f"median {ms(statistics.median(spawn))} ms, max {ms(max(spawn))} ms"

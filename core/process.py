@@ -7,11 +7,16 @@ and everything it spawns share a process group that can be signalled as a whole
 Crash safety: the child is first a tiny `sh` that waits on a pipe (its stdin) before
 it becomes the command. `on_start(pid)` runs in that window, so the caller can commit
 the process group to the store before the command can do anything; a caller that dies
-first closes the pipe and the command never runs. On Linux the child also gets
-PR_SET_PDEATHSIG=SIGKILL (kept across exec), so the command dies with the thread that
-started it; that thread always outlives it here, since it waits for the child before
-returning. Grandchildren are stopped through the recorded group by whoever notices
-the dead executor (core.liveness).
+first closes the pipe and the command never runs. Before the command is released its
+group is also registered with the guard: one small `sh` per executor process, in a
+session of its own, that reads group ids from a pipe and, when that pipe reaches EOF
+(this process died, however), SIGKILLs every group still registered. So the whole
+group of a running step (background children too) dies with its executor even if
+nothing reads the run again, for the price of two short pipe writes per step (a
+`setpriv --pdeathsig` exec cost ~1.5 ms a step and killed only the direct child). A
+group leaves the guard when its leader exits, before the leader is reaped, so a
+reused pgid is never killed; what the leader left running is stopped through the
+recorded group by whoever notices the dead executor (core.liveness).
 
 Both pipes are read in the calling thread with a poll selector, 64 KiB at a time, so
 there is no thread per step and a trivial command costs little more than fork/exec.
@@ -24,14 +29,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import functools
 import math
 import os
 import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -66,6 +69,8 @@ def _held(argv: list[str]) -> list[str]:
     if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in _POSIX_SHELLS:
         return [argv[0], "-c", f"{_HOLD_LINE}\n{argv[2]}"]
     return [SYSTEM_SHELL, "-c", _HOLD_SCRIPT, "cpf-step", *argv]
+
+
 _HELD_EXIT = 125
 
 Batch = list[tuple[str, str]]
@@ -240,54 +245,170 @@ def _check_program(program: str, cwd: str | None, env: Mapping[str, str] | None)
     raise (PermissionError if found else FileNotFoundError)(code, os.strerror(code), program)
 
 
-@functools.cache
-def _death_signal() -> tuple[tuple[str, ...], Callable[[], None] | None]:
-    """How a child gets SIGKILL when the thread that started it dies, on Linux: an argv
-    prefix `setpriv --pdeathsig KILL --` (util-linux >= 2.33; one more exec, ~2 ms of
-    CPU), else a preexec function calling prctl (which makes Popen fork instead of
-    vfork: ~10 ms of CPU a step with a store-sized parent). Nothing elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return (), None
-    setpriv = shutil.which("setpriv")
-    if setpriv is not None:
-        prefix = (setpriv, "--pdeathsig", "KILL", "--")
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            probe = subprocess.run(
-                [*prefix, SYSTEM_SHELL, "-c", ":"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=10,
+# The guard's script. It sleeps on fd 3, a pipe nothing is ever written to, until EOF:
+# this process is gone. Only then does it read its stdin, the log of group ids ("+pgid"
+# registers one, "-pgid" releases it), and SIGKILL each group left. So a step costs two
+# writes into a pipe buffer and wakes nobody. It ignores the signals a step may send
+# around (`kill 0` cannot reach it anyway: it has a session of its own).
+_GUARD_SCRIPT = """\
+trap '' HUP INT TERM
+cd /
+IFS= read -r _ <&3
+g=' '
+while IFS= read -r l; do
+  case $l in
+    +*) g="$g${l#+} " ;;
+    -*) case $g in *" ${l#-} "*) g="${g%% ${l#-} *} ${g#* ${l#-} }" ;; esac ;;
+  esac
+done
+for p in $g; do kill -KILL -"$p"; done 2>/dev/null
+"""
+# The log pipe is made this big where the OS lets us (Linux: 1 MiB, ~70,000 steps);
+# when it is full, a fresh guard takes over with the groups that are still running.
+_GUARD_LOG_BYTES = 1 << 20
+
+
+class _Guard:
+    """This process's guard (see the module doc): started on first use, and again if
+    it died or its log is full (then told every group still registered). A forked child
+    of this process starts its own."""
+
+    def __init__(self) -> None:
+        self._forget()
+        if hasattr(os, "register_at_fork"):  # POSIX (the module imports elsewhere too)
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        # In a forked child: close the parent's ends, so its guard sees EOF when it dies.
+        for fd in (getattr(self, "_log", -1), getattr(self, "_life", -1)):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._log = self._life = -1
+        self._groups: set[int] = set()
+
+    def hold(self, pgid: int) -> int:
+        """Register `pgid`; return the guard's pid (see `revive`). Raises OSError when
+        no guard can be started."""
+        with self._lock:
+            self._groups.add(pgid)
+            if not self._pid or not self._send(f"+{pgid}\n"):
+                self._restart()
+            return self._pid
+
+    def revive(self, pid: int) -> int:
+        """If guard `pid` is still ours and has died (a stray kill), start another,
+        which learns every group still registered. Returns the current guard's pid."""
+        with self._lock:
+            if pid == self._pid and _child_exited(pid):
+                with contextlib.suppress(OSError):  # next hold tries again, or reports
+                    self._restart()
+            return self._pid
+
+    def release(self, pgid: int) -> None:
+        with self._lock:
+            if pgid not in self._groups:
+                return
+            self._groups.discard(pgid)
+            if not self._send(f"-{pgid}\n"):
+                # A guard that cannot be told would keep a stale id: replace it.
+                with contextlib.suppress(OSError):
+                    self._restart()
+
+    def _send(self, line: str) -> bool:
+        data = line.encode()
+        try:
+            return os.write(self._log, data) == len(data)  # < PIPE_BUF: all or nothing
+        except OSError:  # full (EAGAIN), or the guard is gone (EPIPE)
+            return False
+
+    def _restart(self) -> None:
+        if self._pid:
+            # Killed before its pipes close: alive, it would take that for our death.
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            os.close(self._log)
+            os.close(self._life)
+            self._pid, self._log, self._life = 0, -1, -1
+        # All four non-inheritable, and above the fds the guard gets (0-3) so that no
+        # file action below clobbers another's source (an executor with 0-2 closed).
+        import fcntl
+
+        log_r, log_w, life_r, life_w = (_above_3(fd) for fd in (*os.pipe(), *os.pipe()))
+        try:
+            if hasattr(fcntl, "F_SETPIPE_SZ"):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(log_w, fcntl.F_SETPIPE_SZ, _GUARD_LOG_BYTES)
+            self._pid = os.posix_spawn(
+                SYSTEM_SHELL,
+                [SYSTEM_SHELL, "-c", _GUARD_SCRIPT, "cpf-guard"],
+                {"LC_ALL": "C"},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, log_r, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                    (os.POSIX_SPAWN_DUP2, life_r, 3),
+                ],
+                setsid=True,
             )
-            if probe.returncode == 0:
-                return prefix, None
-    return (), _pdeathsig_hook()
+        except BaseException:
+            os.close(log_w)
+            os.close(life_w)
+            raise
+        finally:
+            os.close(log_r)
+            os.close(life_r)
+        os.set_blocking(log_w, False)
+        self._log, self._life = log_w, life_w
+        for group in sorted(self._groups):  # a fresh pipe holds thousands of these
+            if not self._send(f"+{group}\n"):
+                raise OSError(errno.EPIPE, "the step guard does not take its log")
 
 
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A preexec function: PR_SET_PDEATHSIG=SIGKILL through prctl, or None.
-
-    It only calls a resolved C function and two syscalls: no locks or imports, which
-    is what makes a preexec function safe while other threads run."""
+def _child_exited(pid: int) -> bool:
+    """Whether our child `pid` has exited (not reaped here where waitid exists)."""
     try:
-        import ctypes
+        if hasattr(os, "waitid"):
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, ImportError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
 
-    def hook() -> None:
-        parent = os.getppid()
-        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
-        # Orphaned before the prctl took effect. (Orphaned even earlier, the hold
-        # reads EOF: the pipe's only writer is gone.)
-        if os.getppid() != parent:
-            os._exit(_HELD_EXIT)
+def _above_3(fd: int) -> int:
+    if fd > 3:
+        return fd
+    import fcntl
 
-    return hook
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 4)
+    os.close(fd)
+    return high
+
+
+_guard = _Guard()
+_GUARD_DIED = object()  # selector data of the guard's pidfd
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the direct child has exited; if so it is reaped. Its group leaves the
+    guard first, while the unreaped child still holds the number, so the guard can never
+    kill a group that reused it."""
+    if proc.returncode is None:
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:  # macOS: reaped first, a tiny window
+            if proc.poll() is None:
+                return False
+        else:
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+                if waitid(os.P_PID, proc.pid, flags) is None:
+                    return False
+    _guard.release(proc.pid)
+    return proc.poll() is not None
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -312,6 +433,7 @@ def run_process(
     flush_interval: float = 0.2,
     kill_grace: float = 3.0,
     on_start: Callable[[int], None] | None = None,
+    on_running: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run `argv` in a new process group and wait for it, streaming its output.
 
@@ -320,20 +442,19 @@ def run_process(
     `kill_grace` seconds unless every member is gone by then. Failure to start the
     process (missing executable or cwd) raises OSError. `on_start(pid)` is called
     while the child is held before the command (the pid is the group id); the command
-    runs once it returns. If a callback raises, the group is killed and the exception
-    propagates.
+    runs once it returns. `on_running()` is called right after the command is released,
+    for work that can overlap with it. If a callback raises, the group is killed and the
+    exception propagates.
     """
     _check_program(argv[0], cwd, env)
-    prefix, preexec = _death_signal()
     proc = subprocess.Popen(
-        [*prefix, *_held(argv)],
+        _held(argv),
         cwd=cwd,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=preexec,
     )
     pgid = proc.pid  # session leader => its pid is the group id
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -341,6 +462,7 @@ def run_process(
     streams = [_Stream("stdout"), _Stream("stderr")]
     sel = selectors.PollSelector()  # no epoll fd to create for a short-lived child
     pidfd: int | None = None
+    guard_fd: int | None = None
     timed_out = cancelled = False
     try:
         sel.register(proc.stdout.fileno(), selectors.EVENT_READ, streams[0])
@@ -349,12 +471,20 @@ def run_process(
         pidfd = _open_pidfd(proc.pid)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, None)
+        guard = _guard.hold(pgid)
+        # A guard that dies while the command runs is replaced at once (its pidfd says
+        # so); without pidfds it is checked at each wake, every _POLL at most.
+        guard_fd = _open_pidfd(guard) if pidfd is not None else None
+        if guard_fd is not None:
+            sel.register(guard_fd, selectors.EVENT_READ, _GUARD_DIED)
         if on_start is not None:
             on_start(proc.pid)
         with contextlib.suppress(BrokenPipeError):  # it died while held: seen below
             proc.stdin.write(b"go\n")
             proc.stdin.flush()
         proc.stdin.close()
+        if on_running is not None:
+            on_running()
 
         start = time.monotonic()
         deadline = start + timeout if timeout is not None and timeout > 0 else math.inf
@@ -363,8 +493,14 @@ def run_process(
         kill_sent = False
         while True:
             now = time.monotonic()
-            if exited_at == math.inf and proc.poll() is not None:
+            if exited_at == math.inf and _exited(proc):
                 exited_at = now
+                if guard_fd is not None:  # no longer its business
+                    sel.unregister(guard_fd)
+                    os.close(guard_fd)
+                    guard_fd = None
+            elif exited_at == math.inf and pidfd is None:
+                guard = _guard.revive(guard)
             running = exited_at == math.inf
             if running and term_at == math.inf:
                 if cancel is not None and cancel.is_set():
@@ -414,6 +550,14 @@ def run_process(
                 if key.data is None:  # pidfd: the child exited; reaped at the loop top
                     sel.unregister(key.fd)
                     continue
+                if key.data is _GUARD_DIED:
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    guard = _guard.revive(guard)
+                    guard_fd = _open_pidfd(guard)
+                    if guard_fd is not None:
+                        sel.register(guard_fd, selectors.EVENT_READ, _GUARD_DIED)
+                    continue
                 data = os.read(key.fd, _READ_SIZE)
                 if data:
                     out.feed(key.data, data)
@@ -431,9 +575,11 @@ def run_process(
             proc.wait()
         raise
     finally:
+        _guard.release(pgid)  # (normally done in _exited)
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
+        for fd in (pidfd, guard_fd):
+            if fd is not None:
+                os.close(fd)
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
         proc.stdout.close()

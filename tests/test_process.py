@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pid_gone
+from conftest import pid_gone, wait_for
 
 from core.process import (
     SYSTEM_SHELL,
     ProcessResult,
     ShellError,
-    _death_signal,
     build_argv,
     run_process,
 )
@@ -317,34 +316,132 @@ def test_a_caller_killed_while_the_command_is_held_never_runs_it(tmp_path: Path)
         caller.stdout.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-@pytest.mark.parametrize("how", ["default", "prctl"])
-def test_the_command_dies_with_its_caller_even_from_a_thread(tmp_path: Path, how: str) -> None:
-    """PR_SET_PDEATHSIG: SIGKILL to the caller kills the direct child (nothing else
-    stops it: no one reaps or signals its group). Started from a non-main thread,
-    which stays alive while the child runs. "prctl": the fallback without setpriv."""
-    if how == "default" and not any(_death_signal()):
-        pytest.skip("no way to set PR_SET_PDEATHSIG here")
-    fallback = "import core.process as cp\ncp._death_signal = lambda: ((), cp._pdeathsig_hook())\n"
-    body = textwrap.dedent(
-        """
-        worker = threading.Thread(target=run_process, args=(["sleep", "60"],),
-                                  kwargs={"on_start": show})
-        worker.start()
-        worker.join()
-        """
-    )
-    caller = _caller((fallback if how == "prctl" else "") + body, tmp_path)
+def _read_pid(path: Path) -> int:
+    return int(wait_for(lambda: path.exists() and path.read_text().strip(), what=str(path)))
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_the_whole_group_dies_with_its_caller(tmp_path: Path, where: str) -> None:
+    """SIGKILL to the caller: the guard kills the step's group, its direct child and a
+    background child alike, though nobody reaps or signals anything. The step's own
+    `kill -TERM 0` (TERM ignored) cannot take the guard down with it."""
+    bg = tmp_path / "bg.pid"
+    script = f"trap '' TERM; kill -TERM 0; sleep 60 & echo $! > {bg}; exec sleep 60"
+    call = f"run_process(['/bin/sh', '-c', {script!r}], on_start=show)"
+    if where == "thread":
+        call = f"worker = threading.Thread(target=lambda: {call})\nworker.start()\nworker.join()"
+    caller = _caller(call + "\n", tmp_path)
     assert caller.stdout is not None
     pid = int(caller.stdout.readline())
     try:
-        time.sleep(0.2)  # the child is released and runs `sleep`
+        child = _read_pid(bg)
+        assert not pid_gone(pid) and not pid_gone(child)
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+        assert pid_gone(child)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
+def test_a_dead_guard_is_replaced_before_the_next_command(tmp_path: Path) -> None:
+    caller = _caller(
+        """
+        import core.process as cp, os, signal
+        run_process(["true"])
+        assert cp._guard._pid > 0
+        os.kill(cp._guard._pid, signal.SIGKILL)  # lost, as by a stray kill
+        run_process(["sleep", "60"], on_start=show)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid = int(caller.stdout.readline())
+    try:
+        time.sleep(0.2)
         assert not pid_gone(pid)
         caller.kill()
         caller.wait()
         wait_group_dead(pid, within=10)
     finally:
         kill_group(pid)
+        caller.stdout.close()
+
+
+def test_a_guard_whose_log_is_full_is_replaced(tmp_path: Path) -> None:
+    """The guard's log pipe fills up after many steps (a page here: ~300 steps); a fresh
+    guard takes over with the groups still running, and still kills them."""
+    caller = _caller(
+        """
+        import core.process as cp
+        cp._GUARD_LOG_BYTES = 4096
+        guards = set()
+        for _ in range(400):
+            run_process(["true"])
+            guards.add(cp._guard._pid)
+        assert len(guards) > 1, guards
+        run_process(["sleep", "60"], on_start=show)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid = int(caller.stdout.readline())
+    try:
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
+def test_a_guard_killed_while_a_step_runs_is_replaced_at_once(tmp_path: Path) -> None:
+    caller = _caller(
+        """
+        import core.process as cp
+        def tell(pid):
+            print(pid, cp._guard._pid, flush=True)
+        run_process(["sleep", "60"], on_start=tell)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    pid, guard = (int(x) for x in caller.stdout.readline().split())
+    try:
+        os.kill(guard, signal.SIGKILL)
+        wait_for(lambda: pid_gone(guard), timeout=10, what="the guard to die")
+        time.sleep(0.3)  # the step's loop starts another guard meanwhile
+        assert not pid_gone(pid)
+        caller.kill()
+        caller.wait()
+        wait_group_dead(pid, within=10)
+    finally:
+        kill_group(pid)
+        caller.stdout.close()
+
+
+def test_the_guard_leaves_with_its_caller_and_spares_finished_steps(tmp_path: Path) -> None:
+    """A finished step's background child is left alone (the recorded group is the
+    reaper's business, not the guard's), and the guard does not outlive its caller."""
+    caller = _caller(
+        """
+        import core.process as cp
+        r = run_process(["/bin/sh", "-c", "sleep 60 & echo $!"])
+        print(int(r.stdout), cp._guard._pid, flush=True)
+        """,
+        tmp_path,
+    )
+    assert caller.stdout is not None
+    left, guard = (int(x) for x in caller.stdout.readline().split())
+    try:
+        assert caller.wait(timeout=30) == 0
+        wait_for(lambda: pid_gone(guard), timeout=10, what="the guard to leave")
+        time.sleep(0.2)
+        assert not pid_gone(left)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
         caller.stdout.close()
 
 
