@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -177,6 +178,29 @@ def wait_for(
 
 def step_results_for(inspect_env: dict[str, Any], step_id: str) -> list[dict[str, Any]]:
     return [r for r in inspect_env["result"]["step_results"] if r["step_id"] == step_id]
+
+
+def kill_unguarded(executor: subprocess.Popen[Any]) -> None:
+    """kill -9 an executor whose step guard (core.process) died first, as if a stray
+    signal had taken the guard: the running step's group then outlives the executor.
+    The executor is stopped first, so it cannot start a new guard in between."""
+    os.kill(executor.pid, signal.SIGSTOP)
+    guards = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[stat.rfind(b")") + 2 :].split()[1]) == executor.pid and b"cpf-guard" in argv:
+            guards.append(int(name))
+    assert guards, f"no step guard under executor {executor.pid}"
+    for pid in guards:
+        os.kill(pid, signal.SIGKILL)
+    executor.send_signal(signal.SIGKILL)
+    executor.wait(timeout=30)
 
 
 def pid_gone(pid: int) -> bool:

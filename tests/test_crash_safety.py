@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import CpfRunner, pid_gone, wait_for
+from conftest import CpfRunner, kill_unguarded, pid_gone, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -133,17 +133,6 @@ def group_alive(pgid: int) -> list[int]:
         if fields and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.append(int(name))
     return members
-
-
-def _guard_of(executor: int) -> int:
-    """The executor's step guard: its child running `sh -c ... cpf-guard`."""
-    for name in os.listdir("/proc"):
-        fields = _stat_fields(name) if name.isdigit() else None
-        if fields and int(fields[1]) == executor:
-            with contextlib.suppress(OSError):
-                if b"cpf-guard" in Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0"):
-                    return int(name)
-    raise AssertionError(f"no step guard under executor {executor}")
 
 
 def _wait_fifo(fifo: Path, executor: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -308,9 +297,7 @@ def test_retry_stops_what_a_dying_reaper_left_behind(cpf: CpfRunner, tmp_path: P
         wait_for(lambda: len(group_alive(pgid)) == 2, timeout=30, what="the locked sleep")
         # Without its guard (core.process) the executor's death leaves the group alive,
         # as if the guard had been killed by a stray signal before the executor died.
-        os.kill(_guard_of(executor.pid), signal.SIGKILL)
-        executor.send_signal(signal.SIGKILL)
-        executor.wait(timeout=30)
+        kill_unguarded(executor)
         time.sleep(0.3)
         assert len(group_alive(pgid)) == 2
         # What the reaper commits before it stops anything.
