@@ -15,7 +15,6 @@ import contextlib
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import storedb
 from conftest import CpfRunner, pid_gone, wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -275,8 +275,8 @@ def test_pdeathsig_kills_the_step_when_the_executor_dies_unobserved(
             os.kill(pid, signal.SIGKILL)
 
 
-def _store(cpf: CpfRunner) -> sqlite3.Connection:
-    return sqlite3.connect(cpf.base_dir / "cpf.db", timeout=30)
+def _store(cpf: CpfRunner) -> storedb.Sql:
+    return storedb.Sql(cpf.base_dir, cpf.env.get("CPF_DATABASE_URL"))
 
 
 def test_retry_stops_what_a_dying_reaper_left_behind(cpf: CpfRunner, tmp_path: Path) -> None:

@@ -73,10 +73,12 @@ def _scenario(svc: CheckpointService) -> list[Any]:
     return out
 
 
-def test_fast_and_plain_paths_agree(tmp_path: Path) -> None:
+def test_fast_and_plain_paths_agree(tmp_path: Path, store_url: str | None) -> None:
+    """Under the PostgreSQL switch the plain path runs on PostgreSQL: same answers."""
     answers = []
     for fast in (True, False):
-        store = Store(f"sqlite:///{tmp_path / f'{fast}.db'}")
+        plain_url = None if fast else store_url
+        store = Store(plain_url or f"sqlite:///{tmp_path / f'{fast}.db'}")
         svc = CheckpointService(store)
         svc.ss = ServiceStore(store, fast=fast)
         assert svc.ss.fast is fast
