@@ -19,6 +19,8 @@ import storedb
 
 ADMIN_URL = os.environ.get("CPF_TEST_POSTGRES_URL")
 TESTS = Path(__file__).parent
+# A bound for a loaded machine: on a quiet one the run takes a few minutes.
+TIMEOUT = 1800
 
 # Chosen for what they cover against the time they add to CI (2 cores): the engine through
 # `cpf` (runs, waits, every kind, kill -9 and retry), the store, and the service. The other
@@ -58,9 +60,13 @@ def test_engine_store_and_service_tests_pass_on_postgres() -> None:
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
         *(str(TESTS / name) for name in FILES),
     ]  # fmt: skip
-    proc = subprocess.run(
-        command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=1200
-    )
+    try:
+        proc = subprocess.run(
+            command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode()
+        pytest.fail(f"the tests on PostgreSQL took over {TIMEOUT} s:\n{out[-4000:]}")
     assert proc.returncode == 0, (
         f"the tests on PostgreSQL failed (exit {proc.returncode}):\n"
         f"{_summary(proc.stdout)}\n{proc.stderr[-2000:]}"
