@@ -14,12 +14,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import storedb
 from hypothesis import settings
 
 # `pytest --hypothesis-profile=deep ...`: long hostile-input runs by hand; CI keeps each
@@ -120,6 +121,40 @@ class CpfRunner:
         return env
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): about the SQLite store itself; skipped under "
+        f"{storedb.SWITCH} (the suite on PostgreSQL)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not storedb.on_postgres():
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}".rstrip(": ")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_databases() -> Iterator[None]:
+    """Under the PostgreSQL switch, drop whatever databases the session made."""
+    yield
+    storedb.close_all()
+
+
+@pytest.fixture
+def store_url() -> Iterator[str | None]:
+    """This test's store URL: a fresh PostgreSQL database under the switch
+    (`CPF_TEST_DATABASE_URL`, see tests/storedb.py), else None (SQLite in the base dir)."""
+    url = storedb.fresh_url()
+    yield url
+    storedb.drop_url(url)
+
+
 @pytest.fixture
 def cpf_base(tmp_path: Path) -> Path:
     base = tmp_path / "base"
@@ -135,10 +170,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cpf_env(cpf_base: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # The store must be the per-test base dir, whatever the caller's environment says.
-    env.pop("CPF_DATABASE_URL", None)
+def cpf_env(cpf_base: Path, store_url: str | None) -> dict[str, str]:
+    # The store must be the per-test one, whatever the caller's environment says.
+    env = storedb.store_env(dict(os.environ), store_url)
     env["CHECKPOINTFLOW_BASE_DIR"] = str(cpf_base)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

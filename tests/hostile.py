@@ -99,27 +99,36 @@ def check(proc: subprocess.CompletedProcess[bytes], command: str) -> dict[str, A
 
 
 class Store:
-    """Reads the SQLite store directly, to see what a refused command left behind."""
+    """Reads the store directly, to see what a refused command left behind: the SQLite
+    file of the base dir, or the database at `url` (the suite on PostgreSQL)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, url: str | None = None) -> None:
         self.db = base / "cpf.db"
+        self.url = url
 
-    def _one(self, sql: str) -> int:
+    def _row(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if self.url is not None:
+            import psycopg
+
+            libpq = "postgresql://" + self.url.split("://", 1)[1]
+            with psycopg.connect(libpq) as conn:
+                row = conn.execute(sql.replace("?", "%s"), params).fetchone()  # type: ignore[arg-type]
+            return None if row is None else row[0]
         if not self.db.exists():
-            return 0
+            return None
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            return int(conn.execute(sql).fetchone()[0])
+            row = conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
 
     def runs(self) -> int:
-        return self._one("select count(*) from runs")
+        return int(self._row("select count(*) from runs") or 0)
 
     def running(self) -> int:
-        return self._one("select count(*) from runs where status in ('running', 'created')")
+        sql = "select count(*) from runs where status in ('running', 'created')"
+        return int(self._row(sql) or 0)
 
     def status(self, run_id: str) -> str:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            row = conn.execute("select status from runs where run_id = ?", (run_id,)).fetchone()
-        return str(row[0])
+        return str(self._row("select status from runs where run_id = ?", (run_id,)))
 
 
 # -- strategies ----------------------------------------------------------------------------

@@ -697,6 +697,12 @@ def test_unusable_store_gives_persistence_envelope(
     not_a_dir = tmp_path / "regular-file"
     not_a_dir.write_text("I am not a directory\n")
     env = dict(cpf.env, CHECKPOINTFLOW_BASE_DIR=str(not_a_dir))
+    if "CPF_DATABASE_URL" in env:
+        # The suite on PostgreSQL (tests/storedb.py): the store is a database that is not there.
+        from sqlalchemy.engine import make_url
+
+        missing = make_url(env["CPF_DATABASE_URL"]).set(database="cpf_no_such_database")
+        env["CPF_DATABASE_URL"] = missing.render_as_string(hide_password=False)
     run_id = "0123456789abcdef0123456789abcdef"
     commands = [
         ["run", "-f", str(path)],

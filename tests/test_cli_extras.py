@@ -664,6 +664,7 @@ def test_an_unchanged_workflow_is_validated_once(cpf: CpfRunner, write_workflow)
     assert cpf.ok("run", "-f", str(path))["status"] == "completed"
 
 
+@pytest.mark.sqlite_only(reason="the import budget of commands on the SQLite store")
 def test_commands_on_sqlite_do_not_import_the_orm(cpf: CpfRunner, write_workflow) -> None:
     """Every command that reads or writes runs on the SQLite store (including the one
     that creates the store, and the executor the TUI spawns) runs without SQLAlchemy,
@@ -731,7 +732,8 @@ def test_import_core_is_cheap(cpf: CpfRunner) -> None:
 def test_store_under_base_dir(cpf: CpfRunner, write_workflow) -> None:
     path = write_workflow(TALKER)
     run_id = cpf.ok("run", "-f", str(path))["run_id"]
-    assert (cpf.base_dir / "cpf.db").is_file()
+    # The store itself is elsewhere under the PostgreSQL switch (tests/storedb.py).
+    assert (cpf.base_dir / "cpf.db").is_file() is ("CPF_DATABASE_URL" not in cpf.env)
     assert (cpf.base_dir / "runs" / run_id / "stdout" / "talk.txt").read_text() == "out-line\n"
     assert (cpf.base_dir / "runs" / run_id / "stderr" / "talk.txt").read_text() == "err-line\n"
 

@@ -15,7 +15,6 @@ import contextlib
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import storedb
 from conftest import CpfRunner, kill_unguarded, pid_gone, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
@@ -279,8 +279,8 @@ def test_the_step_group_dies_with_its_executor_unobserved(
                 os.kill(left, signal.SIGKILL)
 
 
-def _store(cpf: CpfRunner) -> sqlite3.Connection:
-    return sqlite3.connect(cpf.base_dir / "cpf.db", timeout=30)
+def _store(cpf: CpfRunner) -> storedb.Sql:
+    return storedb.Sql(cpf.base_dir, cpf.env.get("CPF_DATABASE_URL"))
 
 
 def test_retry_stops_what_a_dying_reaper_left_behind(cpf: CpfRunner, tmp_path: Path) -> None:

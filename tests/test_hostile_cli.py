@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import storedb
 from conftest import CPF
 from hostile import (
     ENV_WF,
@@ -46,9 +47,9 @@ class Cpf:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.base = root / "base"
-        self.store = Store(self.base)
-        self.env = {**os.environ, "CHECKPOINTFLOW_BASE_DIR": str(self.base)}
-        self.env.pop("CPF_DATABASE_URL", None)
+        url = storedb.url_for_base(self.base)
+        self.store = Store(self.base, url)
+        self.env = storedb.store_env({**os.environ, "CHECKPOINTFLOW_BASE_DIR": str(self.base)}, url)
         self.env["PYTHONDONTWRITEBYTECODE"] = "1"
         (root / "wait.yaml").write_text(WAIT_WF)
         (root / "env.yaml").write_text(ENV_WF)

@@ -20,7 +20,7 @@ class Bytes:
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
         self.env = env
-        self.store = Store(Path(env["CHECKPOINTFLOW_BASE_DIR"]))
+        self.store = Store(Path(env["CHECKPOINTFLOW_BASE_DIR"]), env.get("CPF_DATABASE_URL"))
 
     def __call__(self, *argv: bytes | str, stdin: bytes = b"", ok: set[int] | None = None) -> Any:
         args = [a if isinstance(a, bytes) else os.fsencode(a) for a in argv]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import storedb
 from snapstate_sdk import (
     AuthError,
     ConflictError,
@@ -293,7 +293,7 @@ def test_revoked_key_and_forbidden_account(srv: ServeProcess) -> None:
     unknown = srv.cpf("keys", "revoke", "--key-id", "key_nope")
     assert unknown["ok"] is False and unknown["exit_code"] == 10
     # Keys are stored as hashes only.
-    db = sqlite3.connect(srv.base / "cpf.db")
+    db = storedb.Sql(srv.base, srv.env.get("CPF_DATABASE_URL"))
     try:
         rows = db.execute("SELECT key_hash, prefix FROM svc_api_keys").fetchall()
         assert all(key not in (h, p) for h, p in rows)

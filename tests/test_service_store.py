@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.service.api import CheckpointService
+from core.service.checkpoints import MAX_STEP, checkpoint_id_for
 from core.service.common import ApiError
 from core.service.store.service_store import ServiceStore
 from core.statediff import leaf_diff
@@ -74,10 +75,12 @@ def _scenario(svc: CheckpointService) -> list[Any]:
     return out
 
 
-def test_fast_and_plain_paths_agree(tmp_path: Path) -> None:
+def test_fast_and_plain_paths_agree(tmp_path: Path, store_url: str | None) -> None:
+    """Under the PostgreSQL switch the plain path runs on PostgreSQL: same answers."""
     answers = []
     for fast in (True, False):
-        store = Store(f"sqlite:///{tmp_path / f'{fast}.db'}")
+        plain_url = None if fast else store_url
+        store = Store(plain_url or f"sqlite:///{tmp_path / f'{fast}.db'}")
         svc = CheckpointService(store)
         svc.ss = ServiceStore(store, fast=fast)
         assert svc.ss.fast is fast
@@ -179,3 +182,28 @@ def test_size_bytes_is_python_compact_json() -> None:
         expected = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
         assert size == len(expected.encode("utf-8")), (state, text, expected)
         assert json.loads(text) == state
+
+
+def test_the_largest_step_round_trips_on_either_database(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """Steps go up to MAX_STEP (2**53 - 1): saved, read, replayed and the head on SQLite and,
+    under the PostgreSQL switch, on PostgreSQL (whose INTEGER is 32 bits: it answered 503)."""
+    store = Store(store_url or f"sqlite:///{tmp_path / 'cpf.db'}")
+    try:
+        svc = CheckpointService(store)
+        first = svc.save("acct", {"workflow_id": "w", "step": 1, "state": {"a": 0}})
+        saved = svc.save(
+            "acct", {"workflow_id": "w", "step": MAX_STEP, "state": {"a": 1}},
+            if_match=first["etag"],
+        )  # fmt: skip
+        assert saved["step"] == MAX_STEP
+        assert svc.get("acct", saved["checkpoint_id"])["state"] == {"a": 1}
+        assert svc.resume("acct", "w")["latest_checkpoint"]["step"] == MAX_STEP
+        replay = svc.replay("acct", "w", from_step=2, to_step=MAX_STEP)
+        assert [c["step"] for c in replay["checkpoints"]] == [MAX_STEP]
+        with pytest.raises(ApiError) as missing:
+            svc.get("acct", checkpoint_id_for("w", MAX_STEP - 1))
+        assert missing.value.code == "NOT_FOUND"
+    finally:
+        store.close()

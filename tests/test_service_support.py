@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import storedb
 
 CPF = shutil.which("cpf") or str(Path(sys.executable).parent / "cpf")
 
@@ -33,8 +34,8 @@ def free_port() -> int:
 
 
 def cpf_env(base: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CPF_DATABASE_URL", None)
+    # The base dir's store (a database of its own under the PostgreSQL switch).
+    env = storedb.store_env(dict(os.environ), storedb.url_for_base(base))
     env.pop("CPF_WEBHOOK_ALLOW_PRIVATE", None)  # the default refuses private targets
     env["CHECKPOINTFLOW_BASE_DIR"] = str(base)
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import storedb
 from snapstate_sdk import ConflictError, NotFoundError
 from test_service_support import Receiver, ServeProcess, wait_until
 
@@ -159,7 +159,7 @@ def test_ttl_expiry_and_workflow_expired(srv: ServeProcess) -> None:
         verify(rx.requests[0], SECRET)
 
         def purged() -> bool:
-            db = sqlite3.connect(srv.base / "cpf.db")
+            db = storedb.Sql(srv.base, srv.env.get("CPF_DATABASE_URL"))
             try:
                 n = db.execute(
                     "SELECT count(*) FROM checkpoints WHERE workflow_id IN (?, ?) AND step = 0",

@@ -134,6 +134,7 @@ def test_a_group_of_another_host_instance_with_our_hostname_is_refused_untouched
         proc.wait()
 
 
+@pytest.mark.sqlite_only(reason="edits the SQLite file with sqlite3")
 def test_schema_2_store_gets_the_proc_column(tmp_path: Path) -> None:
     path = tmp_path / "cpf.db"
     Store(f"sqlite:///{path}").close()

@@ -20,8 +20,9 @@ PATHS = [pytest.param(True, id="sqlite3"), pytest.param(False, id="sqlalchemy")]
 
 
 @pytest.fixture(params=PATHS)
-def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'cpf.db'}", fast=request.param)
+def store(tmp_path: Path, request: pytest.FixtureRequest, store_url: str | None) -> Store:
+    # Under the PostgreSQL switch (tests/storedb.py) both params run on that database.
+    s = Store(store_url or f"sqlite:///{tmp_path / 'cpf.db'}", fast=request.param)
     yield s
     s.close()
 
@@ -46,6 +47,7 @@ def make_run(store: Store, **over: object) -> str:
     return str(values["run_id"])
 
 
+@pytest.mark.sqlite_only(reason="the PRAGMAs of the SQLite store")
 def test_sqlite_settings(store: Store, tmp_path: Path) -> None:
     with store.read() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -53,6 +55,7 @@ def test_sqlite_settings(store: Store, tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 
 
+@pytest.mark.sqlite_only(reason="edits the SQLite file with sqlite3")
 @pytest.mark.parametrize("fast", PATHS)
 def test_newer_store_is_refused_with_a_clear_error(tmp_path: Path, fast: bool) -> None:
     path = tmp_path / "cpf.db"
@@ -67,6 +70,7 @@ def test_newer_store_is_refused_with_a_clear_error(tmp_path: Path, fast: bool) -
     assert info.value.exit_code == 60
 
 
+@pytest.mark.sqlite_only(reason="edits the SQLite file with sqlite3")
 @pytest.mark.parametrize("fast", PATHS)
 def test_schema_1_store_is_migrated_to_the_head(tmp_path: Path, fast: bool) -> None:
     """A store of the first released schema (made before Alembic: no alembic_version)
@@ -91,6 +95,7 @@ def test_schema_1_store_is_migrated_to_the_head(tmp_path: Path, fast: bool) -> N
     assert (int(version), revision) == (SCHEMA_VERSION, HEAD_REVISION)
 
 
+@pytest.mark.sqlite_only(reason="the SQLite file's directory")
 def test_store_in_a_path_that_is_a_file(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -226,6 +231,7 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert store.list_runs(status="failed") == []
 
 
+@pytest.mark.sqlite_only(reason="the sqlite3 fast path against SQLAlchemy on SQLite")
 def test_both_paths_read_back_the_same_rows(tmp_path: Path) -> None:
     """JSON, booleans, defaults and NULLs written and read by sqlite3 with the compiled SQL
     come back exactly as SQLAlchemy writes and reads them."""
@@ -279,6 +285,7 @@ def test_compiled_sql_is_generated_from_the_tables() -> None:
     )
 
 
+@pytest.mark.sqlite_only(reason="the compiled SQLite DDL")
 def test_compiled_schema_is_the_one_sqlalchemy_creates(tmp_path: Path) -> None:
     """The store created from the compiled DDL has exactly the tables, columns and
     indexes that SQLModel's create_all makes."""
@@ -301,6 +308,7 @@ def test_compiled_schema_is_the_one_sqlalchemy_creates(tmp_path: Path) -> None:
     assert ("schema_version", str(SCHEMA_VERSION)) in schemas[0][2]
 
 
+@pytest.mark.sqlite_only(reason="the compiled SQLite DDL upgrade")
 def test_sqlite_store_of_schema_2_upgrades_without_the_orm(tmp_path: Path) -> None:
     """A schema-2 file (no step_attempts.proc, no svc_rate_windows) is upgraded by the
     compiled DDL path that `cpf` commands use on SQLite: the column and the table appear,

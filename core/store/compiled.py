@@ -10,8 +10,8 @@ without importing SQLAlchemy. See `core.store.sqlexec` and `core.store.pgexec`.
 import json
 
 # The head revision of core/store/migrations (revision 000N = schema version N).
-SCHEMA_VERSION = 4
-HEAD_REVISION = "0004"
+SCHEMA_VERSION = 5
+HEAD_REVISION = "0005"
 
 DATA = json.loads(
     r"""
@@ -32,11 +32,11 @@ DATA = json.loads(
   "CREATE INDEX IF NOT EXISTS ix_svc_deliveries_webhook ON svc_webhook_deliveries (webhook_id, id)",
   "CREATE TABLE IF NOT EXISTS svc_webhooks (\n\twebhook_id VARCHAR(64) NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\turl TEXT NOT NULL, \n\tevents JSON, \n\tsecret VARCHAR, \n\tcreated_at VARCHAR NOT NULL, \n\tPRIMARY KEY (webhook_id)\n)",
   "CREATE INDEX IF NOT EXISTS ix_svc_webhooks_account ON svc_webhooks (account)",
-  "CREATE TABLE IF NOT EXISTS svc_workflows (\n\tid INTEGER NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR(128) NOT NULL, \n\thead_id INTEGER NOT NULL, \n\thead_step INTEGER NOT NULL, \n\thead_etag VARCHAR NOT NULL, \n\ttotal INTEGER NOT NULL, \n\tstarted_at VARCHAR NOT NULL, \n\tlast_activity_at VARCHAR NOT NULL, \n\texpires_at VARCHAR, \n\tmin_expires_at VARCHAR, \n\tPRIMARY KEY (id), \n\tCONSTRAINT uq_svc_workflows UNIQUE (account, workflow_id)\n)",
+  "CREATE TABLE IF NOT EXISTS svc_workflows (\n\tid INTEGER NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR(128) NOT NULL, \n\thead_id INTEGER NOT NULL, \n\thead_step BIGINT NOT NULL, \n\thead_etag VARCHAR NOT NULL, \n\ttotal INTEGER NOT NULL, \n\tstarted_at VARCHAR NOT NULL, \n\tlast_activity_at VARCHAR NOT NULL, \n\texpires_at VARCHAR, \n\tmin_expires_at VARCHAR, \n\tPRIMARY KEY (id), \n\tCONSTRAINT uq_svc_workflows UNIQUE (account, workflow_id)\n)",
   "CREATE INDEX IF NOT EXISTS ix_svc_workflows_activity ON svc_workflows (account, last_activity_at)",
   "CREATE INDEX IF NOT EXISTS ix_svc_workflows_expires ON svc_workflows (expires_at)",
   "CREATE INDEX IF NOT EXISTS ix_svc_workflows_min_expires ON svc_workflows (min_expires_at)",
-  "CREATE TABLE IF NOT EXISTS checkpoints (\n\tid INTEGER NOT NULL, \n\tcheckpoint_id VARCHAR NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR(128) NOT NULL, \n\trun_id VARCHAR(64), \n\tstep INTEGER NOT NULL, \n\tlabel VARCHAR, \n\tstate JSON NOT NULL, \n\tmetadata JSON, \n\tetag VARCHAR NOT NULL, \n\tdiff_from_previous JSON, \n\tsize_bytes INTEGER NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\texpires_at VARCHAR, \n\tPRIMARY KEY (id), \n\tCONSTRAINT uq_checkpoint_step UNIQUE (account, workflow_id, step), \n\tFOREIGN KEY(run_id) REFERENCES runs (run_id) ON DELETE CASCADE\n)",
+  "CREATE TABLE IF NOT EXISTS checkpoints (\n\tid INTEGER NOT NULL, \n\tcheckpoint_id VARCHAR NOT NULL, \n\taccount VARCHAR(128) NOT NULL, \n\tworkflow_id VARCHAR(128) NOT NULL, \n\trun_id VARCHAR(64), \n\tstep BIGINT NOT NULL, \n\tlabel VARCHAR, \n\tstate JSON NOT NULL, \n\tmetadata JSON, \n\tetag VARCHAR NOT NULL, \n\tdiff_from_previous JSON, \n\tsize_bytes INTEGER NOT NULL, \n\tcreated_at VARCHAR NOT NULL, \n\texpires_at VARCHAR, \n\tPRIMARY KEY (id), \n\tCONSTRAINT uq_checkpoint_step UNIQUE (account, workflow_id, step), \n\tFOREIGN KEY(run_id) REFERENCES runs (run_id) ON DELETE CASCADE\n)",
   "CREATE INDEX IF NOT EXISTS ix_checkpoints_run ON checkpoints (run_id)",
   "CREATE TABLE IF NOT EXISTS events (\n\tevent_id VARCHAR(64) NOT NULL, \n\trun_id VARCHAR(64) NOT NULL, \n\tstep_id VARCHAR, \n\tkind VARCHAR(16) NOT NULL, \n\tevent_name VARCHAR, \n\tdata JSON, \n\tactor VARCHAR, \n\tsurface VARCHAR(16), \n\tcreated_at VARCHAR NOT NULL, \n\tPRIMARY KEY (event_id), \n\tFOREIGN KEY(run_id) REFERENCES runs (run_id) ON DELETE CASCADE\n)",
   "CREATE INDEX IF NOT EXISTS ix_events_run ON events (run_id, created_at)",
@@ -46,7 +46,7 @@ DATA = json.loads(
   "CREATE INDEX IF NOT EXISTS ix_output_chunks_run ON output_chunks (run_id, id)",
   "CREATE TABLE IF NOT EXISTS alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)"
  ],
- "head_revision": "0004",
+ "head_revision": "0005",
  "postgresql": {
   "queries": {
    "attempts": {
@@ -401,7 +401,7 @@ DATA = json.loads(
      "step": null,
      "workflow_id": null
     },
-    "insert": "INSERT INTO checkpoints (checkpoint_id, account, workflow_id, run_id, step, label, state, metadata, etag, diff_from_previous, size_bytes, created_at, expires_at) VALUES (%(checkpoint_id)s::VARCHAR, %(account)s::VARCHAR, %(workflow_id)s::VARCHAR, %(run_id)s::VARCHAR, %(step)s::INTEGER, %(label)s::VARCHAR, %(state)s::JSON, %(metadata)s::JSON, %(etag)s::VARCHAR, %(diff_from_previous)s::JSON, %(size_bytes)s::INTEGER, %(created_at)s::VARCHAR, %(expires_at)s::VARCHAR) RETURNING checkpoints.id",
+    "insert": "INSERT INTO checkpoints (checkpoint_id, account, workflow_id, run_id, step, label, state, metadata, etag, diff_from_previous, size_bytes, created_at, expires_at) VALUES (%(checkpoint_id)s::VARCHAR, %(account)s::VARCHAR, %(workflow_id)s::VARCHAR, %(run_id)s::VARCHAR, %(step)s::BIGINT, %(label)s::VARCHAR, %(state)s::JSON, %(metadata)s::JSON, %(etag)s::VARCHAR, %(diff_from_previous)s::JSON, %(size_bytes)s::INTEGER, %(created_at)s::VARCHAR, %(expires_at)s::VARCHAR) RETURNING checkpoints.id",
     "json": [
      "state",
      "metadata",
@@ -1335,7 +1335,7 @@ DATA = json.loads(
    "sql": "UPDATE step_attempts SET parent_id=:parent_id WHERE step_attempts.run_id = :w_run_id"
   }
  },
- "schema_version": 4,
+ "schema_version": 5,
  "tables": {
   "checkpoints": {
    "bool": [],

@@ -10,7 +10,17 @@ same on SQLite and PostgreSQL, and go into envelopes unchanged.
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 # A change to a table needs a revision: `python -m core.store.migrate revision -m "..."`
@@ -162,7 +172,8 @@ class Checkpoint(SQLModel, table=True):
         default=None,
         sa_column=Column(String(64), ForeignKey("runs.run_id", ondelete="CASCADE")),
     )
-    step: int
+    # Up to MAX_STEP (2**53 - 1): 64 bits on every database (PostgreSQL's INTEGER is 32).
+    step: int = Field(sa_type=BigInteger)
     label: str | None = None
     state: Any = _json(nullable=False)
     meta: Any = Field(default=None, sa_column=Column("metadata", JSON))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -81,7 +81,7 @@ class ApiWorkflow(SQLModel, table=True):
     account: str = Field(max_length=128)
     workflow_id: str = Field(max_length=128)
     head_id: int  # checkpoints.id of the head
-    head_step: int
+    head_step: int = Field(sa_type=BigInteger)  # up to MAX_STEP: 64 bits everywhere
     head_etag: str
     total: int = 0
     started_at: str
