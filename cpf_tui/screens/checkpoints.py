@@ -29,12 +29,13 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Select, Static
+from textual.widgets import Select, Static
 
 from cpf_tui.clock import ago, parse, stamp
 from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.screens.run_view import _at, _short
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
@@ -222,16 +223,6 @@ class CheckpointTable(VirtualTable):
 
 class CheckpointsScreen(CpfScreen):
     AREA = "checkpoints"
-    CSS = """
-    #cp-bar { height: 1; background: $panel; }
-    #cp-account { width: 26; }
-    #cp-info { width: 1fr; padding: 0 1; color: $text-muted; }
-    #cp-workflows { height: 40%; min-height: 5; }
-    #cp-lower { height: 1fr; border-top: tall $panel; }
-    #cp-checkpoints { width: 46; border-right: tall $panel; }
-    CheckpointsScreen.-wide #cp-checkpoints { width: 45%; }
-    #cp-detail { width: 1fr; padding: 0 1; }
-    """
     HELP = """\
 **Checkpoints** shows the checkpoint workflows of one account: those saved through
 `cpf serve` (the SnapState API) and, for the account `local`, every `cpf` run (marked
@@ -301,10 +292,9 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             )
             with VerticalScroll(id="cp-detail"):
                 yield self.detail
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self._where()
         self.workflow_table.focus()
         self.set_interval(POLL, self._tick)

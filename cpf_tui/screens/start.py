@@ -14,11 +14,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread, track
@@ -51,10 +52,9 @@ and the run view opens. `escape` goes back (asking first if you typed something)
             with Horizontal(classes="form-buttons"):
                 yield Button("Back", id="back", compact=True)
                 yield Button("Start run  ctrl+s", id="submit", variant="primary", compact=True)
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one(TopBar).where = f"start {self.wf.id}"
         self.call_after_refresh(self._focus_first)
 

@@ -18,13 +18,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from cpf_tui.commands import start_name
 from cpf_tui.look import display_path, palette
 from cpf_tui.nav import start_workflow
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread
 from cpf_tui.workflows import WorkflowFile, check, discover, outline
@@ -76,10 +77,9 @@ validator, with the path of each problem). The preview shows the step outline
                         yield self.yaml_view
                     with TabPane("Problems", id="tab-problems"), VerticalScroll():
                         yield self.problems_view
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one("#wf-tree", Tree).focus()
         self.run_worker(self._scan(), group="wf-scan", exclusive=True)
 
