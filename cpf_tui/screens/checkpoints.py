@@ -279,7 +279,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             yield Line("", id="cp-info")
         yield VirtualTable(
             WORKFLOW_COLUMNS,
-            empty_text=f"No checkpoint workflows in account {self.account}.",
+            empty_text=self._workflows_empty_text(),
             formatter=self._workflow_cells,
             id="cp-workflows",
         )
@@ -295,6 +295,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         yield KeyFooter()
 
     def on_mount(self) -> None:
+        self._render_info()
         self._where()
         self.workflow_table.focus()
         self.set_interval(POLL, self._tick)
@@ -361,6 +362,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             self.loaded = True
         except Exception as exc:  # the store went away: keep showing what we have
             self.error = " ".join(str(exc).split())
+            self.workflow_table.empty_text = self._workflows_empty_text()
             self._render_info()
         finally:
             self._busy = False
@@ -401,9 +403,16 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
 
     # -- rendering -----------------------------------------------------------------------
 
+    def _workflows_empty_text(self) -> str:
+        # The first read opens the checkpoint store (its ORM is imported then): the
+        # screen shows at once and says so meanwhile.
+        if self._listed is None and self.error is None:
+            return f"Reading the checkpoint workflows of account {self.account}…"
+        return f"No checkpoint workflows in account {self.account}."
+
     def _render_workflows(self) -> None:
         table = self.workflow_table
-        table.empty_text = f"No checkpoint workflows in account {self.account}."
+        table.empty_text = self._workflows_empty_text()
         table.set_rows([Row(k, wf) for k, wf in self.workflows.items()])
         self._render_info()
 
@@ -411,6 +420,8 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         info = Text(no_wrap=True, overflow="ellipsis")
         if self.error:
             info.append(f"store error: {self.error}", style="red")
+        elif self._listed is None:
+            info.append("reading…", style="italic")
         else:
             runs = sum(1 for w in self.workflows.values() if w.get("source") == "run")
             n = len(self.workflows)
