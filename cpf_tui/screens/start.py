@@ -57,6 +57,14 @@ and the run view opens. `escape` goes back (asking first if you typed something)
     def on_mount(self) -> None:
         self.query_one(TopBar).where = f"start {self.wf.id}"
         self.call_after_refresh(self._focus_first)
+        self.run_worker(self._warm(), group="start-warm")
+
+    async def _warm(self) -> None:
+        """Import the inputs validator while the form is filled in, not on ctrl+s."""
+        from importlib import import_module
+
+        for name in ("core.payload", "jsonschema", "core.spawn"):
+            await off_thread(import_module, name)
 
     def _focus_first(self) -> None:
         form = self.query_one("#inputs-form")

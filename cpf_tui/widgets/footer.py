@@ -7,8 +7,8 @@ every key).
 
 Textual's Footer also rebuilds all its keys whenever the screen's bindings are updated
 (each focus change, each screen switch, every `refresh_bindings`): a dozen widgets
-mounted and styled each time, most of an area switch's cost. This one rebuilds only
-when the keys shown change; a key that is only enabled or disabled is updated in place.
+mounted and styled each time, most of an area switch's cost. This one updates its key
+widgets in place, and only when what it shows changes.
 """
 
 from __future__ import annotations
@@ -110,37 +110,63 @@ class KeyFooter(Footer):
             )
         return tuple(keys), self.size.width or app.size.width
 
-    @staticmethod
-    def _layout(shown: tuple[tuple[Shown, ...], int]) -> tuple[Any, ...]:
-        keys, width = shown
-        return tuple(k[:4] + k[6:] for k in keys), width
-
     def bindings_changed(self, screen: Screen[Any]) -> None:
         self._bindings_ready = True
         if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self.call_after_refresh(self._refresh_keys)
+            self._refresh_keys()
 
-    async def _refresh_keys(self) -> None:
+    def _refresh_keys(self) -> None:
+        """Show the keys that apply now, reusing the key widgets in place: no widget is
+        mounted or removed unless the number of keys changes, so a change costs one
+        layout pass at most (a recompose cost two, and a dozen widgets styled anew)."""
         if not self.is_attached:
             return
         shown = self.shown()
         if shown == self._shown:
             return
-        if self._shown is not None and self._layout(shown) == self._layout(self._shown):
-            self._shown = shown
-            self._set_states(shown[0])  # same keys: only enabled / tooltip changed
-            return
-        await self.recompose()
+        self._shown = shown
+        keys, width = shown
+        self._width = width
+        wanted = fitting(list(keys), width)
+        have = list(self.query_children(FooterKey))
+        extra: list[FooterKey] = []
+        for palette in (False, True):
+            want = [k for k in wanted if k.palette == palette]
+            widgets = [w for w in have if w.has_class("-command-palette") == palette]
+            for widget, key in zip(widgets, want, strict=False):
+                self._set_key(widget, key)
+            extra += widgets[len(want) :]
+            new = [self._key_widget(k) for k in want[len(widgets) :]]
+            if new:
+                self.mount_all(new)
+        if extra:
+            self.remove_children(extra)
 
-    def _set_states(self, keys: tuple[Shown, ...]) -> None:
-        state = {(k.key, k.action): k for k in keys}
-        for widget in self.query_children(FooterKey):
-            key = state.get((widget.key, widget.action))
-            if key is None:
-                continue
-            widget._disabled = not key.enabled
-            widget.set_class(not key.enabled, "-disabled")
-            widget.tooltip = key.tooltip or None
+    @staticmethod
+    def _set_key(widget: FooterKey, key: Shown) -> None:
+        if (widget.key_display, widget.description) != (key.display, key.description):
+            widget.key_display = key.display
+            widget.description = key.description
+            widget.refresh(layout=True)  # its width follows its text
+        widget.key = key.key
+        widget.action = key.action
+        widget._disabled = not key.enabled
+        widget.set_class(not key.enabled, "-disabled")
+        widget.tooltip = key.tooltip or None
+
+    @staticmethod
+    def _key_widget(key: Shown) -> FooterKey:
+        return FooterKey(
+            key.key,
+            key.display,
+            key.description,
+            key.action,
+            disabled=not key.enabled,
+            tooltip=key.tooltip,
+            # Built compact (Textual's Footer binds `compact` afterwards: one more
+            # restyle of every key).
+            classes="-compact -command-palette" if key.palette else "-compact",
+        )
 
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
@@ -150,20 +176,8 @@ class KeyFooter(Footer):
         keys, width = shown
         self._width = width  # a resize to another width composes again
         for key in fitting(list(keys), width):
-            widget = FooterKey(
-                key.key,
-                key.display,
-                key.description,
-                key.action,
-                disabled=not key.enabled,
-                tooltip=key.tooltip,
-                # Built compact (Textual's Footer binds `compact` afterwards: one more
-                # restyle of every key).
-                classes="-compact -command-palette" if key.palette else "-compact",
-            )
-            yield widget
+            yield self._key_widget(key)
 
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._width:
-            self._width = event.size.width
-            self.call_after_refresh(self.recompose)
+            self.call_after_refresh(self._refresh_keys)
