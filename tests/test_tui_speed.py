@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tui_seed import screen_ready, wait_until
 from cpf_tui.app import CpfApp
 from cpf_tui.config import TuiConfig
 from cpf_tui.screens.base import CpfScreen
+from cpf_tui.screens.checkpoints import CheckpointsScreen
 from cpf_tui.screens.run_view import RunScreen
 from cpf_tui.screens.runs import RunsScreen
 from cpf_tui.widgets.footer import KeyFooter
@@ -164,3 +166,44 @@ async def test_a_footer_key_that_stops_applying_is_dimmed_in_place(store, flows,
         app.screen.refresh_bindings()
         await wait_until(pilot, lambda: delete.has_class("-disabled"))
         assert footer_keys(app) == keys  # the same widgets, updated in place
+
+
+class GatedService:
+    """The real checkpoint service, whose first list of workflows waits for `gate`: the
+    first read of a real store takes long (it imports the ORM), this makes it last."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        from core.checkpoints import service
+
+        self._svc = service()
+        self._gate = gate
+
+    def list_workflows(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate.wait(30)
+        return self._svc.list_workflows(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._svc, name)
+
+
+async def test_checkpoints_show_at_once_and_say_they_are_reading(store, flows):
+    from core.checkpoints import service
+
+    service().save("local", {"workflow_id": "order-1", "step": 0, "state": {"n": 1}})
+    gate = threading.Event()
+    app = CpfApp([str(flows)], config=TuiConfig(), start_area="runs")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: screen_ready(app, RunsScreen))
+        app.add_mode("slow", lambda: CheckpointsScreen(service=GatedService(gate)))
+        await app.switch_mode("slow")
+        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointsScreen))
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert not screen.loaded
+        table = screen.workflow_table
+        assert table.row_count == 0 and table.empty_text.startswith("Reading")
+        await pilot.press("p")  # the screen answers keys meanwhile
+        assert app.focused is screen.checkpoint_table
+        gate.set()
+        await wait_until(pilot, lambda: screen.loaded and table.row_count == 1)
+        assert not table.empty_text.startswith("Reading")
