@@ -137,7 +137,8 @@ class FrameClock:
 
         def display(screen: Any, renderable: Any) -> None:
             original(screen, renderable)
-            if renderable is not None and self._check is not None and self._check():
+            shown = renderable is not None and not app._batch_count  # else held back
+            if shown and self._check is not None and self._check():
                 self.drawn = time.perf_counter()
                 self._check = None
 
