@@ -159,10 +159,16 @@ class CpfApp(KeysInOrder[None]):
 
     # -- opening things ------------------------------------------------------------------
 
-    def open_run(self, run_id: str, *, spawned: Any = None) -> None:
+    def open_run(self, run_id: str, *, spawned: Any = None, replace: Any = None) -> None:
         from cpf_tui.screens.run_view import RunScreen
 
-        self.push_screen(RunScreen(run_id, spawned=spawned))
+        view = RunScreen(run_id, spawned=spawned)
+        if replace is not None and replace is self.screen:
+            # In place of the start form: the screen below is not shown (and drawn) in
+            # between.
+            self.switch_screen(view)
+        else:
+            self.push_screen(view)
 
     def open_approval(self, run_id: str) -> None:
         from cpf_tui.screens.approval import ApprovalScreen
@@ -175,7 +181,7 @@ class CpfApp(KeysInOrder[None]):
         self.push_screen(StartRunScreen(wf_file))
 
     def on_open_run(self, message: OpenRun) -> None:
-        self.open_run(message.run_id, spawned=message.spawned)
+        self.open_run(message.run_id, spawned=message.spawned, replace=message.replace)
 
     def on_open_approval(self, message: OpenApproval) -> None:
         self.open_approval(message.run_id)

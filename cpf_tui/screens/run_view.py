@@ -632,7 +632,9 @@ def _plan_of(path: str | None) -> list[tuple[str, str]]:
     if not path:
         return []
     try:
-        return [(str(s["id"]), str(s.get("kind", ""))) for s in load_workflow(path).steps]
+        # `remember`: the file was validated when the run started (no jsonschema again).
+        steps = load_workflow(path, remember=True).steps
+        return [(str(s["id"]), str(s.get("kind", ""))) for s in steps]
     except (CpfError, OSError, KeyError):
         return []
 

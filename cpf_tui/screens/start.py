@@ -112,8 +112,7 @@ and the run view opens. `escape` goes back (asking first if you typed something)
         )
         track(self, spawned, "run")
         # The run view replaces this form and follows the run from its first line.
-        self.app.pop_screen()
-        open_run(self, spawned.run_id, spawned=spawned)
+        open_run(self, spawned.run_id, spawned=spawned, replace=self)
 
     def action_back(self) -> None:
         form: Any = self.query_one("#inputs-form")
