@@ -114,8 +114,7 @@ class CpfApp(KeysInOrder[None]):
         self.screen_change_signal.subscribe(self, self._screen_changed)
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
-        # The first poll of waiting runs (it imports the store's reader) waits for the
-        # first screen to be up, like the imports of the other areas: `_warm`.
+        self.call_later(self._poll_waiting)  # the waiting badge from the first screen on
         self._warm_ticks = 0
         self._warm_timer = self.set_interval(0.1, self._warm)
 
@@ -128,7 +127,6 @@ class CpfApp(KeysInOrder[None]):
         if not getattr(self.screen, "loaded", True) and self._warm_ticks < 20:
             return  # the first screen is still being filled (up to 2 s): let it
         self._warm_timer.stop()
-        await self._poll_waiting()
         modules = [a.screen.partition(":")[0] for a in self.AREAS]
         modules += ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]

@@ -30,7 +30,6 @@ from typing import Generic, TypeVar
 from textual import events
 from textual.app import App
 from textual.message import Message
-from textual.message_pump import MessagePump
 from textual.timer import Timer
 
 ReturnT = TypeVar("ReturnT")
@@ -56,7 +55,6 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
         self._in_flight_token = 0
         self._hold_timer: Timer | None = None
         self._settling = False  # back at the app; waiting for the second marker
-        self._target: MessagePump | None = None  # where the key in flight was sent
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key | events.Paste) and not event.is_forwarded:
@@ -74,7 +72,10 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
         self._in_flight = None  # back at the app: a second return must not settle again
         self._settling = True
         self._in_flight_token += 1
-        target = self._target
+        # To the focus as the bindings left it: where the key went if they did not change
+        # the screen (the widget that posted `Selected`), else the screen now shown (the
+        # old one may be closing, and a marker sent there would be lost).
+        target = self.focused or (self.screen if self._screen_stack else None)
         if target is None or not target.post_message(KeyHandled(self._in_flight_token)):
             await self._release()
 
@@ -92,8 +93,7 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
             return  # typed text, or an app binding handled it here and now
         self._in_flight = event
         self._in_flight_token += 1
-        self._target = self.focused or self.screen
-        self._target.post_message(KeyHandled(self._in_flight_token))
+        (self.focused or self.screen).post_message(KeyHandled(self._in_flight_token))
         if self._hold_timer is not None:
             self._hold_timer.stop()
         self._hold_timer = self.set_timer(MAX_HOLD, self._release)
@@ -112,7 +112,6 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
     async def _release(self) -> None:
         self._in_flight = None
         self._settling = False
-        self._target = None
         if self._hold_timer is not None:
             self._hold_timer.stop()
             self._hold_timer = None
