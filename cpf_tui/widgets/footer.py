@@ -113,7 +113,8 @@ class KeyFooter(Footer):
     def bindings_changed(self, screen: Screen[Any]) -> None:
         self._bindings_ready = True
         if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self._refresh_keys()
+            # After the next frame: what the key did shows first, its keys right after.
+            self.call_after_refresh(self._refresh_keys)
 
     def _refresh_keys(self) -> None:
         """Show the keys that apply now, reusing the key widgets in place: no widget is
