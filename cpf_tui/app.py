@@ -114,19 +114,22 @@ class CpfApp(KeysInOrder[None]):
         self.screen_change_signal.subscribe(self, self._screen_changed)
         self.set_interval(self.waiting_poll, self._poll_waiting)
         self.set_interval(0.25, self._poll_spawned)
-        self.call_later(self._poll_waiting)
-        self._warm_timer = self.set_interval(0.5, self._warm)
+        self.call_later(self._poll_waiting)  # the waiting badge from the first screen on
+        self._warm_ticks = 0
+        self._warm_timer = self.set_interval(0.1, self._warm)
 
     async def _warm(self) -> None:
         """Import what the other areas and the run view need, in a worker thread while
         the user looks at the first screen, so the first switch does not wait for it."""
         from importlib import import_module
 
-        if not getattr(self.screen, "loaded", True):
-            return  # the first screen is still being filled: do not compete with it
+        self._warm_ticks += 1
+        if not getattr(self.screen, "loaded", True) and self._warm_ticks < 20:
+            return  # the first screen is still being filled (up to 2 s): let it
         self._warm_timer.stop()
         modules = [a.screen.partition(":")[0] for a in self.AREAS]
         modules += ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
+        modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
             await off_thread(import_module, name)
 
@@ -154,10 +157,16 @@ class CpfApp(KeysInOrder[None]):
 
     # -- opening things ------------------------------------------------------------------
 
-    def open_run(self, run_id: str, *, spawned: Any = None) -> None:
+    def open_run(self, run_id: str, *, spawned: Any = None, replace: Any = None) -> None:
         from cpf_tui.screens.run_view import RunScreen
 
-        self.push_screen(RunScreen(run_id, spawned=spawned))
+        view = RunScreen(run_id, spawned=spawned)
+        if replace is not None and replace is self.screen:
+            # In place of the start form: the screen below is not shown (and drawn) in
+            # between.
+            self.switch_screen(view)
+        else:
+            self.push_screen(view)
 
     def open_approval(self, run_id: str) -> None:
         from cpf_tui.screens.approval import ApprovalScreen
@@ -170,7 +179,7 @@ class CpfApp(KeysInOrder[None]):
         self.push_screen(StartRunScreen(wf_file))
 
     def on_open_run(self, message: OpenRun) -> None:
-        self.open_run(message.run_id, spawned=message.spawned)
+        self.open_run(message.run_id, spawned=message.spawned, replace=message.replace)
 
     def on_open_approval(self, message: OpenApproval) -> None:
         self.open_approval(message.run_id)

@@ -44,6 +44,17 @@ Screen.-tiny #wf-tree {
 #run-tabs TabPane { padding: 0; }
 #run-tabs VerticalScroll { padding: 0 1; }
 
+/* Checkpoints (here, not in the screen's CSS: a screen with its own CSS makes Textual
+   reparse every stylesheet when it is first shown) */
+#cp-bar { height: 1; background: $panel; }
+#cp-account { width: 26; }
+#cp-info { width: 1fr; padding: 0 1; color: $text-muted; }
+#cp-workflows { height: 40%; min-height: 5; }
+#cp-lower { height: 1fr; border-top: tall $panel; }
+#cp-checkpoints { width: 46; border-right: tall $panel; }
+CheckpointsScreen.-wide #cp-checkpoints { width: 45%; }
+#cp-detail { width: 1fr; padding: 0 1; }
+
 /* Forms (start and answer) */
 #start-body { height: 1fr; padding: 0 1; }
 #start-head { height: auto; margin-bottom: 1; }

@@ -13,6 +13,13 @@ A key can also be stopped on its way up (a widget's own key handler); a marker m
 follows it into the same queue and climbs behind it, so reaching the app it releases
 the held keys in that case too. A marker may be lost (its widget removed on the way):
 keys are never held longer than `MAX_HOLD`.
+
+The bindings a key runs may post messages that change the screen: `enter` on the Runs
+list posts `Selected`, the screen answers with `OpenRun`, and the app pushes the run
+view. So when the key is back at the app, a second marker climbs the same way behind
+those messages, and the held keys go out only when it arrives: `enter, esc, enter`
+typed fast opens the run view, closes it and opens it again (the `esc` used to be read
+on the list and then run on the view, and the second `enter` went to the view it closed).
 """
 
 from __future__ import annotations
@@ -47,16 +54,29 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
         self._in_flight: events.Key | None = None
         self._in_flight_token = 0
         self._hold_timer: Timer | None = None
+        self._settling = False  # back at the app; waiting for the second marker
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key | events.Paste) and not event.is_forwarded:
-            if self._in_flight is not None or self._held:
+            if self._busy or self._held:
                 self._held.append(event)
                 return
             await self._deliver(event)
             return
         await super().on_event(event)
         if event is self._in_flight:  # back at the app: its bindings have run
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Release the held keys once what the bindings posted has been handled."""
+        self._in_flight = None  # back at the app: a second return must not settle again
+        self._settling = True
+        self._in_flight_token += 1
+        # To the focus as the bindings left it: where the key went if they did not change
+        # the screen (the widget that posted `Selected`), else the screen now shown (the
+        # old one may be closing, and a marker sent there would be lost).
+        target = self.focused or (self.screen if self._screen_stack else None)
+        if target is None or not target.post_message(KeyHandled(self._in_flight_token)):
             await self._release()
 
     async def _deliver(self, event: events.Event) -> None:
@@ -80,13 +100,20 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
 
     async def on_key_handled(self, message: KeyHandled) -> None:
         message.stop()
-        if self._in_flight is not None and message.token == self._in_flight_token:
-            await self._release()  # the key was stopped on its way up
+        if self._busy and message.token == self._in_flight_token:
+            # The key was stopped on its way up, or (second marker) what its bindings
+            # posted has been handled.
+            await self._release()
+
+    @property
+    def _busy(self) -> bool:
+        return self._in_flight is not None or self._settling
 
     async def _release(self) -> None:
         self._in_flight = None
+        self._settling = False
         if self._hold_timer is not None:
             self._hold_timer.stop()
             self._hold_timer = None
-        while self._held and self._in_flight is None:
+        while self._held and not self._busy:
             await self._deliver(self._held.popleft())

@@ -14,12 +14,14 @@ from textual.message_pump import MessagePump
 
 
 class OpenRun(Message):
-    """Open the run view of `run_id` (`spawned`: the process starting it, if any)."""
+    """Open the run view of `run_id` (`spawned`: the process starting it, if any) over
+    the current screen, or in place of `replace` when that is the current screen."""
 
-    def __init__(self, run_id: str, spawned: Any = None) -> None:
+    def __init__(self, run_id: str, spawned: Any = None, replace: Any = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.spawned = spawned
+        self.replace = replace
 
 
 class OpenApproval(Message):
@@ -38,8 +40,8 @@ class StartWorkflow(Message):
         self.wf_file = wf_file
 
 
-def open_run(node: MessagePump, run_id: str, *, spawned: Any = None) -> None:
-    node.app.post_message(OpenRun(run_id, spawned))
+def open_run(node: MessagePump, run_id: str, *, spawned: Any = None, replace: Any = None) -> None:
+    node.app.post_message(OpenRun(run_id, spawned, replace))
 
 
 def open_approval(node: MessagePump, run_id: str) -> None:

@@ -100,7 +100,9 @@ def check(path: Path, *, explicit: bool = False) -> WorkflowFile:
         if isinstance(doc, dict) and "workflow" not in doc and "schema_version" not in doc:
             return WorkflowFile(path, "other", text=text, message="not a workflow file")
     try:
-        wf = load_workflow(path)
+        # `remember`: a file this cpf validated before (same bytes) is not validated again,
+        # so a start-up in a known folder does not import jsonschema.
+        wf = load_workflow(path, remember=True)
     except CpfError as err:
         details = [str(d) for d in (getattr(err, "details", None) or [])]
         return WorkflowFile(

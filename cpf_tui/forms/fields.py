@@ -417,8 +417,7 @@ class BoolField(FieldWidget):
         yield self.editor
         yield self.hint
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # FieldWidget.on_mount runs too (Textual calls both)
         self._sync_hint()
 
     def editors(self) -> list[Widget]:
@@ -903,8 +902,7 @@ class ArrayField(FieldWidget):
             yield Static(_inline_markdown(self.field.description), classes="field-help")
         yield self.error_line
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # FieldWidget.on_mount runs too (Textual calls both)
         self._sync_buttons()
 
     def editors(self) -> list[Widget]:

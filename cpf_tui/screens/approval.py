@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import Button, Footer, Markdown, Static
+from textual.widgets import Button, Markdown, Static
 
 from cpf_tui.clock import ago
 from cpf_tui.feed import LogFeed
@@ -25,6 +25,7 @@ from cpf_tui.look import palette, short_id
 from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog, TypeToConfirmDialog
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
@@ -74,10 +75,9 @@ is recorded as the actor, with surface `tui`.
                 yield Static("", id="answer-command", classes="command-hint")
                 yield Button("Back", id="back", compact=True)
                 yield Button("Submit  ctrl+s", id="submit", variant="primary", compact=True)
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one(TopBar).where = f"answer run {short_id(self.run_id)}"
         self.run_worker(self._load(), group="answer-load")
         self.set_interval(0.5, self._tick)

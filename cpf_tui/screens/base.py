@@ -5,15 +5,15 @@ starts on), shown in the footer wherever it leads somewhere."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any, ClassVar
 
 from textual import events
+from textual._context import NoActiveAppError
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
-from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.topbar import TopBar
 
 Command = tuple[str, str, Callable[[], Any]]
@@ -32,13 +32,26 @@ class CpfScreen(Screen[Any]):
         Binding("escape", "back", "Back", id="screen.back"),
     ]
 
+    def __init__(
+        self, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        # Built now, this screen's widgets get their styles from the stylesheet as it is
+        # now when they mount. Left at -1, Textual reparses every stylesheet (no cache)
+        # and restyles the whole screen the first time it is shown.
+        with suppress(NoActiveAppError):
+            self._css_update_count = self.app._css_update_count
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Textual restyles every widget of a screen each time it is shown again (~25 ms
+        # on an area switch); a change of theme or CSS already restyles it (`refresh_css`
+        # on the switch), and these screens are opaque, so nothing else needs it.
+        event.refresh_styles = False
+
     def on_mount(self) -> None:
-        # Screens yield Textual's Footer; the one that fits its keys to the width replaces it.
-        # (Once: Textual also calls this handler for subclasses that call it themselves.)
-        if not self.query(KeyFooter):
-            for footer in self.query(Footer):
-                footer.remove()
-                self.mount(KeyFooter())
+        # Textual calls the `on_mount` of every class in the MRO, this one after the
+        # screen's own: subclasses must not call it again with `super()` (that ran it
+        # twice and watched `waiting` twice).
         self.watch(self.app, "waiting", self._waiting_changed)
         bar = self.query(TopBar)
         if bar:

@@ -29,12 +29,13 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Select, Static
+from textual.widgets import Select, Static
 
 from cpf_tui.clock import ago, parse, stamp
 from cpf_tui.look import palette, short_id
 from cpf_tui.screens.base import Command, CpfScreen
 from cpf_tui.screens.run_view import _at, _short
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
@@ -223,16 +224,6 @@ class CheckpointTable(VirtualTable):
 
 class CheckpointsScreen(CpfScreen):
     AREA = "checkpoints"
-    CSS = """
-    #cp-bar { height: 1; background: $panel; }
-    #cp-account { width: 26; }
-    #cp-info { width: 1fr; padding: 0 1; color: $text-muted; }
-    #cp-workflows { height: 40%; min-height: 5; }
-    #cp-lower { height: 1fr; border-top: tall $panel; }
-    #cp-checkpoints { width: 46; border-right: tall $panel; }
-    CheckpointsScreen.-wide #cp-checkpoints { width: 45%; }
-    #cp-detail { width: 1fr; padding: 0 1; }
-    """
     HELP = """\
 **Checkpoints** shows the checkpoint workflows of one account: those saved through
 `cpf serve` (the SnapState API) and, for the account `local`, every `cpf` run (marked
@@ -289,7 +280,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             yield Line("", id="cp-info")
         yield VirtualTable(
             WORKFLOW_COLUMNS,
-            empty_text=f"No checkpoint workflows in account {self.account}.",
+            empty_text=self._workflows_empty_text(),
             formatter=self._workflow_cells,
             id="cp-workflows",
         )
@@ -302,10 +293,10 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             )
             with VerticalScroll(id="cp-detail"):
                 yield self.detail
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
+        self._render_info()
         self._where()
         self.workflow_table.focus()
         self.set_interval(POLL, self._tick)
@@ -372,6 +363,7 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
             self.loaded = True
         except Exception as exc:  # the store went away: keep showing what we have
             self.error = " ".join(str(exc).split())
+            self.workflow_table.empty_text = self._workflows_empty_text()
             self._render_info()
         finally:
             self._busy = False
@@ -412,9 +404,16 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
 
     # -- rendering -----------------------------------------------------------------------
 
+    def _workflows_empty_text(self) -> str:
+        # The first read opens the checkpoint store (its ORM is imported then): the
+        # screen shows at once and says so meanwhile.
+        if self._listed is None and self.error is None:
+            return f"Reading the checkpoint workflows of account {self.account}…"
+        return f"No checkpoint workflows in account {self.account}."
+
     def _render_workflows(self) -> None:
         table = self.workflow_table
-        table.empty_text = f"No checkpoint workflows in account {self.account}."
+        table.empty_text = self._workflows_empty_text()
         table.set_rows([Row(k, wf) for k, wf in self.workflows.items()])
         self._render_info()
 
@@ -422,6 +421,8 @@ second. `a` / `A` switch to the next / previous account that has workflows; `w`,
         info = Text(no_wrap=True, overflow="ellipsis")
         if self.error:
             info.append(f"store error: {self.error}", style="red")
+        elif self._listed is None:
+            info.append("reading…", style="italic")
         else:
             runs = sum(1 for w in self.workflows.values() if w.get("source") == "run")
             n = len(self.workflows)

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from cpf_tui.clock import ago, duration, stamp
@@ -26,6 +26,7 @@ from cpf_tui.hints import hint
 from cpf_tui.look import ICONS, display_path, palette, short_id, status_color, status_text
 from cpf_tui.nav import open_approval
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
@@ -106,10 +107,9 @@ finished one. The full log is always in the store: `cpf logs --run-id <id>`.
                     yield self.checkpoints_view
                 with TabPane("Details", id="tab-details"), VerticalScroll():
                     yield self.details_view
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one(TopBar).where = f"run {short_id(self.run_id)}"
         self.log_pane.hint = f"cpf logs --run-id {self.run_id}"
         self.call_after_refresh(self.log_pane.log_view.focus)
@@ -632,7 +632,9 @@ def _plan_of(path: str | None) -> list[tuple[str, str]]:
     if not path:
         return []
     try:
-        return [(str(s["id"]), str(s.get("kind", ""))) for s in load_workflow(path).steps]
+        # `remember`: the file was validated when the run started (no jsonschema again).
+        steps = load_workflow(path, remember=True).steps
+        return [(str(s["id"]), str(s.get("kind", ""))) for s in steps]
     except (CpfError, OSError, KeyError):
         return []
 

@@ -14,13 +14,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Footer, Input, Select
+from textual.widgets import Input, Select
 
 from cpf_tui.clock import ago, duration
 from cpf_tui.control import RunControl
 from cpf_tui.look import short_id, status_text
 from cpf_tui.nav import open_approval, open_run
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
@@ -94,10 +95,9 @@ log, outputs, events and checkpoints. `a` answers a waiting run.
         yield VirtualTable(
             COLUMNS, empty_text="No runs yet.", formatter=self._cells, id="runs-table"
         )
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one(VirtualTable).focus()
         self.set_interval(0.5, self._tick)
         self.run_worker(self._refresh(full=True), group="runs-refresh")

@@ -14,11 +14,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from cpf_tui.nav import open_run
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.dialogs import ConfirmDialog
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.formhost import make_form
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread, track
@@ -51,12 +52,19 @@ and the run view opens. `escape` goes back (asking first if you typed something)
             with Horizontal(classes="form-buttons"):
                 yield Button("Back", id="back", compact=True)
                 yield Button("Start run  ctrl+s", id="submit", variant="primary", compact=True)
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one(TopBar).where = f"start {self.wf.id}"
         self.call_after_refresh(self._focus_first)
+        self.run_worker(self._warm(), group="start-warm")
+
+    async def _warm(self) -> None:
+        """Import the inputs validator while the form is filled in, not on ctrl+s."""
+        from importlib import import_module
+
+        for name in ("core.payload", "jsonschema", "core.spawn"):
+            await off_thread(import_module, name)
 
     def _focus_first(self) -> None:
         form = self.query_one("#inputs-form")
@@ -104,8 +112,7 @@ and the run view opens. `escape` goes back (asking first if you typed something)
         )
         track(self, spawned, "run")
         # The run view replaces this form and follows the run from its first line.
-        self.app.pop_screen()
-        open_run(self, spawned.run_id, spawned=spawned)
+        open_run(self, spawned.run_id, spawned=spawned, replace=self)
 
     def action_back(self) -> None:
         form: Any = self.query_one("#inputs-form")

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer
 
 from cpf_tui.clock import ago
 from cpf_tui.commands import answer_name
@@ -17,6 +16,7 @@ from cpf_tui.hints import hint
 from cpf_tui.look import palette, short_id
 from cpf_tui.nav import open_approval, open_run
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.widgets.vtable import Column, Row, VirtualTable
@@ -61,12 +61,10 @@ shows a notification when a run starts waiting.
             formatter=self._cells,
             id="waiting-table",
         )
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
-        self.query_one(VirtualTable).focus()
-        self.waiting_changed(getattr(self.app, "waiting", []))
+        self.query_one(VirtualTable).focus()  # CpfScreen's watch of `waiting` fills it
         self.set_interval(1.0, self._retime)
 
     def _retime(self) -> None:

@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Group
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import Footer, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from cpf_tui.commands import start_name
 from cpf_tui.look import display_path, palette
 from cpf_tui.nav import start_workflow
 from cpf_tui.screens.base import Command, CpfScreen
+from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread
 from cpf_tui.workflows import WorkflowFile, check, discover, outline
@@ -59,6 +59,7 @@ validator, with the path of each problem). The preview shows the step outline
         self.outline_view = Static("", id="wf-outline")
         self.yaml_view = Static("", id="wf-yaml")
         self.problems_view = Static("", id="wf-problems")
+        self._yaml_of: WorkflowFile | None = None  # the file the YAML tab shows
 
     def compose(self) -> ComposeResult:
         yield TopBar()
@@ -76,10 +77,9 @@ validator, with the path of each problem). The preview shows the step outline
                         yield self.yaml_view
                     with TabPane("Problems", id="tab-problems"), VerticalScroll():
                         yield self.problems_view
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one("#wf-tree", Tree).focus()
         self.run_worker(self._scan(), group="wf-scan", exclusive=True)
 
@@ -187,6 +187,7 @@ validator, with the path of each problem). The preview shows the step outline
             title.update(Text("No workflow selected.", style="dim"))
             for view in (outline_view, yaml_view, problems):
                 view.update("")
+            self._yaml_of = None
             return
         if wf is None:
             title.update(Text(f"{path.name}: checking…", style="dim"))
@@ -196,8 +197,25 @@ validator, with the path of each problem). The preview shows the step outline
             outline_view.update(self._outline(wf))
         else:
             outline_view.update(self._problems(wf))
+        self._yaml_of = None  # highlighted when its tab is shown (see _render_yaml)
+        if tabs.active == "tab-yaml":
+            self._render_yaml()
+        problems.update(self._problems(wf))
+        count = len(wf.problems)
+        with suppress(NoMatches):  # the tabs may not be composed yet
+            tabs.get_tab("tab-problems").label = f"Problems ({count})" if count else "Problems"
+
+    def _render_yaml(self) -> None:
+        """Highlight the current file's YAML. Only when the YAML tab is shown: the
+        highlighter (pygments) is not imported for the first screen."""
+        wf = self.selected
+        if wf is None or self._yaml_of is wf:
+            return
+        from rich.syntax import Syntax
+
+        self._yaml_of = wf
         dark = palette(self.app).dark
-        yaml_view.update(
+        self.yaml_view.update(
             Syntax(
                 wf.text or "",
                 "yaml",
@@ -207,10 +225,10 @@ validator, with the path of each problem). The preview shows the step outline
                 background_color="default",
             )
         )
-        problems.update(self._problems(wf))
-        count = len(wf.problems)
-        with suppress(NoMatches):  # the tabs may not be composed yet
-            tabs.get_tab("tab-problems").label = f"Problems ({count})" if count else "Problems"
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-yaml":
+            self._render_yaml()
 
     def _title(self, wf: WorkflowFile) -> Group:
         theme = palette(self.app)

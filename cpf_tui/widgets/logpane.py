@@ -41,11 +41,14 @@ class LogPane(Vertical):
         # Held, not queried: owners may use it before this pane is composed.
         self.log_view = LogView(max_lines=max_lines, empty_text=empty_text)
         self.hint = ""  # e.g. where the full log is: "cpf logs --run-id ..."
+        # Held, not queried: a screen closed while it opens unmounts this pane before
+        # its children mount.
+        self.status = Line(id="log-status")
 
     def compose(self) -> ComposeResult:
         yield self.log_view
         yield Input(placeholder="search (enter: find, n/N: next/previous)", id="log-search")
-        yield Line(id="log-status")
+        yield self.status
 
     def on_mount(self) -> None:
         view = self.log_view
@@ -72,7 +75,7 @@ class LogPane(Vertical):
             text.append(f"  · last {view.line_count:,} of {view.dropped + view.line_count:,} lines")
             if self.hint:
                 text.append(f" (all: {self.hint})")
-        self.query_one("#log-status", Line).update(text)
+        self.status.update(text)
 
     def action_open_search(self) -> None:
         field = self.query_one("#log-search", Input)
