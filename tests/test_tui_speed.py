@@ -173,7 +173,7 @@ class GatedService:
     first read of a real store takes long (it imports the ORM), this makes it last."""
 
     def __init__(self, gate: threading.Event) -> None:
-        from core.checkpoints import service
+        from core.service.api import service
 
         self._svc = service()
         self._gate = gate
@@ -187,7 +187,7 @@ class GatedService:
 
 
 async def test_checkpoints_show_at_once_and_say_they_are_reading(store, flows):
-    from core.checkpoints import service
+    from core.service.api import service
 
     service().save("local", {"workflow_id": "order-1", "step": 0, "state": {"n": 1}})
     gate = threading.Event()
