@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 SWITCH = "CPF_TEST_DATABASE_URL"
@@ -89,6 +91,20 @@ class Databases:
             self.template = None
         if self._admin is not None:
             self._admin.close()
+
+
+@contextmanager
+def empty_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on `server_url` (its first `cpf` creates the schema), dropped
+    afterwards; yields its SQLAlchemy URL."""
+    dbs = Databases(server_url)
+    name = f"{dbs.prefix}_{uuid.uuid4().hex[:12]}"
+    dbs._execute(f'CREATE DATABASE "{name}"')
+    dbs.live.add(name)
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        dbs.close()
 
 
 _databases: Databases | None = None

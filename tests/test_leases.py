@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import storedb
 from conftest import CpfRunner, kill_unguarded, pid_gone, wait_for
 from sqlalchemy import create_engine, text
 
@@ -57,27 +58,18 @@ workflow:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, cpf: CpfRunner) -> Iterator[str]:
+def lease_store(request: pytest.FixtureRequest, cpf: CpfRunner) -> Iterator[str]:
     """The store of the test's `cpf` runs: its SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
+        if storedb.on_postgres():
+            pytest.skip("CPF_TEST_DATABASE_URL sends the stores to PostgreSQL")
         yield f"sqlite:///{cpf.base_dir / 'cpf.db'}"
         return
     if not ADMIN_URL:
         pytest.skip("CPF_TEST_POSTGRES_URL is not set")
-    from sqlalchemy.engine import make_url
-
-    name = f"cpf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
-    try:
+    with storedb.empty_database(ADMIN_URL) as url:
+        cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _row(url: str, sql: str, **params: Any) -> Any:
@@ -137,7 +129,7 @@ def _iso(stamp: str) -> float:
 
 
 def test_a_skewed_executor_clock_never_makes_a_live_run_interrupted(
-    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
 ) -> None:
     """The executor's clock runs 40 s behind: its heartbeat looks 40 s old to everyone
     else, but the lease is the database's, so the run stays running past several lease
@@ -149,7 +141,7 @@ def test_a_skewed_executor_clock_never_makes_a_live_run_interrupted(
     try:
         leader, child = _group(workdir)
         row = _row(
-            store_url,
+            lease_store,
             "SELECT heartbeat_at, lease_expires_at, executor_id FROM runs WHERE run_id = :id",
             id=run_id,
         )
@@ -165,10 +157,10 @@ def test_a_skewed_executor_clock_never_makes_a_live_run_interrupted(
         assert not pid_gone(child) and executor.poll() is None
         # Renewed all along, by the database's clock.
         (expired,) = _row(
-            store_url,
+            lease_store,
             "SELECT count(*) FROM runs WHERE run_id = :id AND lease_expires_at < :now",
             id=run_id,
-            now=_now_text(store_url),
+            now=_now_text(lease_store),
         )
         assert expired == 0
         cpf.ok("cancel", "--run-id", run_id, "--reason", "done")
@@ -192,7 +184,7 @@ def _now_text(url: str) -> str:
 
 
 def test_a_reader_on_another_host_waits_for_the_lease_and_never_signals_the_group(
-    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
 ) -> None:
     """kill -9 of the executor: its step's grandchild lives on. A reader on another host
     (same hostname, other host instance) calls the run interrupted only once the lease
@@ -263,7 +255,7 @@ def _store_blocked(url: str) -> Iterator[None]:
 
 
 def test_an_executor_that_cannot_renew_stops_its_step_before_its_lease_ends(
-    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
 ) -> None:
     """Fencing: the store is held longer than the lease. The executor kills its step's
     whole group before the lease could expire, and stops: the run does not go on, and a
@@ -274,17 +266,17 @@ def test_an_executor_that_cannot_renew_stops_its_step_before_its_lease_ends(
     leader, child = 0, 0
     try:
         leader, child = _group(workdir)
-        with _store_blocked(store_url):
+        with _store_blocked(lease_store):
             wait_for(
                 lambda: pid_gone(child) and pid_gone(leader),
                 timeout=4 * float(LEASE),
                 interval=0.02,
                 what="the executor to stop its own step",
             )
-            if store_url.startswith("sqlite"):  # (PostgreSQL's lock blocks reads too)
+            if lease_store.startswith("sqlite"):  # (PostgreSQL's lock blocks reads too)
                 # Stopped while the lease still held by the database's clock.
                 (live,) = _row(
-                    store_url,
+                    lease_store,
                     "SELECT count(*) FROM runs WHERE run_id = :id"
                     " AND lease_expires_at >= strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
                     id=run_id,
@@ -307,7 +299,7 @@ def test_an_executor_that_cannot_renew_stops_its_step_before_its_lease_ends(
 
 
 def test_a_store_outage_shorter_than_the_fence_leaves_the_run_alone(
-    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
 ) -> None:
     """Renewals blocked for 4 s with a 12 s lease (renewed every 3 s, fenced after 8 s):
     retried, the step keeps running and the run stays running."""
@@ -317,7 +309,7 @@ def test_a_store_outage_shorter_than_the_fence_leaves_the_run_alone(
     leader, child = 0, 0
     try:
         leader, child = _group(workdir)
-        with _store_blocked(store_url):
+        with _store_blocked(lease_store):
             time.sleep(4)
         assert not pid_gone(child) and executor.poll() is None
         assert _status(cpf, run_id, **OTHER_HOST)["status"] == "running"
@@ -360,7 +352,7 @@ def _refuse_renewals(url: str, on: bool) -> None:
 
 
 def test_failed_renewals_are_said_and_retried(
-    cpf: CpfRunner, store_url: str, write_workflow: Any, workdir: Path
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
 ) -> None:
     """The store refuses renewals for a while (shorter than the fence): the executor says
     so on stderr, keeps trying, says when it renewed again, and the step runs on."""
@@ -370,11 +362,11 @@ def test_failed_renewals_are_said_and_retried(
     leader, child = 0, 0
     try:
         leader, child = _group(workdir)
-        _refuse_renewals(store_url, True)
+        _refuse_renewals(lease_store, True)
         try:
             time.sleep(4)
         finally:
-            _refuse_renewals(store_url, False)
+            _refuse_renewals(lease_store, False)
         time.sleep(2)
         assert not pid_gone(child) and executor.poll() is None
         cpf.ok("cancel", "--run-id", run_id, "--reason", "done")
@@ -402,4 +394,4 @@ def test_a_schema_3_store_gets_the_lease_columns(tmp_path: Path) -> None:
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
         (version,) = db.execute("SELECT value FROM cpf_meta").fetchone()
     assert {"executor_id", "lease_expires_at"} <= columns
-    assert int(version) == SCHEMA_VERSION == 4
+    assert int(version) == SCHEMA_VERSION >= 4

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import storedb
 from conftest import CpfRunner, wait_for
 
 ADMIN_URL = os.environ.get("CPF_TEST_POSTGRES_URL")
@@ -25,22 +25,10 @@ pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="CPF_TEST_POSTGRES_URL is 
 
 @pytest.fixture
 def pg(cpf: CpfRunner) -> Iterator[CpfRunner]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     assert ADMIN_URL is not None
-    name = f"cpf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
-    try:
+    with storedb.empty_database(ADMIN_URL) as url:
+        cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
         yield cpf
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 APPROVAL = """

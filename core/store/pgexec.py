@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 
 from core.envelope import PersistenceError
-from core.store.sqlexec import TransientStoreError
+from core.store.sqlexec import TransientStoreError, build_update
 
 DEFAULT_RETRY_DEADLINE = 15.0
 # A connection used less than this many seconds ago is taken to be alive (see Tx.begin).
@@ -229,16 +229,7 @@ def table_insert(table: str, with_pk: bool) -> tuple[str, frozenset[str], dict[s
 
 @cache
 def update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
-    """A named update whose SET columns are `keys` (checked against the table's)."""
-    info = _pg()["updates"][name]
-    table = _pg()["tables"][info["table"]]
-    columns = table["columns"]
-    unknown = [k for k in keys if k not in columns]
-    if unknown or not keys:
-        raise ValueError(f"bad SET columns for {name}: {keys}")
-    sets = ", ".join(f"{columns[k]}=%({k})s" for k in keys)
-    sql = f"UPDATE {info['table']} SET {sets} WHERE {info['where']}"
-    return sql, frozenset(table["json"]) & frozenset(keys), dict(info["params"])
+    return build_update(_pg(), name, keys, "%({})s")
 
 
 def query_sql(name: str) -> tuple[str, dict[str, Any]]:

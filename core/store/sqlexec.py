@@ -85,18 +85,25 @@ def _table_binds(table: str) -> tuple[str, frozenset[str], dict[str, Any]]:
     return info["insert"], frozenset(info["json"]), dict(info["defaults"])
 
 
-@cache
-def _update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
-    """An update whose SET columns are `keys` (checked against the table's columns)."""
-    info = _compiled()["updates"][name]
-    table = _compiled()["tables"][info["table"]]
+def build_update(
+    data: dict[str, Any], name: str, keys: tuple[str, ...], bind: str
+) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """A named update of one dialect's compiled `data` whose SET columns are `keys`
+    (checked against the table's columns); `bind` formats a parameter (":{}")."""
+    info = data["updates"][name]
+    table = data["tables"][info["table"]]
     columns = table["columns"]
     unknown = [k for k in keys if k not in columns]
     if unknown or not keys:
         raise ValueError(f"bad SET columns for {name}: {keys}")
-    sets = ", ".join(f"{columns[k]}=:{k}" for k in keys)
+    sets = ", ".join(f"{columns[k]}={bind.format(k)}" for k in keys)
     sql = f"UPDATE {info['table']} SET {sets} WHERE {info['where']}"
     return sql, frozenset(table["json"]) & frozenset(keys), dict(info["params"])
+
+
+@cache
+def _update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
+    return build_update(_compiled(), name, keys, ":{}")
 
 
 def _decode(value: Any, kind: str | None) -> Any:
