@@ -279,6 +279,13 @@ def test_on_start_failure_means_the_command_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def _kill_caller(caller: subprocess.Popen[str], pid: int, within: float = 20.0) -> None:
+    """kill -9 the calling process; its step's group `pid` must die within `within` s."""
+    caller.kill()
+    caller.wait()
+    wait_group_dead(pid, within=within)
+
+
 def _caller(body: str, tmp_path: Path) -> subprocess.Popen[str]:
     """A separate Python process that calls run_process; it prints the child's pid."""
     script = tmp_path / "caller.py"
@@ -307,9 +314,7 @@ def test_a_caller_killed_while_the_command_is_held_never_runs_it(tmp_path: Path)
     assert caller.stdout is not None
     pid = int(caller.stdout.readline())
     try:
-        caller.kill()
-        caller.wait()
-        wait_group_dead(pid)
+        _kill_caller(caller, pid)
         assert not marker.exists()
     finally:
         kill_group(pid)
@@ -336,9 +341,7 @@ def test_the_whole_group_dies_with_its_caller(tmp_path: Path, where: str) -> Non
     try:
         child = _read_pid(bg)
         assert not pid_gone(pid) and not pid_gone(child)
-        caller.kill()
-        caller.wait()
-        wait_group_dead(pid, within=10)
+        _kill_caller(caller, pid, within=10)
         assert pid_gone(child)
     finally:
         kill_group(pid)
@@ -361,9 +364,7 @@ def test_a_dead_guard_is_replaced_before_the_next_command(tmp_path: Path) -> Non
     try:
         time.sleep(0.2)
         assert not pid_gone(pid)
-        caller.kill()
-        caller.wait()
-        wait_group_dead(pid, within=10)
+        _kill_caller(caller, pid, within=10)
     finally:
         kill_group(pid)
         caller.stdout.close()
@@ -388,9 +389,7 @@ def test_a_guard_whose_log_is_full_is_replaced(tmp_path: Path) -> None:
     assert caller.stdout is not None
     pid = int(caller.stdout.readline())
     try:
-        caller.kill()
-        caller.wait()
-        wait_group_dead(pid, within=10)
+        _kill_caller(caller, pid, within=10)
     finally:
         kill_group(pid)
         caller.stdout.close()
@@ -413,9 +412,7 @@ def test_a_guard_killed_while_a_step_runs_is_replaced_at_once(tmp_path: Path) ->
         wait_for(lambda: pid_gone(guard), timeout=10, what="the guard to die")
         time.sleep(0.3)  # the step's loop starts another guard meanwhile
         assert not pid_gone(pid)
-        caller.kill()
-        caller.wait()
-        wait_group_dead(pid, within=10)
+        _kill_caller(caller, pid, within=10)
     finally:
         kill_group(pid)
         caller.stdout.close()

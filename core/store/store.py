@@ -159,7 +159,7 @@ class Store:
                 from sqlalchemy.pool import NullPool
 
                 engine = create_engine(
-                    self.url, poolclass=NullPool, connect_args=_pg_args(self.url)
+                    self.url, poolclass=NullPool, connect_args=pg_connect_args(self.url)
                 )
             self._engine = engine
         return self._engine
@@ -542,7 +542,7 @@ def checkpoint_etag(account: str, workflow_id: str, step: int, body: str) -> str
     return f'"{digest[:16]}"'
 
 
-def _pg_args(url: str) -> dict[str, Any]:
+def pg_connect_args(url: str) -> dict[str, Any]:
     """psycopg's connect arguments: no automatic server-side prepared statements when
     they are off (CPF_DB_PREPARE=0, PgBouncer in transaction mode before 1.21)."""
     if not url.startswith("postgresql+psycopg"):

@@ -28,7 +28,7 @@ from sqlalchemy import literal, select
 
 from core.envelope import PersistenceError
 from core.store.sqlexec import INTEGRITY_ERRORS, SqlExecutor, TransientStoreError
-from core.store.store import _pg_args
+from core.store.store import pg_connect_args
 
 __all__ = ["INTEGRITY_ERRORS", "PoolConfig", "StoreBase", "TransientStoreError"]
 
@@ -91,7 +91,7 @@ class StoreBase(SqlExecutor):
                 # No ping per checkout (a round trip per request): a connection the
                 # server dropped fails its first statement, which is retried on a new one.
                 pool_pre_ping=False,
-                connect_args=_pg_args(self.store.url),
+                connect_args=pg_connect_args(self.store.url),
             )
             # The store's own connection (its schema check) is not needed any more: the
             # process then holds at most `pool.size` connections.
