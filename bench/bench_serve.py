@@ -140,6 +140,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _db_pids(database_url: str | None) -> list[int]:
+    """The PostgreSQL server processes (backends and background workers) of the
+    store's cluster, when it runs on this machine; [] for SQLite."""
+    if not database_url or not database_url.startswith("postgresql"):
+        return []
+    import psycopg
+
+    libpq_url = "postgresql:" + database_url.split(":", 1)[1]  # no +psycopg
+    with psycopg.connect(libpq_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+        return [int(r[0]) for r in rows]
+
+
 def run_case(
     base_urls: list[str],
     key: str,
@@ -149,6 +162,7 @@ def run_case(
     seconds: float,
     pids: list[int],
     read_workflow: str = "",
+    database_url: str | None = None,
 ) -> dict:
     procs_n = min(clients, max(2, (os.cpu_count() or 2)))
     groups: list[list[int]] = [[] for _ in range(procs_n)]
@@ -169,8 +183,12 @@ def run_case(
     # Server CPU over the measured window: a figure less sensitive to a busy machine.
     time.sleep(max(0.0, start_at - time.time()))
     cpu0 = sum(_cpu_seconds(pid) for pid in pids)
+    db0 = {pid: _cpu_seconds(pid) for pid in _db_pids(database_url)}
     time.sleep(seconds)
     cpu1 = sum(_cpu_seconds(pid) for pid in pids)
+    # A backend started during the window counts from zero (its start is part of it).
+    db_pids = _db_pids(database_url)
+    db = sum(_cpu_seconds(pid) - db0.get(pid, 0.0) for pid in db_pids) if db_pids else None
     lat: list[float] = []
     errors = 0
     for _ in procs:
@@ -193,6 +211,7 @@ def run_case(
         "p99": lat[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
         "mean": statistics.fmean(lat) * 1000 if n else float("nan"),
         "cpu_ms": (cpu1 - cpu0) / n * 1000 if n else float("nan"),
+        "db_cpu_ms": db / n * 1000 if n and db is not None else float("nan"),
     }
 
 
@@ -223,7 +242,10 @@ def main() -> int:
         env["CPF_DATABASE_URL"] = args.database_url
     created = subprocess.run(
         [args.cpf, "keys", "create", "--account", "bench"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     key = json.loads(created.stdout)["result"]["api_key"]
     servers: list[subprocess.Popen] = []
@@ -236,10 +258,19 @@ def main() -> int:
             servers.append(
                 subprocess.Popen(
                     [
-                        args.cpf, "serve", "--host", "127.0.0.1", "--port", str(port),
-                        "--rate-limit", str(args.rate_limit),
+                        args.cpf,
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--rate-limit",
+                        str(args.rate_limit),
                     ],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
             )
             base_urls.append(f"http://127.0.0.1:{port}")
@@ -261,7 +292,18 @@ def main() -> int:
         rows = []
         for size in args.sizes:
             for c in args.clients:
-                rows.append(run_case(base_urls, key, "save", c, size, args.seconds, pids))
+                rows.append(
+                    run_case(
+                        base_urls,
+                        key,
+                        "save",
+                        c,
+                        size,
+                        args.seconds,
+                        pids,
+                        database_url=args.database_url,
+                    )
+                )
                 print(_fmt(rows[-1]), file=sys.stderr, flush=True)
         if not args.no_reads:
             # A 100-checkpoint workflow of ~1 KB states to resume and replay.
@@ -276,7 +318,15 @@ def main() -> int:
                 for c in (1, 8):
                     rows.append(
                         run_case(
-                            base_urls, key, kind, c, 1024, args.seconds, pids, read_workflow
+                            base_urls,
+                            key,
+                            kind,
+                            c,
+                            1024,
+                            args.seconds,
+                            pids,
+                            read_workflow,
+                            database_url=args.database_url,
                         )
                     )
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
@@ -299,13 +349,16 @@ def main() -> int:
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{args.seconds:g} s per case\n"
     )
-    print("| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op "
+        "| PostgreSQL CPU ms/op |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         what = r["kind"] + (" (limit 100)" if r["kind"] == "replay" else "")
         print(
             f"| {what} | {_size(r['size'])} | {r['clients']} | {r['rate']:.0f} | "
-            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_ms']:.2f} |"
+            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_ms']:.2f} | {_ms(r['db_cpu_ms'])} |"
         )
     return 0
 
@@ -314,10 +367,15 @@ def _size(n: int) -> str:
     return f"{n // 1024} KB" if n >= 1024 else f"{n} B"
 
 
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: not measured (SQLite)
+
+
 def _fmt(r: dict) -> str:
     return (
         f"{r['kind']:7} {_size(r['size']):>7} x{r['clients']:<3} {r['rate']:8.0f}/s "
         f"p50 {r['p50']:7.1f} ms p99 {r['p99']:7.1f} ms  server cpu {r['cpu_ms']:.2f} ms/op"
+        f"  db cpu {_ms(r['db_cpu_ms'])} ms/op"
     )
 
 

@@ -86,6 +86,9 @@ class CheckpointService:
     authenticate = _Served("keys")
 
     save = _Served("checkpoints")
+    one_trip_save = _Served("checkpoints")
+    save_keyed = _Served("checkpoints")
+    save_general = _Served("checkpoints")
     get = _Served("checkpoints")
     resume = _Served("checkpoints")
     replay = _Served("checkpoints")

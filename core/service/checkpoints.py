@@ -17,6 +17,8 @@ of the account `local`.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 import secrets
 import threading
@@ -42,6 +44,7 @@ from core.service.common import (
     iso,
     retried,
 )
+from core.service.keys import Principal, hash_key
 from core.service.webhooks import emit
 from core.statediff import leaf_diff
 
@@ -214,6 +217,11 @@ class _HeadCache:
             hit = self.items.get(key)
         return hit[1] if hit is not None and hit[0] == head else None
 
+    def latest(self, key: tuple[str, str]) -> tuple[tuple[int, str], Any] | None:
+        """The cached head of a workflow, whichever it is (to be checked by the store)."""
+        with self.lock:
+            return self.items.get(key)
+
     def put(self, key: tuple[str, str], head: tuple[int, str], state: Any) -> None:
         with self.lock:
             self.items.pop(key, None)
@@ -230,6 +238,35 @@ class _HeadCache:
 _SAVE_ATTEMPTS = 3
 
 
+@dataclass(frozen=True)
+class _SaveInput:
+    """A save's validated body: the state and its compact JSON text, the TTL in s."""
+
+    workflow_id: str
+    step: int
+    state: Any
+    text: str
+    size: int
+    ttl: int
+    label: str | None
+    agent_id: str | None
+    metadata: Any
+
+
+@dataclass(frozen=True)
+class KeyedSave:
+    """What `save_keyed` did: "saved" (`record` is the 201's body); "auth" (the key does
+    not pass: authenticate it for its 401/403); "rate" (429 after `retry_after` s);
+    "general" (a case the one-round-trip save leaves to the general one: `save_general`
+    with `principal`, whose key and rate limit were checked and counted)."""
+
+    outcome: str
+    principal: Principal | None = None
+    record: dict[str, Any] | None = None
+    retry_after: int = 0
+    save: _SaveInput | None = None
+
+
 class _Moved(Exception):
     """The workflow changed under a save transaction; it is retried."""
 
@@ -240,6 +277,14 @@ class CheckpointsService(Area):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self._heads = _HeadCache()
+        # API key hash -> account, learned from saves: only a hint for the head cache
+        # (a key's account never changes; the key itself is checked on every save).
+        self._key_accounts: dict[str, str] = {}
+
+    @property
+    def one_trip_save(self) -> bool:
+        """Whether `save_keyed` is available (PostgreSQL through psycopg)."""
+        return bool(self.ss.one_trip_save)
 
     @retried
     def save(
@@ -251,6 +296,10 @@ class CheckpointsService(Area):
         if_match: str | None = None,
     ) -> dict[str, Any]:
         """Save one step. Returns the save record (201), or raises 400/409/413."""
+        return self._save_general(account, self._checked(body, ttl_header), if_match)
+
+    def _checked(self, body: Any, ttl_header: str | None) -> _SaveInput:
+        """The save's body validated (400/413 otherwise) and prepared."""
         if isinstance(body, dict):
             step = body.get("step")
             # The reference coerces "3" to 3 (its schema validator does); so do we.
@@ -261,20 +310,29 @@ class CheckpointsService(Area):
         check_save_body(body)
         workflow_id: str = body["workflow_id"]
         check_workflow_id(workflow_id)
-        step = int(body["step"])
-        state = body["state"]
-        label = body.get("label")
         agent_id = body.get("agent_id")
         metadata = body.get("metadata")
         if agent_id is not None:
             metadata = {**(metadata or {}), "agent_id": agent_id}
-
+        state = body["state"]
         text, size = _state_text(state)
         if size > MAX_STATE_BYTES:
             raise ApiError(
                 "PAYLOAD_TOO_LARGE", f"state is {size} bytes; the limit is {MAX_STATE_BYTES}"
             )
-        ttl = parse_ttl(ttl_header, self.options.default_ttl, self.options.max_ttl)
+        return _SaveInput(
+            workflow_id=workflow_id,
+            step=int(body["step"]),
+            state=state,
+            text=text,
+            size=size,
+            ttl=parse_ttl(ttl_header, self.options.default_ttl, self.options.max_ttl),
+            label=body.get("label"),
+            agent_id=agent_id,
+            metadata=metadata,
+        )
+
+    def _save_general(self, account: str, s: _SaveInput, if_match: str | None) -> dict[str, Any]:
         # A concurrent first save of the workflow (or of the same step) by another
         # transaction makes our insert fail; the retry then sees it and decides as if
         # the two had been serial (a 409 for the same step, a normal save otherwise).
@@ -282,16 +340,16 @@ class CheckpointsService(Area):
             try:
                 record, enqueued, idempotent = self._save_tx(
                     account,
-                    workflow_id,
-                    step,
-                    state,
-                    text,
-                    size,
-                    ttl,
+                    s.workflow_id,
+                    s.step,
+                    s.state,
+                    s.text,
+                    s.size,
+                    s.ttl,
                     if_match,
-                    label=label,
-                    agent_id=agent_id,
-                    metadata=metadata,
+                    label=s.label,
+                    agent_id=s.agent_id,
+                    metadata=s.metadata,
                 )
                 break
             except _Moved as exc:
@@ -299,13 +357,119 @@ class CheckpointsService(Area):
                     continue
                 raise ApiError(
                     "CONFLICT",
-                    f"Checkpoint {checkpoint_id_for(workflow_id, step)} was written concurrently",
+                    f"Checkpoint {checkpoint_id_for(s.workflow_id, s.step)} was written "
+                    "concurrently",
                 ) from exc
         if not idempotent:
-            self._heads.put((account, workflow_id), (record["id"], record["etag"]), state)
+            self._heads.put((account, s.workflow_id), (record["id"], record["etag"]), s.state)
         if enqueued:
             self._notify()
         return _save_record(record)
+
+    def save_keyed(
+        self,
+        raw_key: str,
+        body: Any,
+        *,
+        ttl_header: str | None = None,
+        if_match: str | None = None,
+        rate: tuple[int, float] | None = None,
+    ) -> KeyedSave:
+        """A save whose API key (and rate limit, `rate` = (limit, window s)) is not
+        checked yet: on PostgreSQL in one round trip (`cpf_save_checkpoint`), with the
+        same answers as `authenticate` + `rate_limit` + `save`. A body that is not a
+        valid save raises its 400/413 before anything is read or counted (the caller
+        then authenticates first: 401 before 400). Returns what the caller does next
+        (see `KeyedSave`)."""
+        s = self._checked(body, ttl_header)
+        key_hash = hash_key(raw_key)
+        account = self._key_accounts.get(key_hash)  # a hint: the store checks the head
+        cached = self._heads.latest((account, s.workflow_id)) if account is not None else None
+        head, previous = cached if cached is not None else (None, None)
+        # Fixed for every attempt: a retry after a lost answer finds its own commit.
+        etag = _new_etag(key_hash, s.workflow_id, s.step, s.text)
+        salt = secrets.token_hex(16)
+        metadata = None if s.metadata is None else json.dumps(s.metadata)
+        count_rate = rate is not None and rate[0] > 0
+        for _ in range(_SAVE_ATTEMPTS + 1):
+            now_dt = common.utc_now()
+            args = (
+                key_hash,
+                iso(now_dt),
+                iso(now_dt + timedelta(seconds=s.ttl)),
+                float(s.ttl),
+                rate[0] if count_rate and rate is not None else 0,
+                float(rate[1]) if count_rate and rate is not None else 0.0,
+                checkpoint_id_for(s.workflow_id, s.step),
+                s.workflow_id,
+                s.step,
+                s.label,
+                s.text,
+                metadata,
+                s.agent_id,
+                etag,
+                json.dumps(leaf_diff(previous, s.state)),
+                s.size,
+                if_match,
+                head[0] if head is not None else None,
+                head[1] if head is not None else None,
+                salt,
+            )
+            out = self._call_save(args)
+            status = out["o_status"]
+            if status == "auth":
+                return KeyedSave("auth")
+            principal = Principal(account=out["o_account"], key_id=out["o_key_id"])
+            self._remember_key(key_hash, principal.account)
+            if status == "rate":
+                return KeyedSave("rate", retry_after=max(1, math.ceil(out["o_retry_after"])))
+            if status == "fallback":
+                return KeyedSave("general", principal=principal, save=s)
+            if status == "ok":
+                break
+            # "moved": the head is another one than we diffed against; nothing was
+            # written (the rate limit counted this request once: not again).
+            count_rate = False
+            if out["o_head_id"] is None:
+                head, previous = None, None
+            else:
+                head = (int(out["o_head_id"]), out["o_head_etag"])
+                text = out["o_head_state"]
+                previous = None if text is None else json.loads(text)
+        else:
+            return KeyedSave("general", principal=principal, save=s)
+        record = {
+            "id": int(out["o_id"]),
+            "checkpoint_id": checkpoint_id_for(s.workflow_id, s.step),
+            "workflow_id": s.workflow_id,
+            "step": s.step,
+            "label": s.label,
+            "etag": etag,
+            "created_at": out["o_created_at"],
+            "expires_at": out["o_expires_at"],
+            "diff_from_previous": json.loads(args[14]),
+            "size_bytes": s.size,
+        }
+        self._heads.put((principal.account, s.workflow_id), (record["id"], etag), s.state)
+        if out["o_enqueued"]:
+            self._notify()
+        return KeyedSave("saved", principal=principal, record=_save_record(record))
+
+    def save_general(
+        self, principal: Principal, s: _SaveInput, if_match: str | None
+    ) -> dict[str, Any]:
+        """The general save of a request `save_keyed` handed back ("general")."""
+        return retried(CheckpointsService._save_general)(self, principal.account, s, if_match)
+
+    @retried
+    def _call_save(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        return self.ss.save_in_one(args)
+
+    def _remember_key(self, key_hash: str, account: str) -> None:
+        if self._key_accounts.get(key_hash) != account:
+            if len(self._key_accounts) >= 1024:
+                self._key_accounts.clear()
+            self._key_accounts[key_hash] = account
 
     def _save_tx(
         self,

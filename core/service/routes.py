@@ -27,6 +27,7 @@ from starlette.responses import Response
 from core.envelope import PersistenceError
 from core.service.agents import AGENT_ID_PATTERN, AGENT_PATCH_SCHEMA, AGENT_SCHEMA
 from core.service.api import CheckpointService
+from core.service.auth import bearer_key
 from core.service.auth import principal as authenticate
 from core.service.checkpoints import (
     CHECKPOINT_ID_PATTERN,
@@ -100,14 +101,10 @@ def render(data: Any) -> bytes:
         # An integer beyond 64 bits or nesting past orjson's 254 levels, anywhere in
         # the response: the standard library writes both. RawJSON is a str to it, so
         # the states are parsed first (else they would come out as JSON strings).
-        return json.dumps(_parsed(data), ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8"
-        )
+        return json.dumps(_parsed(data), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         render(data), status_code=status, headers=headers, media_type="application/json"
     )
@@ -518,6 +515,10 @@ class Handlers:
 
     def _serve(self, route: Route, request: Request, raw: Any) -> Response:
         try:
+            if route.op is _save and self.svc.one_trip_save:
+                done = self._save_keyed(route, request, raw)
+                if done is not None:
+                    return done
             who = authenticate(self.svc, request.headers.get("authorization"))
             if route.rate_limited:
                 self.limiter.check(who.key_id)
@@ -543,6 +544,40 @@ class Handlers:
                 f"{self.limiter.window:g} s per API key",
                 headers={"Retry-After": str(exc.retry_after)},
             )
+        return self._answer(route, result)
+
+    def _save_keyed(self, route: Route, request: Request, raw: Any) -> Response | None:
+        """A save in one store round trip (key, rate limit and save together); None
+        when the general path must answer (a body that is not a valid save, or a key
+        that does not pass: it authenticates first, so 401 comes before 400)."""
+        key = bearer_key(request.headers.get("authorization"))
+        headers = request.headers
+        try:
+            body = _parse_body(raw)
+            rate = None
+            if route.rate_limited and self.limiter.limit > 0:
+                rate = (self.limiter.limit, self.limiter.window)
+            done = self.svc.save_keyed(
+                key,
+                body,
+                ttl_header=headers.get("x-checkpoint-ttl"),
+                if_match=headers.get("if-match"),
+                rate=rate,
+            )
+        except (ApiError, UnicodeEncodeError):
+            return None
+        if done.outcome == "auth":
+            return None
+        if done.outcome == "rate":
+            raise RateLimited(done.retry_after)
+        if done.outcome == "saved":
+            return self._answer(route, done.record)
+        return self._answer(
+            route, self.svc.save_general(done.principal, done.save, headers.get("if-match"))
+        )
+
+    @staticmethod
+    def _answer(route: Route, result: Any) -> Response:
         if route.status == 204:
             return Response(status_code=204)
         headers = None

@@ -10,8 +10,8 @@ without importing SQLAlchemy. See `core.store.sqlexec` and `core.store.pgexec`.
 import json
 
 # The head revision of core/store/migrations (revision 000N = schema version N).
-SCHEMA_VERSION = 5
-HEAD_REVISION = "0005"
+SCHEMA_VERSION = 6
+HEAD_REVISION = "0006"
 
 DATA = json.loads(
     r"""
@@ -46,7 +46,7 @@ DATA = json.loads(
   "CREATE INDEX IF NOT EXISTS ix_output_chunks_run ON output_chunks (run_id, id)",
   "CREATE TABLE IF NOT EXISTS alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)"
  ],
- "head_revision": "0005",
+ "head_revision": "0006",
  "postgresql": {
   "queries": {
    "attempts": {
@@ -1335,7 +1335,7 @@ DATA = json.loads(
    "sql": "UPDATE step_attempts SET parent_id=:parent_id WHERE step_attempts.run_id = :w_run_id"
   }
  },
- "schema_version": 5,
+ "schema_version": 6,
  "tables": {
   "checkpoints": {
    "bool": [],

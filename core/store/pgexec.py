@@ -191,6 +191,42 @@ class Tx:
         finally:
             release(broken or conn.broken or conn.closed)
 
+    @contextmanager
+    def statement(self, what: str) -> Iterator[psycopg.Connection]:
+        """A connection for one statement that is its own transaction (autocommit: no
+        BEGIN or COMMIT round trips). Any error that may have left the statement
+        uncommitted or committed-but-unanswered (a broken connection, a transient
+        SQLSTATE) is a `TransientStoreError`: the caller must make running it again
+        safe (the service's save recognizes its own earlier commit by its etag)."""
+        delays = backoff(time.monotonic() + self.deadline)
+        while True:
+            try:
+                conn, release = self.acquire()
+                break
+            except Exception as exc:
+                if not _is_db_error(exc):
+                    raise
+                delay = next(delays, None) if transient(exc, "connect") else None
+                if delay is None:
+                    error = TransientStoreError if transient(exc, "connect") else PersistenceError
+                    raise error(f"Store {what} failed: {one_line(exc)}") from exc
+                time.sleep(delay)
+        broken = True
+        try:
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                error = (
+                    TransientStoreError
+                    if transient(exc, "statement") or conn.broken or conn.closed
+                    else PersistenceError
+                )
+                raise error(f"Store {what} failed: {one_line(exc)}") from exc
+            broken = False
+            conn._cpf_used = time.monotonic()  # type: ignore[attr-defined]
+        finally:
+            release(broken and (conn.broken or conn.closed))
+
 
 def _is_db_error(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):

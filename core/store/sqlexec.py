@@ -188,14 +188,10 @@ class SqlExecutor:
 
         engine = self._pg_pool()
         if engine is not None:
-            if self._pg_tx is None:
-                # The pool is the process's connections now: drop the store's own.
-                if self.store.sql is not self:
-                    self.store.sql.close()
-                # No retry here: the service runs the whole request again after a
-                # transient error (CPF_SERVE_RETRY_DEADLINE), on another connection.
-                self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine), deadline=0.0)
-            with self._pg_tx.run(what, read=what == "read") as conn:
+            # The pool is the process's connections now (the store's own is dropped).
+            # No retry here: the service runs the whole request again after a
+            # transient error (CPF_SERVE_RETRY_DEADLINE), on another connection.
+            with self._pg_transaction_tx(engine).run(what, read=what == "read") as conn:
                 yield conn
             return
         with self._pg_lock:
@@ -210,6 +206,24 @@ class SqlExecutor:
                     yield conn
             finally:
                 self._pg_depth -= 1
+
+    @contextmanager
+    def pg_statement(self, what: str) -> Iterator[Any]:
+        """A pooled psycopg connection for one autocommit statement (see
+        `pgexec.Tx.statement`); only for a store with a pool (`cpf serve`)."""
+        engine = self._pg_pool()
+        assert self.pg and engine is not None
+        with self._pg_transaction_tx(engine).statement(what) as conn:
+            yield conn
+
+    def _pg_transaction_tx(self, engine: Any) -> Any:
+        from core.store import pgexec
+
+        if self._pg_tx is None:
+            if self.store.sql is not self:
+                self.store.sql.close()
+            self._pg_tx = pgexec.Tx(lambda: self._pg_checkout(engine), deadline=0.0)
+        return self._pg_tx
 
     def _pg_single(self) -> tuple[Any, Any]:
         from core.store import pgexec

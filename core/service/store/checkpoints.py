@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from core.service.store.base import StoreBase
+from core.service.store.save_function import CALL_SAVE_FUNCTION
 from core.service.store.tables import (
     WORKFLOWS,
 )
@@ -267,6 +268,20 @@ class CheckpointsSql(StoreBase):
             )
 
     # -- checkpoints ----------------------------------------------------------------------
+
+    @property
+    def one_trip_save(self) -> bool:
+        """Whether saves can go through `cpf_save_checkpoint` (psycopg and a pool)."""
+        return bool(self.pg) and not self.is_sqlite
+
+    def save_in_one(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """Call `cpf_save_checkpoint` (save_function.py) as its own transaction."""
+        with self.pg_statement("save") as conn:
+            cur = conn.execute(CALL_SAVE_FUNCTION, args)
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
+        assert row is not None
+        return dict(zip(names, row, strict=True))
 
     def checkpoint_at(
         self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False

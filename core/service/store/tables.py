@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 
@@ -145,6 +145,17 @@ class RateWindow(SQLModel, table=True):
     # Requests in the window, counted up to limit + 1 (rejected ones stop there).
     hits: int = 0
 
+
+def _create_save_function(target: Any, connection: Any, **kw: Any) -> None:
+    # A new PostgreSQL store gets the one-round-trip save with its tables (an older
+    # one from Alembic revision 0006); SQLite has no functions and needs none.
+    if connection.dialect.name == "postgresql":
+        from core.service.store.save_function import CREATE_SAVE_FUNCTION
+
+        connection.exec_driver_sql(CREATE_SAVE_FUNCTION)
+
+
+event.listen(ApiWorkflow.__table__, "after_create", _create_save_function)
 
 SERVICE_TABLES = [Account, ApiKey, Agent, ApiWorkflow, Webhook, WebhookDelivery, RateWindow]
 
