@@ -1,0 +1,231 @@
+"""The one-round-trip save on PostgreSQL (`cpf_save_checkpoint`, revision 0006).
+
+Two real `cpf serve` replicas over a fresh PostgreSQL database (skipped without
+`CPF_TEST_POSTGRES_URL`), driven by the real snapstate-sdk, plus direct calls of the
+function for what HTTP cannot stage (a lost answer, a replica whose clock is behind).
+What must hold: the same answers as the general save (diffs against the true previous
+state whichever replica wrote it, 409s, the idempotent re-save, 401 before 400, a
+revocation at once, the outbox rows), and that the saves do go through the function.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from snapstate_sdk import AuthError, ConflictError
+from test_service_support import ServeProcess
+
+ADMIN_URL = os.environ.get("CPF_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="CPF_TEST_POSTGRES_URL is not set")
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        cur = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+class Pair:
+    def __init__(self, root: Path, url: str) -> None:
+        env = {"CPF_DATABASE_URL": url, "CPF_WEBHOOK_ALLOW_PRIVATE": "1"}
+        self.url = url
+        self.a = ServeProcess(root / "a", rate_limit=0, env=env)
+        try:
+            self.b = ServeProcess(root / "b", rate_limit=0, env=env)
+        except BaseException:
+            self.a.stop()
+            raise
+
+    def stop(self) -> None:
+        for s in (self.a, self.b):
+            assert s.stop() == 0 and "Traceback" not in s.logs(), s.logs()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    from sqlalchemy.engine import make_url
+
+    assert ADMIN_URL is not None
+    name = f"cpf_one_trip_{uuid.uuid4().hex[:12]}"
+    _sql(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    # Count the function's calls (pg_stat_user_functions), for this database only.
+    _sql(ADMIN_URL, f"ALTER DATABASE \"{name}\" SET track_functions = 'pl'")
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(False)
+    try:
+        p = Pair(tmp_path_factory.mktemp("one-trip"), url)
+        yield p
+        p.stop()
+    finally:
+        _sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _calls(url: str) -> int:
+    rows = _sql(
+        url, "SELECT calls FROM pg_stat_user_functions WHERE funcname = 'cpf_save_checkpoint'"
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def test_saves_alternating_replicas_diff_against_the_true_previous_state(pair: Pair) -> None:
+    key = pair.a.key("alt")
+    a, b = pair.a.client(key), pair.b.client(key)
+    wf = f"alt-{uuid.uuid4().hex[:8]}"
+    before = _calls(pair.url)
+    for step in range(6):
+        client = (a, b)[step % 2]  # each replica's cached head is always stale
+        saved = client.save(wf, step, {"n": step, f"k{step}": True, "same": 1})
+        diff = saved.diff_from_previous
+        if step == 0:
+            assert sorted(diff["added"]) == ["k0", "n", "same"]
+        else:
+            assert diff == {"added": [f"k{step}"], "removed": [f"k{step - 1}"], "changed": ["n"]}
+    resumed = b.resume(wf)
+    assert resumed.total_checkpoints == 6
+    assert resumed.latest_checkpoint.step == 5
+    assert [c.step for c in a.replay(wf).checkpoints] == list(range(6))
+    # The saves went through the function (a stale head costs a second call). Backends
+    # publish their function counts when idle for a while (PostgreSQL 15: ~10 s).
+    deadline = time.monotonic() + 30
+    while _calls(pair.url) - before < 6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _calls(pair.url) - before >= 6
+
+
+def test_conflicts_and_idempotent_resave_keep_their_answers(pair: Pair) -> None:
+    key = pair.a.key("conflicts")
+    a, b = pair.a.client(key), pair.b.client(key)
+    wf = f"cf-{uuid.uuid4().hex[:8]}"
+    first = a.save(wf, 0, {"v": 0})
+    with pytest.raises(ConflictError):
+        b.save(wf, 0, {"v": 1})
+    again = b.save(wf, 0, {"v": 1}, if_match=first.etag)  # same etag: the stored record
+    assert again.etag == first.etag
+    with pytest.raises(ConflictError):
+        a.save(wf, 1, {"v": 2}, if_match='"0000000000000000"')  # not the head
+    nxt = a.save(wf, 1, {"v": 2}, if_match=first.etag)
+    assert nxt.step == 1 and nxt.etag != first.etag
+    r = pair.b.http("POST", "/checkpoints", key, json={"workflow_id": wf, "step": 0, "state": {}})
+    assert r.status_code == 409 and r.json()["existing"]["etag"] == first.etag
+    assert b.resume(wf).total_checkpoints == 2
+
+
+def test_auth_comes_first_and_a_revocation_holds_at_once(pair: Pair) -> None:
+    key = pair.a.key("revoked")
+    wf = f"rv-{uuid.uuid4().hex[:8]}"
+    pair.a.client(key).save(wf, 0, {"v": 0})
+    bad = {"workflow_id": wf, "step": -1, "state": {}}
+    r = pair.a.http("POST", "/checkpoints", "snp_" + "0" * 32, json=bad)
+    assert r.status_code == 401, r.text
+    r = pair.a.http("POST", "/checkpoints", key, json=bad)
+    assert r.status_code == 400, r.text
+    r = pair.a.http("POST", "/checkpoints", None, json={"workflow_id": wf, "step": 1, "state": {}})
+    assert r.status_code == 401
+    key_id = pair.a.cpf("keys", "list", "--account", "revoked")["result"]["keys"][0]["key_id"]
+    assert pair.a.cpf("keys", "revoke", "--key-id", key_id)["ok"] is True
+    for srv in (pair.a, pair.b):
+        with pytest.raises(AuthError, match="revoked"):
+            srv.client(key).save(wf, 1, {"v": 1})
+
+
+def test_outbox_rows_of_a_save(pair: Pair) -> None:
+    key = pair.a.key("hooks")
+    hook = pair.a.http(
+        "POST",
+        "/webhooks",
+        key,
+        json={"url": "http://127.0.0.1:9/hook", "events": ["checkpoint.saved"]},
+    ).json()
+    wf = f"wh-{uuid.uuid4().hex[:8]}"
+    saved = pair.b.client(key).save(wf, 0, {"v": 0}, label="first")
+    log = pair.a.http("GET", f"/webhooks/{hook['webhook_id']}/deliveries", key).json()
+    [delivery] = [d for d in log["deliveries"] if d["event"] == "checkpoint.saved"]
+    assert delivery["delivery_id"].startswith("dlv_") and len(delivery["delivery_id"]) == 28
+    assert delivery["data"] == {
+        "workflow_id": wf,
+        "checkpoint_id": saved.checkpoint_id,
+        "step": 0,
+        "etag": saved.etag,
+        "label": "first",
+        "created_at": saved.created_at,
+    }
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _call(url: str, key_hash: str, wf: str, step: int, now: datetime, **kw: Any) -> dict:
+    from core.service.store.save_function import CALL_SAVE_FUNCTION
+
+    ttl = 3600
+    args = (
+        key_hash, _iso(now), _iso(now + timedelta(seconds=ttl)), float(ttl), 0, 0.0,
+        f"cp_{wf}_{step:03d}", wf, step, None, '{"s": %d}' % step, None, None,
+        kw.get("etag", f'"{uuid.uuid4().hex[:16]}"'), '{"added":[],"removed":[],"changed":[]}',
+        8, None, kw.get("head_id"), kw.get("head_etag"), uuid.uuid4().hex,
+    )  # fmt: skip
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        cur = conn.execute(CALL_SAVE_FUNCTION, args)  # type: ignore[arg-type]
+        assert cur.description is not None
+        row = cur.fetchone()
+        assert row is not None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def test_a_retry_after_a_lost_answer_finds_its_own_commit(pair: Pair) -> None:
+    from core.service.keys import hash_key
+
+    key_hash = hash_key(pair.a.key("lost"))
+    wf = f"lost-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    first = _call(pair.url, key_hash, wf, 0, now, etag='"aaaaaaaaaaaaaaaa"')
+    again = _call(pair.url, key_hash, wf, 0, now, etag='"aaaaaaaaaaaaaaaa"')
+    assert first["o_status"] == again["o_status"] == "ok"
+    assert again["o_id"] == first["o_id"] and again["o_created_at"] == first["o_created_at"]
+    other = _call(pair.url, key_hash, wf, 0, now)  # another request: the general save decides
+    assert other["o_status"] == "fallback"
+    rows = _sql(pair.url, "SELECT total FROM svc_workflows WHERE workflow_id = %s", (wf,))
+    assert rows == [(1,)]
+    assert _call(pair.url, "0" * 64, wf, 1, now)["o_status"] == "auth"
+
+
+def test_stale_head_and_a_clock_behind(pair: Pair) -> None:
+    from core.service.keys import hash_key
+
+    key_hash = hash_key(pair.a.key("clock"))
+    wf = f"clock-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    first = _call(pair.url, key_hash, wf, 0, now)
+    # The caller diffed against "no workflow": told the head, nothing written.
+    moved = _call(pair.url, key_hash, wf, 1, now)
+    assert moved["o_status"] == "moved" and moved["o_head_id"] == first["o_id"]
+    assert moved["o_head_state"] is not None and '"s"' in moved["o_head_state"]
+    # A replica 10 s behind: its checkpoint is not older than the head it follows.
+    late = _call(
+        pair.url, key_hash, wf, 1, now - timedelta(seconds=10),
+        head_id=moved["o_head_id"], head_etag=moved["o_head_etag"],
+    )  # fmt: skip
+    assert late["o_status"] == "ok"
+    assert late["o_created_at"] == first["o_created_at"]
+    assert late["o_expires_at"] == _iso(now + timedelta(seconds=3600))
+    rows = _sql(
+        pair.url,
+        "SELECT total, head_id, last_activity_at FROM svc_workflows WHERE workflow_id = %s",
+        (wf,),
+    )
+    assert rows == [(2, late["o_id"], first["o_created_at"])]
