@@ -173,7 +173,7 @@ def _call(url: str, key_hash: str, wf: str, step: int, now: datetime, **kw: Any)
     ttl = 3600
     args = (
         key_hash, _iso(now), _iso(now + timedelta(seconds=ttl)), float(ttl), 0, 0.0,
-        f"cp_{wf}_{step:03d}", wf, step, None, '{"s": %d}' % step, None, None,
+        f"cp_{wf}_{step:03d}", wf, step, None, f'{{"s": {step}}}', None, None,
         kw.get("etag", f'"{uuid.uuid4().hex[:16]}"'), '{"added":[],"removed":[],"changed":[]}',
         8, None, kw.get("head_id"), kw.get("head_etag"), uuid.uuid4().hex,
     )  # fmt: skip
