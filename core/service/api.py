@@ -88,6 +88,8 @@ class CheckpointService:
     save = _Served("checkpoints")
     one_trip_save = _Served("checkpoints")
     save_keyed = _Served("checkpoints")
+    save_keyed_async = _Served("checkpoints")
+    async_save = _Served("checkpoints")
     save_general = _Served("checkpoints")
     get = _Served("checkpoints")
     resume = _Served("checkpoints")

@@ -16,12 +16,17 @@ of the account `local`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import math
+import random
 import re
 import secrets
 import threading
+import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -49,6 +54,8 @@ from core.service.webhooks import emit
 from core.statediff import leaf_diff
 
 MAX_STATE_BYTES = 1024 * 1024
+
+_log = logging.getLogger("cpf.checkpoints")
 
 # URL-safe ids (§10): whatever the SDK puts raw into a path works.
 WORKFLOW_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -286,6 +293,11 @@ class CheckpointsService(Area):
         """Whether `save_keyed` is available (PostgreSQL through psycopg)."""
         return bool(self.ss.one_trip_save)
 
+    @property
+    def async_save(self) -> bool:
+        """Whether `save_keyed_async` is available (it has its own connections)."""
+        return self.one_trip_save and self.ss.async_size > 0
+
     @retried
     def save(
         self,
@@ -381,6 +393,43 @@ class CheckpointsService(Area):
         valid save raises its 400/413 before anything is read or counted (the caller
         then authenticates first: 401 before 400). Returns what the caller does next
         (see `KeyedSave`)."""
+        steps = self._keyed_steps(raw_key, body, ttl_header, if_match, rate)
+        args = next(steps)
+        while True:
+            try:
+                args = steps.send(self._call_save(args))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def save_keyed_async(
+        self,
+        raw_key: str,
+        body: Any,
+        *,
+        ttl_header: str | None = None,
+        if_match: str | None = None,
+        rate: tuple[int, float] | None = None,
+    ) -> KeyedSave:
+        """`save_keyed` on the event loop (the store call awaited, no thread)."""
+        steps = self._keyed_steps(raw_key, body, ttl_header, if_match, rate)
+        args = next(steps)
+        while True:
+            out = await self._call_save_async(args)
+            try:
+                args = steps.send(out)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def _keyed_steps(
+        self,
+        raw_key: str,
+        body: Any,
+        ttl_header: str | None,
+        if_match: str | None,
+        rate: tuple[int, float] | None,
+    ) -> Generator[tuple[Any, ...], dict[str, Any], KeyedSave]:
+        """The logic of `save_keyed`: yields the arguments of each call of the store's
+        function and is sent its answer (the callers differ only in how they wait)."""
         s = self._checked(body, ttl_header)
         key_hash = hash_key(raw_key)
         account = self._key_accounts.get(key_hash)  # a hint: the store checks the head
@@ -390,16 +439,18 @@ class CheckpointsService(Area):
         etag = _new_etag(key_hash, s.workflow_id, s.step, s.text)
         salt = secrets.token_hex(16)
         metadata = None if s.metadata is None else json.dumps(s.metadata)
-        count_rate = rate is not None and rate[0] > 0
+        limit, window = rate if rate is not None and rate[0] > 0 else (0, 0.0)
+        principal: Principal | None = None
         for _ in range(_SAVE_ATTEMPTS + 1):
             now_dt = common.utc_now()
-            args = (
+            diff = leaf_diff(previous, s.state)
+            out = yield (
                 key_hash,
                 iso(now_dt),
                 iso(now_dt + timedelta(seconds=s.ttl)),
                 float(s.ttl),
-                rate[0] if count_rate and rate is not None else 0,
-                float(rate[1]) if count_rate and rate is not None else 0.0,
+                limit,
+                float(window),
                 checkpoint_id_for(s.workflow_id, s.step),
                 s.workflow_id,
                 s.step,
@@ -408,14 +459,13 @@ class CheckpointsService(Area):
                 metadata,
                 s.agent_id,
                 etag,
-                json.dumps(leaf_diff(previous, s.state)),
+                json.dumps(diff),
                 s.size,
                 if_match,
                 head[0] if head is not None else None,
                 head[1] if head is not None else None,
                 salt,
             )
-            out = self._call_save(args)
             status = out["o_status"]
             if status == "auth":
                 return KeyedSave("auth")
@@ -429,7 +479,7 @@ class CheckpointsService(Area):
                 break
             # "moved": the head is another one than we diffed against; nothing was
             # written (the rate limit counted this request once: not again).
-            count_rate = False
+            limit, window = 0, 0.0
             if out["o_head_id"] is None:
                 head, previous = None, None
             else:
@@ -447,7 +497,7 @@ class CheckpointsService(Area):
             "etag": etag,
             "created_at": out["o_created_at"],
             "expires_at": out["o_expires_at"],
-            "diff_from_previous": json.loads(args[14]),
+            "diff_from_previous": diff,
             "size_bytes": s.size,
         }
         self._heads.put((principal.account, s.workflow_id), (record["id"], etag), s.state)
@@ -464,6 +514,22 @@ class CheckpointsService(Area):
     @retried
     def _call_save(self, args: tuple[Any, ...]) -> dict[str, Any]:
         return self.ss.save_in_one(args)
+
+    async def _call_save_async(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """`_call_save` awaited: transient errors retried with backoff (as `retried`)."""
+        from core.service.store.base import TransientStoreError
+
+        deadline = time.monotonic() + self.options.retry_deadline
+        delay = 0.02
+        while True:
+            try:
+                return await self.ss.save_in_one_async(args)
+            except TransientStoreError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                _log.warning("save: %s; retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
 
     def _remember_key(self, key_hash: str, account: str) -> None:
         if self._key_accounts.get(key_hash) != account:

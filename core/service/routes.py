@@ -33,6 +33,7 @@ from core.service.checkpoints import (
     CHECKPOINT_ID_PATTERN,
     SAVE_SCHEMA,
     WORKFLOW_ID_PATTERN,
+    KeyedSave,
     RawJSON,
 )
 from core.service.common import MAX_OFFSET, MAX_STEP, REPLAY_MAX_LIMIT, ApiError
@@ -49,6 +50,9 @@ MAX_JSON_DEPTH = 254
 BODY_TIMEOUT = 30.0
 
 THREADS = 8
+# Saves up to this size are served on the event loop (PostgreSQL): parsing and diffing
+# a larger body there would stall every other request.
+ASYNC_SAVE_MAX_BYTES = 64 * 1024
 
 log = logging.getLogger("cpf.serve")
 
@@ -490,6 +494,7 @@ class Handlers:
 
     def endpoint(self, route: Route) -> Callable[[Request], Any]:
         has_body = route.body_schema is not None
+        is_save = route.op is _save
 
         async def handler(request: Request) -> Response:
             raw: Any = None
@@ -504,21 +509,35 @@ class Handlers:
                         f"The request body did not arrive within {self.body_timeout:g} s",
                         headers={"Connection": "close"},
                     )
+            keyed = None
+            if (
+                is_save
+                and isinstance(raw, bytes)
+                and len(raw) <= ASYNC_SAVE_MAX_BYTES
+                and self.svc.async_save
+            ):
+                keyed = await self._save_keyed_async(route, request, raw)
+                if isinstance(keyed, Response):
+                    return keyed
             if self._threads is None:
                 self._threads = anyio.CapacityLimiter(THREADS)
             return await anyio.to_thread.run_sync(
-                self._serve, route, request, raw, limiter=self._threads
+                self._serve, route, request, raw, keyed, limiter=self._threads
             )
 
         handler.__name__ = f"{route.method.lower()}_{route.path}"
         return handler
 
-    def _serve(self, route: Route, request: Request, raw: Any) -> Response:
+    def _serve(
+        self, route: Route, request: Request, raw: Any, keyed: KeyedSave | None = None
+    ) -> Response:
+        """Serve a request in a worker thread; `keyed`: what the event loop's attempt
+        at a one-round-trip save left to do."""
         try:
-            if route.op is _save and self.svc.one_trip_save:
-                done = self._save_keyed(route, request, raw)
-                if done is not None:
-                    return done
+            if keyed is None and route.op is _save and self.svc.one_trip_save:
+                keyed = self._save_keyed(route, request, raw)
+            if keyed is not None and keyed.outcome != "auth":
+                return self._keyed_answer(route, request, keyed)
             who = authenticate(self.svc, request.headers.get("authorization"))
             if route.rate_limited:
                 self.limiter.check(who.key_id)
@@ -538,42 +557,71 @@ class Handlers:
             log.error("store error: %s", err.message)
             return error_response("STORE_UNAVAILABLE", "The store is unavailable: try again")
         except RateLimited as exc:
-            return error_response(
-                "RATE_LIMITED",
-                f"Rate limit exceeded: at most {self.limiter.limit} requests per "
-                f"{self.limiter.window:g} s per API key",
-                headers={"Retry-After": str(exc.retry_after)},
-            )
+            return self._rate_limited(exc.retry_after)
         return self._answer(route, result)
 
-    def _save_keyed(self, route: Route, request: Request, raw: Any) -> Response | None:
-        """A save in one store round trip (key, rate limit and save together); None
-        when the general path must answer (a body that is not a valid save, or a key
-        that does not pass: it authenticates first, so 401 comes before 400)."""
+    def _rate(self, route: Route) -> tuple[int, float] | None:
+        if route.rate_limited and self.limiter.limit > 0:
+            return (self.limiter.limit, self.limiter.window)
+        return None
+
+    def _save_keyed(self, route: Route, request: Request, raw: Any) -> KeyedSave:
+        """A save in one store round trip (key, rate limit and save together). Its
+        outcome "auth" sends the request down the general path: a body that is not a
+        valid save, or a key that does not pass (authenticated first: 401 before 400)."""
         key = bearer_key(request.headers.get("authorization"))
         headers = request.headers
         try:
-            body = _parse_body(raw)
-            rate = None
-            if route.rate_limited and self.limiter.limit > 0:
-                rate = (self.limiter.limit, self.limiter.window)
-            done = self.svc.save_keyed(
+            return self.svc.save_keyed(
                 key,
-                body,
+                _parse_body(raw),
                 ttl_header=headers.get("x-checkpoint-ttl"),
                 if_match=headers.get("if-match"),
-                rate=rate,
+                rate=self._rate(route),
             )
         except (ApiError, UnicodeEncodeError):
-            return None
-        if done.outcome == "auth":
-            return None
-        if done.outcome == "rate":
-            raise RateLimited(done.retry_after)
-        if done.outcome == "saved":
-            return self._answer(route, done.record)
-        return self._answer(
-            route, self.svc.save_general(done.principal, done.save, headers.get("if-match"))
+            return KeyedSave("auth")
+
+    async def _save_keyed_async(
+        self, route: Route, request: Request, raw: bytes
+    ) -> Response | KeyedSave:
+        """`_save_keyed` on the event loop: the response when it is one, else what the
+        worker thread does next (the general save, or the general path)."""
+        headers = request.headers
+        try:
+            keyed = await self.svc.save_keyed_async(
+                bearer_key(headers.get("authorization")),
+                _parse_body(raw),
+                ttl_header=headers.get("x-checkpoint-ttl"),
+                if_match=headers.get("if-match"),
+                rate=self._rate(route),
+            )
+        except (ApiError, UnicodeEncodeError):
+            return KeyedSave("auth")
+        except PersistenceError as err:
+            log.error("store error: %s", err.message)
+            return error_response("STORE_UNAVAILABLE", "The store is unavailable: try again")
+        if keyed.outcome == "saved":
+            return self._answer(route, keyed.record)
+        if keyed.outcome == "rate":
+            return self._rate_limited(keyed.retry_after)
+        return keyed
+
+    def _keyed_answer(self, route: Route, request: Request, keyed: KeyedSave) -> Response:
+        if keyed.outcome == "rate":
+            raise RateLimited(keyed.retry_after)
+        if keyed.outcome == "saved":
+            return self._answer(route, keyed.record)
+        assert keyed.principal is not None and keyed.save is not None
+        if_match = request.headers.get("if-match")
+        return self._answer(route, self.svc.save_general(keyed.principal, keyed.save, if_match))
+
+    def _rate_limited(self, retry_after: int) -> Response:
+        return error_response(
+            "RATE_LIMITED",
+            f"Rate limit exceeded: at most {self.limiter.limit} requests per "
+            f"{self.limiter.window:g} s per API key",
+            headers={"Retry-After": str(retry_after)},
         )
 
     @staticmethod

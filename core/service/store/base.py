@@ -9,7 +9,8 @@ write lock (busy timeout 30 s).
 
 On a database server (PostgreSQL) the service has its own bounded pool (`pool_size`
 connections, no overflow; a request waits up to `pool_timeout` s for a free one), so a
-replica never holds more than that; the process-wide write lock is not taken (row
+replica never holds more than that (half of them serve small saves on the event loop:
+store/async_save.py); the process-wide write lock is not taken (row
 locks do that job, and requests of one replica run concurrently). Errors that leave
 nothing written (cannot connect, too many clients, connection reset before COMMIT,
 serialization failure, deadlock) are raised as `TransientStoreError`, which the
@@ -75,6 +76,7 @@ class StoreBase(SqlExecutor):
         super().__init__(store, fast=fast)
         self.pool = pool or PoolConfig()
         self._engine: Any = None
+        self._async_pool: Any = None
         if not self.is_sqlite:
             self._server_engine()  # closes the store's idle connections now
 
@@ -85,7 +87,7 @@ class StoreBase(SqlExecutor):
 
             self._engine = create_engine(
                 self.store.url,
-                pool_size=self.pool.size,
+                pool_size=self.pool.size - self.async_size,
                 max_overflow=0,
                 pool_timeout=self.pool.timeout,
                 # No ping per checkout (a round trip per request): a connection the
@@ -97,6 +99,25 @@ class StoreBase(SqlExecutor):
             # process then holds at most `pool.size` connections.
             self.store.engine.dispose()
         return self._engine
+
+    @property
+    def async_size(self) -> int:
+        """Connections of the event loop's save pool (store/async_save.py): half of the
+        bound, on PostgreSQL through psycopg with a bound of 2 or more; else 0."""
+        if self.is_sqlite or not self.pg or self.pool.size < 2:
+            return 0
+        return self.pool.size // 2
+
+    def async_saves(self) -> Any:
+        """The event loop's save pool (None when `async_size` is 0)."""
+        if self._async_pool is None and self.async_size:
+            from core.service.store.async_save import AsyncSavePool
+            from core.store.pgexec import conninfo
+
+            self._async_pool = AsyncSavePool(
+                conninfo(self.store.url), self.async_size, self.pool.timeout
+            )
+        return self._async_pool
 
     def _pg_pool(self) -> Any:
         return self._server_engine()  # the psycopg fast path takes this pool's connections

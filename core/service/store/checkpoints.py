@@ -283,6 +283,10 @@ class CheckpointsSql(StoreBase):
         assert row is not None
         return dict(zip(names, row, strict=True))
 
+    async def save_in_one_async(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """`save_in_one` awaited on the event loop's own connections."""
+        return await self.async_saves().save(args)
+
     def checkpoint_at(
         self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False
     ) -> dict[str, Any] | None:
