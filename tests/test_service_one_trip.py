@@ -104,6 +104,29 @@ def test_saves_alternating_replicas_diff_against_the_true_previous_state(pair: P
     assert _calls(pair.url) - before >= 6
 
 
+def test_large_saves_take_the_worker_thread_path_with_the_same_answers(pair: Pair) -> None:
+    # Bodies over routes.ASYNC_SAVE_MAX_BYTES are parsed in a worker thread; the save
+    # is the same one round trip there.
+    from core.service.routes import ASYNC_SAVE_MAX_BYTES
+
+    key = pair.a.key("large")
+    a, b = pair.a.client(key), pair.b.client(key)
+    wf = f"large-{uuid.uuid4().hex[:8]}"
+    blob = "x" * (ASYNC_SAVE_MAX_BYTES + 1000)
+    before = _calls(pair.url)
+    for step in range(4):
+        saved = (a, b)[step % 2].save(wf, step, {"blob": blob, "n": step})
+        if step:
+            assert saved.diff_from_previous == {"added": [], "removed": [], "changed": ["n"]}
+    with pytest.raises(ConflictError):
+        b.save(wf, 3, {"blob": blob})
+    assert a.resume(wf).total_checkpoints == 4
+    deadline = time.monotonic() + 30
+    while _calls(pair.url) - before < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _calls(pair.url) - before >= 5
+
+
 def test_conflicts_and_idempotent_resave_keep_their_answers(pair: Pair) -> None:
     key = pair.a.key("conflicts")
     a, b = pair.a.client(key), pair.b.client(key)
