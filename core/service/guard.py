@@ -14,6 +14,10 @@ the file descriptors so that real clients get reset. Here:
   at once, so the server never runs out of descriptors.
 
 Request bodies have their own deadline in the app (routes.BODY_TIMEOUT).
+
+Writes are also corked: uvicorn writes a response's head and its body separately (two
+send() calls, two packets, and two wake-ups of the client); the transport here gathers
+what one turn of the event loop writes and sends it at the end of that turn.
 """
 
 from __future__ import annotations
@@ -32,6 +36,32 @@ def _canned(status: int, reason: str, code: str, message: str) -> bytes:
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+class _Corked:
+    """A transport whose writes of one event-loop turn go out as one send()."""
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def guarded_protocol(
@@ -67,6 +97,7 @@ def guarded_protocol(
                 transport.close()
                 return
             super().connection_made(transport)
+            self.transport = _Corked(transport, self.loop)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
