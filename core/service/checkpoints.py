@@ -288,15 +288,13 @@ class CheckpointsService(Area):
         # (a key's account never changes; the key itself is checked on every save).
         self._key_accounts: dict[str, str] = {}
 
-    @property
     def one_trip_save(self) -> bool:
         """Whether `save_keyed` is available (PostgreSQL through psycopg)."""
         return bool(self.ss.one_trip_save)
 
-    @property
     def async_save(self) -> bool:
         """Whether `save_keyed_async` is available (it has its own connections)."""
-        return self.one_trip_save and self.ss.async_size > 0
+        return self.one_trip_save() and self.ss.async_size > 0
 
     @retried
     def save(

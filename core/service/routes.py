@@ -514,7 +514,7 @@ class Handlers:
                 is_save
                 and isinstance(raw, bytes)
                 and len(raw) <= ASYNC_SAVE_MAX_BYTES
-                and self.svc.async_save
+                and self.svc.async_save()
             ):
                 keyed = await self._save_keyed_async(route, request, raw)
                 if isinstance(keyed, Response):
@@ -534,7 +534,7 @@ class Handlers:
         """Serve a request in a worker thread; `keyed`: what the event loop's attempt
         at a one-round-trip save left to do."""
         try:
-            if keyed is None and route.op is _save and self.svc.one_trip_save:
+            if keyed is None and route.op is _save and self.svc.one_trip_save():
                 keyed = self._save_keyed(route, request, raw)
             if keyed is not None and keyed.outcome != "auth":
                 return self._keyed_answer(route, request, keyed)
