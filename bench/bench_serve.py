@@ -22,7 +22,9 @@ preferably empty database; workflow ids are unique per run), creates a key with
 
 Clients are threads spread over several processes (so the client side's GIL does not
 cap the server), all on this machine: server and clients share its cores. Every
-response is checked (a failed call aborts the run). Prints a Markdown table.
+response is checked (a failed call aborts the run). Prints a Markdown table with the
+CPU per operation of the servers and, for a PostgreSQL on this machine, of the
+database's processes (its backends and background writers: what a save costs it).
 """
 
 from __future__ import annotations
