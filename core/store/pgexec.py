@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 
 from core.envelope import PersistenceError
-from core.store.sqlexec import TransientStoreError, build_update
+from core.store.sqlexec import StaleWrite, TransientStoreError, build_update
 
 DEFAULT_RETRY_DEADLINE = 15.0
 # A connection used less than this many seconds ago is taken to be alive (see Tx.begin).
@@ -135,21 +135,25 @@ class Tx:
         self.deadline = retry_deadline() if deadline is None else deadline
 
     def begin(
-        self, what: str, read: bool = False
-    ) -> tuple[psycopg.Connection, Callable[[bool], None], bool]:
+        self, what: str, read: bool = False, batch: bool = False
+    ) -> tuple[psycopg.Connection, Callable[[bool], None], str]:
         """A connection inside BEGIN (connecting and a dead connection are retried):
-        (connection, release, in a transaction). A read on a connection used moments
-        ago sends no BEGIN/COMMIT: under READ COMMITTED each statement of a transaction
-        sees its own snapshot anyway, and two round trips are saved."""
+        (connection, release, state). `state` is "open" after BEGIN; "none" for a read on
+        a connection used moments ago, which sends no BEGIN/COMMIT (under READ COMMITTED
+        each statement of a transaction sees its own snapshot anyway, and two round trips
+        are saved); "batch" for a batch on such a connection, whose BEGIN goes out with
+        its statements."""
         delays = backoff(time.monotonic() + self.deadline)
         while True:
             release: Callable[[bool], None] | None = None
             try:
                 conn, release = self.acquire()
-                if read and time.monotonic() - getattr(conn, "_cpf_used", -FRESH) < FRESH:
-                    return conn, release, False
+                if (read or batch) and time.monotonic() - getattr(
+                    conn, "_cpf_used", -FRESH
+                ) < FRESH:
+                    return conn, release, "batch" if batch else "none"
                 conn.execute(b"BEGIN", prepare=False)
-                return conn, release, True
+                return conn, release, "open"
             except Exception as exc:
                 if release is not None:
                     release(True)
@@ -164,23 +168,46 @@ class Tx:
                 raise PersistenceError(f"Store {what} failed: {one_line(exc)}") from exc
 
     @contextmanager
-    def run(self, what: str, read: bool = False) -> Iterator[psycopg.Connection]:
-        conn, release, in_tx = self.begin(what, read)
+    def run(
+        self, what: str, read: bool = False, batch: bool = False
+    ) -> Iterator[psycopg.Connection]:
+        """One transaction. With `batch`, its statements are pipelined: sent with BEGIN
+        and COMMIT in one round trip when the block ends (a read inside the block, such
+        as a row count, first waits for what was sent). A failed `guarded` update
+        (see `guarded_sql`) aborts it as `StaleWrite`."""
+        conn, release, state = self.begin(what, read, batch)
         broken = True
         try:
             try:
-                yield conn
+                if batch:
+                    with conn.pipeline() as pipe:
+                        conn._cpf_pipeline = pipe  # type: ignore[attr-defined]
+                        try:
+                            if state == "batch":
+                                conn.execute(b"BEGIN", prepare=False)
+                            yield conn
+                            conn.execute(b"COMMIT", prepare=False)
+                        finally:
+                            conn._cpf_pipeline = None  # type: ignore[attr-defined]
+                else:
+                    yield conn
             except BaseException as exc:
-                if in_tx:
+                if state != "none" and not conn.broken:
                     with suppress(psycopg.Error):
                         conn.execute(b"ROLLBACK", prepare=False)
+                if isinstance(exc, psycopg.Error) and stale(exc):
+                    broken = conn.broken
+                    raise StaleWrite(one_line(exc)) from exc
                 if isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.IntegrityError):
-                    error = TransientStoreError if transient(exc, "statement") else PersistenceError
+                    # A batch sent its COMMIT: without an answer from the server, it
+                    # may have committed.
+                    phase = "commit" if batch and not exc.sqlstate else "statement"
+                    error = TransientStoreError if transient(exc, phase) else PersistenceError
                     raise error(f"Store {what} failed: {one_line(exc)}") from exc
                 broken = conn.broken
                 raise
             try:
-                if in_tx:
+                if state == "open" and not batch:
                     conn.execute(b"COMMIT", prepare=False)
             except psycopg.Error as exc:
                 with suppress(psycopg.Error):
@@ -190,6 +217,23 @@ class Tx:
             conn._cpf_used = time.monotonic()  # type: ignore[attr-defined]
         finally:
             release(broken or conn.broken or conn.closed)
+
+
+def settle(conn: psycopg.Connection) -> None:
+    """Inside a batch: wait for the answers to what was sent so far (before reading a
+    row count: psycopg fetches rows by itself, not counts)."""
+    pipe = getattr(conn, "_cpf_pipeline", None)
+    if pipe is not None:
+        pipe.sync()
+
+
+# What a failed guarded update says (SQLSTATE 22P02: the text is cast to an integer).
+STALE_MARK = "cpf: stale write"
+
+
+def stale(exc: psycopg.Error) -> bool:
+    """Whether `exc` is a guarded update that changed no row (see `guarded_sql`)."""
+    return exc.sqlstate == "22P02" and STALE_MARK in str(exc)
 
 
 def _is_db_error(exc: BaseException) -> bool:
@@ -230,6 +274,21 @@ def table_insert(table: str, with_pk: bool) -> tuple[str, frozenset[str], dict[s
 @cache
 def update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
     return build_update(_pg(), name, keys, "%({})s")
+
+
+@cache
+def guarded_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """A named update that must change exactly one row, else it fails with an error
+    (`stale`): so a batch can carry a compare-and-set and its COMMIT in one round trip,
+    and the server, not a row count read in between, decides that nothing is written.
+    The CASE is evaluated per row count, so the failing cast never happens at plan time."""
+    sql, json_in, defaults = update_sql(name, keys)
+    guarded = (
+        f"WITH changed AS ({sql} RETURNING 1) "
+        f"SELECT CAST(CASE count(*) WHEN 1 THEN '1' ELSE '{STALE_MARK}' END AS integer) "
+        "FROM changed"
+    )
+    return guarded, json_in, defaults
 
 
 def query_sql(name: str) -> tuple[str, dict[str, Any]]:
