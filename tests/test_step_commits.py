@@ -183,7 +183,7 @@ def test_a_cancel_between_two_steps_starts_nothing_more(
         """
     )
     run_id = uuid.uuid4().hex
-    proc, _env = cpf("run", "-f", str(wf), "--run-id", run_id)
+    cpf("run", "-f", str(wf), "--run-id", run_id)
     assert not (workdir / "second.ran").exists()
     status = cpf.status(run_id)
     assert status["status"] == "cancelled", status
