@@ -174,6 +174,8 @@ class Runner:
             raise RunTaken()
         with self._lock:
             pending, self._pending = self._pending, []
+            saved = dict(self.run)
+            unsaved = [t.att for t in pending if t.att.id is None]
             try:
                 try:
                     # A batch: on PostgreSQL sent in one round trip when the block ends;
@@ -188,7 +190,13 @@ class Runner:
                 self._close_taken(pending)
                 raise
             except BaseException:
-                self._pending = pending + self._pending  # not written: still owed
+                # Rolled back: the owed transitions are written by the next transaction,
+                # against the run's version before this one.
+                self.run.clear()
+                self.run.update(saved)
+                for att in unsaved:
+                    att.id = None
+                self._pending = pending + self._pending
                 raise
 
     def _flush(self) -> None:

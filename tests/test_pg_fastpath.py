@@ -236,3 +236,38 @@ def test_a_step_chain_commits_once_per_step(
     outputs = cpf.inspect(done["run_id"])["result"]["step_outputs"]
     # s0's record follows the run's start; s1 and s2 joined their predecessor's commit.
     assert outputs == {"s0": {"joined": False}, "s1": {"joined": True}, "s2": {"joined": True}}
+
+
+def test_a_session_ended_by_the_server_between_steps_is_replaced(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], new_database: Callable[[], str]
+) -> None:
+    """Steps end the executor's database session as they finish (as a server restart or
+    an idle timeout would): the next write notices before sending anything, reconnects,
+    and the run goes on as if nothing happened."""
+    url = new_database()
+    kill = (
+        "import os, sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); "
+        "c.execute('SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()'); os._exit(0)"
+    )
+    env = {"PY": sys.executable, "KILL": kill, "URL": _libpq(url)}
+    cut = {"kind": "cli", "command": '"$PY" -c "$KILL" "$URL"', "env": env}
+    steps = [
+        step
+        for i in range(4)
+        for step in (
+            {"id": f"cut{i}", **cut},
+            {"id": f"after{i}", "kind": "cli", "command": "true"},
+        )
+    ]
+    steps.append({"id": "done", "kind": "end", "result": {"ok": True}})
+    doc = {
+        "schema_version": "checkpointflow/v1",
+        "workflow": {"id": "reconnect", "inputs": {"type": "object"}, "steps": steps},
+    }
+    wf = write_workflow(json.dumps(doc))  # JSON is YAML
+    cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
+    done = cpf.ok("run", "-f", str(wf))
+    assert done["status"] == "completed" and done["result"] == {"ok": True}
+    results = cpf.inspect(done["run_id"])["result"]["step_results"]
+    assert [(r["step_id"], r["status"]) for r in results] == [(s["id"], "completed") for s in steps]

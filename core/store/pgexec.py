@@ -15,8 +15,10 @@ dead connection (server restart, idle timeout, PgBouncer) shows at BEGIN, before
 anything ran: it is replaced and BEGIN sent again. Failing to connect (`too many
 clients`, refused, the server starting) is retried with jittered backoff until
 `CPF_DB_RETRY_DEADLINE` seconds (15) have passed (in `cpf serve` the whole request is
-retried instead, `CPF_SERVE_RETRY_DEADLINE`). A read on a connection used in the last
-few seconds sends no BEGIN/COMMIT (see `Tx.begin`). An error inside a transaction
+retried instead, `CPF_SERVE_RETRY_DEADLINE`). On a connection used in the last few
+seconds, and quiet since, a read sends no BEGIN/COMMIT (see `Tx.begin`), and a batch
+(the runner's step transactions) sends BEGIN, its statements and COMMIT in one round
+trip, its compare-and-set checked by the server (see `Tx.run`). An error inside a transaction
 rolls it back and is raised (`TransientStoreError` when running the whole
 transaction again is safe: serialization failure, deadlock, a broken connection);
 an error during COMMIT never is (the commit may have happened).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -148,9 +151,7 @@ class Tx:
             release: Callable[[bool], None] | None = None
             try:
                 conn, release = self.acquire()
-                if (read or batch) and time.monotonic() - getattr(
-                    conn, "_cpf_used", -FRESH
-                ) < FRESH:
+                if (read or batch) and _quiet(conn):
                     return conn, release, "batch" if batch else "none"
                 conn.execute(b"BEGIN", prepare=False)
                 return conn, release, "open"
@@ -217,6 +218,19 @@ class Tx:
             conn._cpf_used = time.monotonic()  # type: ignore[attr-defined]
         finally:
             release(broken or conn.broken or conn.closed)
+
+
+def _quiet(conn: psycopg.Connection) -> bool:
+    """Whether `conn` may be taken to be alive without a round trip: used moments ago,
+    and nothing arrived since (a server that ends a session says so first, e.g. when
+    restarted or after pg_terminate_backend: then BEGIN finds out, and is retried)."""
+    if time.monotonic() - getattr(conn, "_cpf_used", -FRESH) >= FRESH:
+        return False
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
 
 
 def settle(conn: psycopg.Connection) -> None:
