@@ -148,13 +148,12 @@ def test_an_api_request_sees_the_previous_step_committed(
         """
     )
     cpf.ok("run", "-f", str(wf), "--run-id", run_id)
-    assert len(peek_server.seen) == 1
-    assert peek_server.seen[0] == {
-        "current": "call",
-        "outputs": {"first": {"a": 1}},
-        "attempts": [["first", "completed"]],
-        "checkpoints": 1,
-    }
+    (seen,) = peek_server.seen
+    # (The api step's own row exists too if it outlived a watcher tick: it is running.)
+    attempts = seen.pop("attempts")
+    assert attempts[0] == ["first", "completed"]
+    assert attempts[1:] in ([], [["call", "running"]]), attempts
+    assert seen == {"current": "call", "outputs": {"first": {"a": 1}}, "checkpoints": 1}
 
 
 def test_a_cancel_between_two_steps_starts_nothing_more(
