@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run-id", required=True)
     c.add_argument("--from-step", help="step id to continue from")
     c.add_argument("--actor", help="who retries (default: the OS user)")
+    c.add_argument(
+        "--host-gone",
+        metavar="HOST",
+        help="declare HOST (which owns processes an interrupted attempt left) gone for good",
+    )
 
     c = cmd("runs", "List runs, newest first.")
     c.add_argument(
@@ -109,15 +114,34 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="queue webhook deliveries but send none (another replica, or a later start, sends)",
     )
-    c.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
-                   help="seconds a client has to send a request head (default 10)")
-    c.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds a client has to send a request body (default 30)")
-    c.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds an idle keep-alive connection stays open (default 5)")
-    c.add_argument("--max-connections", type=int, default=0, metavar="N",
-                   help="open connections at most; more get 503 (default 1000, lower "
-                   "under a low file limit)")
+    c.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request head (default 10)",
+    )
+    c.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client has to send a request body (default 30)",
+    )
+    c.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
+    c.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="open connections at most; more get 503 (default 1000, lower under a low file limit)",
+    )
 
     c = cmd("keys", "Manage API keys of `cpf serve`.")
     keys = c.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
@@ -257,7 +281,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "cancel": lambda a: engine.cancel_run(a.run_id, a.reason, actor=a.actor, surface=a.surface),
         "delete": lambda a: engine.delete_run(a.run_id),
         "retry": lambda a: engine.retry_run(
-            a.run_id, a.from_step, actor=a.actor, surface=a.surface
+            a.run_id, a.from_step, actor=a.actor, surface=a.surface, host_gone=a.host_gone
         ),
         "runs": lambda a: engine.list_runs(a.status, a.workflow, a.limit),
         "init": lambda a: engine.init_workflow(a.file, a.force),

@@ -369,22 +369,90 @@ def _stop_here(store: Any, groups: dict[Any, list[int]]) -> list[Any]:
     return left
 
 
-def _stop_leftovers(store: Any, run: dict[str, Any]) -> None:
+def _stop_leftovers(
+    store: Any, run: dict[str, Any], host_gone: str | None = None, command: str = "continue"
+) -> dict[Any, list[int]]:
     """Before a run's steps execute again (retry, continue): stop every process an
     earlier attempt left alive, or refuse (exit 20) while any cannot be stopped, so two
-    copies of a step never run at once."""
-    left = _stop_here(store, _left_groups(store, run))
-    if left:
+    copies of a step never run at once.
+
+    `host_gone` (`cpf retry --host-gone HOST`): the operator declares that HOST, which
+    owns the groups left, is gone for good. Nothing is signalled (a reader never stops
+    another host's groups); once the run's lease has expired by the database's clock,
+    those groups are returned, to be recorded gone with the retry (`_declare_gone`)."""
+    groups = _left_groups(store, run)
+    left = _stop_here(store, groups)
+    if not left:
+        return {}
+    run_id = run["run_id"]
+    remote = [g for g in left if not g.local]
+    hosts = sorted({g.host or "an unknown host" for g in remote})
+    if host_gone is None or len(remote) < len(left):
         where = ", ".join(str(g) for g in left)
+        hint = ""
+        if command == "retry" and len(remote) == len(left) and len(hosts) == 1:
+            hint = f"; if {hosts[0]} is gone for good, say so with --host-gone {hosts[0]}"
         raise _with_run(
             RuntimeStateError(
                 ErrorCode.ERR_RUN_NOT_WAITING,
-                f"Run {run['run_id']}: an earlier attempt's processes may still be alive"
+                f"Run {run_id}: an earlier attempt's processes may still be alive"
                 f" ({where}) and cannot be stopped from here; run `cpf tick` (or any cpf"
-                " command on this run) on that host, or retry there",
+                f" command on this run) on that host, or retry there{hint}",
             ),
-            run["run_id"],
+            run_id,
         )
+    if hosts != [host_gone]:
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id}: --host-gone names '{_shown(host_gone, 80)}' but the processes"
+                f" left are on {', '.join(hosts)}; name the host that is gone",
+            ),
+            run_id,
+        )
+    if run.get("lease_expires_at") is not None and not store.lease_expired(run_id):
+        raise _with_run(
+            RuntimeStateError(
+                ErrorCode.ERR_RUN_NOT_WAITING,
+                f"Run {run_id}: its executor's lease has not expired (by the database's"
+                f" clock), so it may still be alive; --host-gone is refused until it has",
+            ),
+            run_id,
+        )
+    return {g: groups[g] for g in left}
+
+
+def _declare_gone(
+    store: Any,
+    conn: Any,
+    run_id: str,
+    host: str,
+    declared: dict[Any, list[int]],
+    actor: str,
+    surface: str,
+) -> None:
+    """Record, in the retry's transaction, that the groups `declared` are gone with
+    their host: an event saying who declared it, and their attempts' pid cleared (as for
+    a group stopped here; `proc` stays for the record)."""
+    if not declared:
+        return
+    store.insert_event(
+        conn,
+        run_id=run_id,
+        kind="host_gone",
+        data={
+            "host": host,
+            "groups": [
+                {"pgid": g.pgid, "host_id": g.host_id, "attempt_ids": ids}
+                for g, ids in declared.items()
+            ],
+        },
+        actor=actor,
+        surface=surface,
+    )
+    for ids in declared.values():
+        for attempt_id in ids:
+            store.update_attempt(conn, attempt_id, pid=None)
 
 
 # -- commands -------------------------------------------------------------------------
@@ -868,8 +936,10 @@ def retry_run(
     *,
     actor: str | None = None,
     surface: str = "cli",
+    host_gone: str | None = None,
 ) -> Envelope:
-    """Continue a failed or interrupted run from its failed step (or `from_step`)."""
+    """Continue a failed or interrupted run from its failed step (or `from_step`).
+    `host_gone`: see `_stop_leftovers`."""
     from core.liveness import LEASE_SECONDS, executor_values
     from core.store.store import now_iso
 
@@ -900,12 +970,15 @@ def retry_run(
     }
     if changed:
         values.update(workflow_hash=wf.sha256, workflow_version=wf.version)
-    _stop_leftovers(store, run)
+    declared = _stop_leftovers(store, run, host_gone, "retry")
     granted = time.monotonic()
     with store.hot() as conn:
         if not store.cas_run(conn, run_id, run["version"], **values):
             raise _with_run(ConcurrencyError(f"Run {run_id} changed while retrying"), run_id)
         store.grant_lease(conn, run_id, LEASE_SECONDS)
+        if host_gone is not None:
+            actor = actor or default_actor()
+            _declare_gone(store, conn, run_id, host_gone, declared, actor, surface)
         store.insert_event(
             conn,
             run_id=run_id,

@@ -4,11 +4,13 @@ Every context runs its steps through `Runner.run_frame`: the top level of a run,
 foreach iteration, a parallel branch, a sub-workflow. `if`, retry, attempts, output
 streaming, jumps and the committed transition are handled here once, for every kind.
 
-Each attempt costs two write transactions: `begin` (compare-and-set the run to
-running at this step, insert the attempt) and `commit` (compare-and-set the run's
-next state, close the attempt, write the checkpoint). Output chunks are appended in
-their own small transactions while the step runs. Parallel branches commit from
-several threads; one lock keeps the run's compare-and-set sequence in order.
+A step's transition (compare-and-set the run's next state, close the attempt, write
+the checkpoint) is one transaction. A `cli` step also records its attempt and process
+group before its command may run (crash safety, core.process); the previous step's
+transition is deferred into that transaction, so a chain of `cli` steps costs one
+durable commit per step (see `Runner._commit`). Output chunks are appended in their own
+small transactions while the step runs. Parallel branches commit from several threads;
+one lock keeps the run's compare-and-set sequence in order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,17 @@ from core.envelope import CpfError, ErrorCode, ExitCode, StepFailure
 from core.liveness import FENCE_MARGIN, LEASE_SECONDS, RENEW_SECONDS, executor_id
 from core.steps import handler_for
 from core.steps.base import FrameResult, StepContext, StepOutcome
+from core.store.sqlexec import StaleWrite
 from core.store.store import Store, now_iso
 from core.workflow.loader import LoadedWorkflow
 
 WATCH_SECONDS = 0.25
 # A backward jump can loop; past this many visits of one step, the run fails.
 MAX_VISITS = 10_000
+# Kinds that do nothing outside the store before their first store write: a `cli` step's
+# command is held until its process group is recorded; the others only compute. The
+# previous step's deferred transition joins that first write (see Runner._commit).
+JOINING_KINDS = frozenset({"cli", "end", "switch", "await_event"})
 
 
 class RunTaken(Exception):
@@ -91,6 +99,17 @@ class Attempt:
         }
 
 
+@dataclass
+class Transition:
+    """One committed outcome of an attempt, as `Runner._commit` writes it."""
+
+    att: Attempt
+    attempt_values: dict[str, Any]
+    run_values: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+
+
 class Runner:
     # Set when the run completed after its last step, without an `end` step.
     completed_implicitly = False
@@ -114,6 +133,8 @@ class Runner:
         self.fenced = False  # the lease could not be kept: steps stopped, no more writes
         self.fence_reason = ""
         self._lock = threading.RLock()
+        # Transitions deferred by `_commit`, written by the next transaction (`_hot`).
+        self._pending: list[Transition] = []
         # Attempts in flight (parallel branches run several): the watcher writes the rows
         # of those that outlive a tick (trivial steps never pay for it). Process groups
         # are recorded before their command runs (_record_process).
@@ -144,16 +165,63 @@ class Runner:
         frame.outputs[step_id] = outputs
         frame.scope["steps"][step_id] = {"outputs": outputs}
 
-    def _hot(self) -> Any:
-        """A write transaction, unless this executor fenced itself (then it stops)."""
+    @contextlib.contextmanager
+    def _hot(self) -> Iterator[Any]:
+        """A write transaction, unless this executor fenced itself (then it stops). It
+        first writes the transitions deferred so far (`_commit`), so they become durable
+        no later than whatever this transaction records."""
         if self.fenced:
             raise RunTaken()
-        return self.store.hot()
+        with self._lock:
+            pending, self._pending = self._pending, []
+            saved = dict(self.run)
+            unsaved = [t.att for t in pending if t.att.id is None]
+            try:
+                try:
+                    # A batch: on PostgreSQL sent in one round trip when the block ends;
+                    # a lost compare-and-set (`_cas`) then aborts it there.
+                    with self.store.hot(batch=True) as conn:
+                        for transition in pending:
+                            self._write_transition(conn, transition)
+                        yield conn
+                except StaleWrite as exc:
+                    raise RunTaken() from exc
+            except RunTaken:
+                self._close_taken(pending)
+                raise
+            except BaseException:
+                # Rolled back: the owed transitions are written by the next transaction,
+                # against the run's version before this one.
+                self.run.clear()
+                self.run.update(saved)
+                for att in unsaved:
+                    att.id = None
+                self._pending = pending + self._pending
+                raise
+
+    def _flush(self) -> None:
+        """Write the deferred transitions now (before a step that may act outside the
+        store before its first write)."""
+        with self._lock:
+            if self._pending:
+                with self._hot():
+                    pass
+
+    def _close_taken(self, transitions: list[Transition]) -> None:
+        """The run was taken while transitions were owed: close their attempts anyway
+        (as `_commit` does), unless fenced."""
+        if not transitions or self.fenced:
+            return
+        with self.store.hot() as conn:
+            for transition in transitions:
+                self._save_attempt(conn, transition.att, transition.attempt_values)
 
     def _cas(self, conn: Any, **values: Any) -> None:
+        """Compare-and-set the run in a `_hot` transaction: if another process changed
+        it, the whole transaction writes nothing and raises RunTaken (on PostgreSQL
+        when the batch is sent; the in-memory row is then stale, and unused)."""
         values.setdefault("updated_at", now_iso())
-        if not self.store.cas_run(conn, self.run_id, self.run["version"], **values):
-            raise RunTaken()
+        self.store.set_run(conn, self.run_id, self.run["version"], **values)
         self.run.update(values)
         self.run["version"] += 1
 
@@ -175,6 +243,7 @@ class Runner:
         threading.Thread(target=self._fence_watch, name="cpf-fence", daemon=True).start()
         try:
             result = self.run_frame(self.top, start_step_id)
+            self._flush()  # (the last transition is never deferred: nothing is owed)
             if result.status == "completed":
                 self._complete_implicitly()
             return self.run
@@ -296,6 +365,8 @@ class Runner:
                     step_id=sid,
                 )
             )
+        if kind not in JOINING_KINDS:
+            self._flush()  # it may act outside the store before its first write
         handler = handler_for(kind)
         if handler is None:
             return StepOutcome.failed(
@@ -404,7 +475,8 @@ class Runner:
         with self._lock:
             if att.id is None:
                 with self._hot() as conn:
-                    att.id = self.store.insert_attempt(conn, att.row(self.run_id))
+                    if att.id is None:  # (a deferred transition written first may have)
+                        att.id = self.store.insert_attempt(conn, att.row(self.run_id))
             return att.id
 
     def _record_process(self, att: Attempt, pid: int) -> None:
@@ -418,12 +490,15 @@ class Runner:
             # the group, or this write refuses and core.process kills the held child.
             att.pid = pid
             att.proc = process_identity(pid)
+            new_id = None
             with self._hot() as conn:
                 if att.id is None:
                     row = {**att.row(self.run_id), "pid": pid, "proc": att.proc}
-                    att.id = self.store.insert_attempt(conn, row)
+                    new_id = self.store.insert_attempt_later(conn, row)
                 else:
                     self.store.update_attempt(conn, att.id, pid=pid, proc=att.proc)
+            if new_id is not None:
+                att.id = new_id()
 
     def _save_attempt(self, conn: Any, att: Attempt, values: dict[str, Any]) -> int:
         """Close the attempt in the caller's transaction: insert or update its row."""
@@ -512,47 +587,82 @@ class Runner:
         outcome: StepOutcome,
         next_id: str | None,
     ) -> None:
-        """One transaction: the run's next state (compare-and-set), the attempt's row,
-        and the checkpoint of the transition."""
-        sid = step["id"]
+        """The run's next state (compare-and-set), the attempt's row, and the checkpoint
+        of the transition, in one transaction.
+
+        A step that completed with a next step in its frame is deferred: its transition
+        joins the next transaction (`_hot`), which for a `cli` step is the one that
+        records the next step's process group before its command may run. So a chain of
+        steps pays one durable commit per step, not two, and nothing of step N+1 acts
+        outside the store before step N's transition is durable (`_execute` writes it
+        first for kinds that could). An executor that dies in between loses step N's
+        transition, as if it had died just before committing it: `cpf retry` runs N
+        again, never N+1 beside it."""
         if outcome.status == "cancelled":
             # Only a cancel from elsewhere stops a step; the run row already says so.
-            with self._lock, self._hot() as conn:
-                self._save_attempt(conn, att, self._attempt_values(outcome, "cancelled"))
+            values = self._attempt_values(outcome, "cancelled")
+            try:
+                with self._lock, self._hot() as conn:
+                    self._save_attempt(conn, att, values)
+            except RunTaken:
+                self._close_taken([Transition(att, values)])
             raise RunTaken()
         with self._lock:
-            previous = self._state()
-            run_values, attempt_status = self._run_values(frame, step, outcome, next_id)
-            cp_step = int(self.run.get("checkpoint_step", -1)) + 1
-            run_values.update(
-                checkpoint_step=cp_step,
-                attempt_seq=self.run["attempt_seq"],
-                heartbeat_at=now_iso(),
-            )
-            attempt_values = self._attempt_values(outcome, attempt_status)
+            transition = self._transition(frame, step, att, outcome, next_id)
+            if outcome.status == "completed" and next_id is not None:
+                self._pending.append(transition)
+                return
             try:
                 with self._hot() as conn:
-                    self._cas(conn, **run_values)
-                    attempt_id = self._save_attempt(conn, att, attempt_values)
-                    self.store.insert_run_checkpoint(
-                        conn,
-                        run_id=self.run_id,
-                        step=cp_step,
-                        label=f"{frame.label}{sid}",
-                        state=self._state(),
-                        previous_state=previous,
-                        metadata={
-                            "run_id": self.run_id,
-                            "step_kind": step["kind"],
-                            "status": self.run["status"],
-                            "attempt_id": attempt_id,
-                        },
-                    )
+                    self._write_transition(conn, transition)
             except RunTaken:
-                if not self.fenced:
-                    with self.store.hot() as conn:
-                        self._save_attempt(conn, att, attempt_values)
+                self._close_taken([transition])
                 raise
+
+    def _transition(
+        self,
+        frame: Frame,
+        step: dict[str, Any],
+        att: Attempt,
+        outcome: StepOutcome,
+        next_id: str | None,
+    ) -> Transition:
+        """What `_commit` writes for one outcome; the in-memory state (outputs, the
+        checkpoint counter) moves on now, the run's version when it is written."""
+        previous = self._state()
+        run_values, attempt_status = self._run_values(frame, step, outcome, next_id)
+        cp_step = int(self.run.get("checkpoint_step", -1)) + 1
+        run_values.update(checkpoint_step=cp_step, heartbeat_at=now_iso())
+        self.run["checkpoint_step"] = cp_step
+        return Transition(
+            att,
+            self._attempt_values(outcome, attempt_status),
+            run_values=run_values,
+            checkpoint={
+                "step": cp_step,
+                "label": f"{frame.label}{step['id']}",
+                "state": self._state(),
+                "previous_state": previous,
+            },
+            kind=step["kind"],
+        )
+
+    def _write_transition(self, conn: Any, transition: Transition) -> None:
+        # attempt_seq: the highest drawn so far (a deferred transition is written with
+        # the next step's attempt, whose seq it covers).
+        self._cas(conn, **transition.run_values, attempt_seq=self.run["attempt_seq"])
+        attempt_id = self._save_attempt(conn, transition.att, transition.attempt_values)
+        self.store.insert_run_checkpoint(
+            conn,
+            run_id=self.run_id,
+            **transition.checkpoint,
+            metadata={
+                "run_id": self.run_id,
+                "step_kind": transition.kind,
+                "status": self.run["status"],
+                "attempt_id": attempt_id,
+            },
+        )
 
     def _check_workflow_outputs(self, result: Any) -> CpfError | None:
         """Workflow-level `outputs`: the final result must match it."""

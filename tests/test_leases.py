@@ -232,6 +232,95 @@ def test_a_reader_on_another_host_waits_for_the_lease_and_never_signals_the_grou
         _stop(executor, leader, child)
 
 
+def _set(url: str, sql: str, **params: Any) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+def test_an_operator_may_declare_a_host_gone_once_the_lease_has_expired(
+    cpf: CpfRunner, lease_store: str, write_workflow: Any, workdir: Path
+) -> None:
+    """Host A's executor dies with its step's grandchild alive, and host A never comes
+    back. From host B, `retry` refuses and names `--host-gone A`; with it, it still
+    refuses while the lease has not expired by the database's clock, and refuses another
+    host's name; then it continues the run, recording who declared A gone, and never
+    signals A's group (a reader elsewhere stops nothing)."""
+    import socket
+
+    host = socket.gethostname()
+    other = {**cpf.env, **OTHER_HOST}
+    wf = write_workflow(HELD)
+    run_id = uuid.uuid4().hex
+    executor = _start(cpf, wf, run_id, CPF_LEASE_SECONDS="8")
+    leader, child = 0, 0
+    try:
+        leader, child = _group(workdir)
+        kill_unguarded(executor)
+
+        def interrupted() -> bool:
+            return cpf.ok("tick", env=other)["result"]["interrupted"] == [run_id]
+
+        wait_for(interrupted, timeout=30, interval=0.2, what="the lease to expire")
+        (workdir / "fixed").touch()
+
+        def retry(*args: str) -> dict[str, Any]:
+            return cpf.ok("retry", "--run-id", run_id, *args, exit_code=20, env=other)
+
+        message = retry()["error"]["message"]
+        assert f"process group {leader} on {host}" in message
+        assert f"--host-gone {host}" in message and "\n" not in message
+
+        # As if host A had declared it interrupted a moment ago: its lease still runs.
+        (expires,) = _row(
+            lease_store, "SELECT lease_expires_at FROM runs WHERE run_id = :id", id=run_id
+        )
+        _set(
+            lease_store,
+            "UPDATE runs SET lease_expires_at = :at WHERE run_id = :id",
+            at="2999-01-01T00:00:00.000000+00:00",
+            id=run_id,
+        )
+        refused = retry("--host-gone", host)
+        assert refused["error"]["code"] == "ERR_RUN_NOT_WAITING"
+        assert "lease has not expired" in refused["error"]["message"]
+        assert "--host-gone" in refused["error"]["message"]
+        _set(
+            lease_store,
+            "UPDATE runs SET lease_expires_at = :at WHERE run_id = :id",
+            at=expires,
+            id=run_id,
+        )
+        wrong = retry("--host-gone", "some-other-host")["error"]["message"]
+        assert "some-other-host" in wrong and f"left are on {host}" in wrong
+        assert not (workdir / "after.log").exists()
+
+        done = cpf.ok(
+            "retry", "--run-id", run_id, "--host-gone", host, "--actor", "ops-alice", env=other
+        )
+        assert done["status"] == "completed"
+        assert (workdir / "after.log").read_text() == "after\n"
+        time.sleep(0.3)
+        assert not pid_gone(child), "a reader on another host signalled the group"
+        actions = cpf.inspect(run_id)["result"]["actions"]
+        (gone,) = [a for a in actions if a["kind"] == "host_gone"]
+        assert gone["actor"] == "ops-alice"
+        assert gone["data"]["host"] == host
+        assert [g["pgid"] for g in gone["data"]["groups"]] == [leader]
+        (pid,) = _row(
+            lease_store,
+            "SELECT pid FROM step_attempts WHERE run_id = :id AND step_id = 'hold'"
+            " ORDER BY seq LIMIT 1",
+            id=run_id,
+        )
+        assert pid is None  # recorded gone
+    finally:
+        _stop(executor, leader, child)
+
+
 @contextlib.contextmanager
 def _store_blocked(url: str) -> Iterator[None]:
     """Hold the store so that no executor can write (renew) until the block ends."""

@@ -197,3 +197,77 @@ def test_a_cpf_run_holds_one_connection(
     cpf.ok("run", "-f", str(wf))  # creates the schema
     done = cpf.ok("run", "-f", str(wf))
     assert done["result"] == {"others": 1}
+
+
+# A step's command: whether its own attempt row (inserted, with its process group,
+# before the command was let go) was written by the transaction that wrote the
+# previous step's checkpoint. `xmin` names the transaction that wrote a row version.
+JOINED_PROBE = """\
+import json, os, sys, psycopg
+c = psycopg.connect(sys.argv[1])
+run, me = os.environ["CPF_RUN_ID"], os.environ["CPF_STEP_ID"]
+mine = c.execute(
+    "SELECT xmin::text FROM step_attempts WHERE run_id = %s AND step_id = %s", (run, me)
+).fetchone()[0]
+prev = c.execute(
+    "SELECT xmin::text FROM checkpoints WHERE run_id = %s ORDER BY step DESC LIMIT 1", (run,)
+).fetchone()
+print(json.dumps({"joined": prev is not None and prev[0] == mine}))
+"""
+
+
+def test_a_step_chain_commits_once_per_step(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], new_database: Callable[[], str]
+) -> None:
+    """Each step's transition (run row, attempt closed, checkpoint) is written by the
+    transaction that records the next step's attempt and process group, so a chain of
+    `cli` steps costs one durable commit per step, not two."""
+    url = new_database()
+    probe = [sys.executable, "-c", JOINED_PROBE, _libpq(url)]
+    step = "{id: s%d, kind: cli, command: %s}"
+    command = json.dumps(" ".join(f"'{a}'" for a in probe))
+    steps = "\n".join("    - " + step % (i, command) for i in range(3))
+    wf = write_workflow(
+        "schema_version: checkpointflow/v1\nworkflow:\n  id: chain\n  inputs: {type: object}\n"
+        f"  steps:\n{steps}\n"
+    )
+    cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
+    done = cpf.ok("run", "-f", str(wf))
+    outputs = cpf.inspect(done["run_id"])["result"]["step_outputs"]
+    # s0's record follows the run's start; s1 and s2 joined their predecessor's commit.
+    assert outputs == {"s0": {"joined": False}, "s1": {"joined": True}, "s2": {"joined": True}}
+
+
+def test_a_session_ended_by_the_server_between_steps_is_replaced(
+    cpf: CpfRunner, write_workflow: Callable[..., Path], new_database: Callable[[], str]
+) -> None:
+    """Steps end the executor's database session as they finish (as a server restart or
+    an idle timeout would): the next write notices before sending anything, reconnects,
+    and the run goes on as if nothing happened."""
+    url = new_database()
+    kill = (
+        "import os, sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); "
+        "c.execute('SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()'); os._exit(0)"
+    )
+    env = {"PY": sys.executable, "KILL": kill, "URL": _libpq(url)}
+    cut = {"kind": "cli", "command": '"$PY" -c "$KILL" "$URL"', "env": env}
+    steps = [
+        step
+        for i in range(4)
+        for step in (
+            {"id": f"cut{i}", **cut},
+            {"id": f"after{i}", "kind": "cli", "command": "true"},
+        )
+    ]
+    steps.append({"id": "done", "kind": "end", "result": {"ok": True}})
+    doc = {
+        "schema_version": "checkpointflow/v1",
+        "workflow": {"id": "reconnect", "inputs": {"type": "object"}, "steps": steps},
+    }
+    wf = write_workflow(json.dumps(doc))  # JSON is YAML
+    cpf.env = {**cpf.env, "CPF_DATABASE_URL": url}
+    done = cpf.ok("run", "-f", str(wf))
+    assert done["status"] == "completed" and done["result"] == {"ok": True}
+    results = cpf.inspect(done["run_id"])["result"]["step_results"]
+    assert [(r["step_id"], r["status"]) for r in results] == [(s["id"], "completed") for s in steps]

@@ -15,8 +15,10 @@ dead connection (server restart, idle timeout, PgBouncer) shows at BEGIN, before
 anything ran: it is replaced and BEGIN sent again. Failing to connect (`too many
 clients`, refused, the server starting) is retried with jittered backoff until
 `CPF_DB_RETRY_DEADLINE` seconds (15) have passed (in `cpf serve` the whole request is
-retried instead, `CPF_SERVE_RETRY_DEADLINE`). A read on a connection used in the last
-few seconds sends no BEGIN/COMMIT (see `Tx.begin`). An error inside a transaction
+retried instead, `CPF_SERVE_RETRY_DEADLINE`). On a connection used in the last few
+seconds, and quiet since, a read sends no BEGIN/COMMIT (see `Tx.begin`), and a batch
+(the runner's step transactions) sends BEGIN, its statements and COMMIT in one round
+trip, its compare-and-set checked by the server (see `Tx.run`). An error inside a transaction
 rolls it back and is raised (`TransientStoreError` when running the whole
 transaction again is safe: serialization failure, deadlock, a broken connection);
 an error during COMMIT never is (the commit may have happened).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -40,7 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 
 from core.envelope import PersistenceError
-from core.store.sqlexec import TransientStoreError, build_update
+from core.store.sqlexec import StaleWrite, TransientStoreError, build_update
 
 DEFAULT_RETRY_DEADLINE = 15.0
 # A connection used less than this many seconds ago is taken to be alive (see Tx.begin).
@@ -135,21 +138,23 @@ class Tx:
         self.deadline = retry_deadline() if deadline is None else deadline
 
     def begin(
-        self, what: str, read: bool = False
-    ) -> tuple[psycopg.Connection, Callable[[bool], None], bool]:
+        self, what: str, read: bool = False, batch: bool = False
+    ) -> tuple[psycopg.Connection, Callable[[bool], None], str]:
         """A connection inside BEGIN (connecting and a dead connection are retried):
-        (connection, release, in a transaction). A read on a connection used moments
-        ago sends no BEGIN/COMMIT: under READ COMMITTED each statement of a transaction
-        sees its own snapshot anyway, and two round trips are saved."""
+        (connection, release, state). `state` is "open" after BEGIN; "none" for a read on
+        a connection used moments ago, which sends no BEGIN/COMMIT (under READ COMMITTED
+        each statement of a transaction sees its own snapshot anyway, and two round trips
+        are saved); "batch" for a batch on such a connection, whose BEGIN goes out with
+        its statements."""
         delays = backoff(time.monotonic() + self.deadline)
         while True:
             release: Callable[[bool], None] | None = None
             try:
                 conn, release = self.acquire()
-                if read and time.monotonic() - getattr(conn, "_cpf_used", -FRESH) < FRESH:
-                    return conn, release, False
+                if (read or batch) and _quiet(conn):
+                    return conn, release, "batch" if batch else "none"
                 conn.execute(b"BEGIN", prepare=False)
-                return conn, release, True
+                return conn, release, "open"
             except Exception as exc:
                 if release is not None:
                     release(True)
@@ -164,23 +169,46 @@ class Tx:
                 raise PersistenceError(f"Store {what} failed: {one_line(exc)}") from exc
 
     @contextmanager
-    def run(self, what: str, read: bool = False) -> Iterator[psycopg.Connection]:
-        conn, release, in_tx = self.begin(what, read)
+    def run(
+        self, what: str, read: bool = False, batch: bool = False
+    ) -> Iterator[psycopg.Connection]:
+        """One transaction. With `batch`, its statements are pipelined: sent with BEGIN
+        and COMMIT in one round trip when the block ends (a read inside the block, such
+        as a row count, first waits for what was sent). A failed `guarded` update
+        (see `guarded_sql`) aborts it as `StaleWrite`."""
+        conn, release, state = self.begin(what, read, batch)
         broken = True
         try:
             try:
-                yield conn
+                if batch:
+                    with conn.pipeline() as pipe:
+                        conn._cpf_pipeline = pipe  # type: ignore[attr-defined]
+                        try:
+                            if state == "batch":
+                                conn.execute(b"BEGIN", prepare=False)
+                            yield conn
+                            conn.execute(b"COMMIT", prepare=False)
+                        finally:
+                            conn._cpf_pipeline = None  # type: ignore[attr-defined]
+                else:
+                    yield conn
             except BaseException as exc:
-                if in_tx:
+                if state != "none" and not conn.broken:
                     with suppress(psycopg.Error):
                         conn.execute(b"ROLLBACK", prepare=False)
+                if isinstance(exc, psycopg.Error) and stale(exc):
+                    broken = conn.broken
+                    raise StaleWrite(one_line(exc)) from exc
                 if isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.IntegrityError):
-                    error = TransientStoreError if transient(exc, "statement") else PersistenceError
+                    # A batch sent its COMMIT: without an answer from the server, it
+                    # may have committed.
+                    phase = "commit" if batch and not exc.sqlstate else "statement"
+                    error = TransientStoreError if transient(exc, phase) else PersistenceError
                     raise error(f"Store {what} failed: {one_line(exc)}") from exc
                 broken = conn.broken
                 raise
             try:
-                if in_tx:
+                if state == "open" and not batch:
                     conn.execute(b"COMMIT", prepare=False)
             except psycopg.Error as exc:
                 with suppress(psycopg.Error):
@@ -228,6 +256,36 @@ class Tx:
             release(broken and (conn.broken or conn.closed))
 
 
+def _quiet(conn: psycopg.Connection) -> bool:
+    """Whether `conn` may be taken to be alive without a round trip: used moments ago,
+    and nothing arrived since (a server that ends a session says so first, e.g. when
+    restarted or after pg_terminate_backend: then BEGIN finds out, and is retried)."""
+    if time.monotonic() - getattr(conn, "_cpf_used", -FRESH) >= FRESH:
+        return False
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
+def settle(conn: psycopg.Connection) -> None:
+    """Inside a batch: wait for the answers to what was sent so far (before reading a
+    row count: psycopg fetches rows by itself, not counts)."""
+    pipe = getattr(conn, "_cpf_pipeline", None)
+    if pipe is not None:
+        pipe.sync()
+
+
+# What a failed guarded update says (SQLSTATE 22P02: the text is cast to an integer).
+STALE_MARK = "cpf: stale write"
+
+
+def stale(exc: psycopg.Error) -> bool:
+    """Whether `exc` is a guarded update that changed no row (see `guarded_sql`)."""
+    return exc.sqlstate == "22P02" and STALE_MARK in str(exc)
+
+
 def _is_db_error(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         return True
@@ -266,6 +324,21 @@ def table_insert(table: str, with_pk: bool) -> tuple[str, frozenset[str], dict[s
 @cache
 def update_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
     return build_update(_pg(), name, keys, "%({})s")
+
+
+@cache
+def guarded_sql(name: str, keys: tuple[str, ...]) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """A named update that must change exactly one row, else it fails with an error
+    (`stale`): so a batch can carry a compare-and-set and its COMMIT in one round trip,
+    and the server, not a row count read in between, decides that nothing is written.
+    The CASE is evaluated per row count, so the failing cast never happens at plan time."""
+    sql, json_in, defaults = update_sql(name, keys)
+    guarded = (
+        f"WITH changed AS ({sql} RETURNING 1) "
+        f"SELECT CAST(CASE count(*) WHEN 1 THEN '1' ELSE '{STALE_MARK}' END AS integer) "
+        "FROM changed"
+    )
+    return guarded, json_in, defaults
 
 
 def query_sql(name: str) -> tuple[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
 from typing import Any
@@ -37,6 +37,11 @@ BUSY_TIMEOUT_MS = 30_000
 
 class TransientStoreError(PersistenceError):
     """A store error after which nothing was written: the transaction may be retried."""
+
+
+class StaleWrite(Exception):
+    """A guarded update (`SqlExecutor.guarded`) found its row changed by someone else:
+    its transaction wrote nothing."""
 
 
 def __getattr__(name: str) -> Any:
@@ -147,11 +152,16 @@ class SqlExecutor:
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self, batch: bool = False) -> Iterator[Any]:
         """One write transaction (BEGIN IMMEDIATE on SQLite), serialized in-process
-        (on PostgreSQL, row locks serialize writers instead)."""
+        (on PostgreSQL, row locks serialize writers instead).
+
+        `batch`: on PostgreSQL its statements go to the server together with BEGIN and
+        COMMIT when the block ends (pgexec.Tx.run), so the block should read nothing
+        it writes (`insert_later` gives a key afterwards; a read waits for what was
+        sent, costing a round trip). Elsewhere it changes nothing."""
         if self.pg:
-            with self._pg_transaction("write") as conn:
+            with self._pg_transaction("write", batch) as conn:
                 yield conn
             return
         with self._write_lock:
@@ -183,7 +193,7 @@ class SqlExecutor:
         return None
 
     @contextmanager
-    def _pg_transaction(self, what: str) -> Iterator[Any]:
+    def _pg_transaction(self, what: str, batch: bool = False) -> Iterator[Any]:
         from core.store import pgexec
 
         engine = self._pg_pool()
@@ -202,7 +212,7 @@ class SqlExecutor:
                 self._pg_tx = pgexec.Tx(self._pg_single)
             self._pg_depth += 1
             try:
-                with self._pg_tx.run(what, read=what == "read") as conn:
+                with self._pg_tx.run(what, read=what == "read", batch=batch) as conn:
                     yield conn
             finally:
                 self._pg_depth -= 1
@@ -448,6 +458,7 @@ class SqlExecutor:
         if not isinstance(conn, sqlite3.Connection):
             if _is_pg(conn):
                 cur = self._pg_execute(conn, stmt, params, None)
+                _settle(conn)
                 names = [d[0] for d in cur.description]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             return [dict(r._mapping) for r in self.execute(conn, stmt, params)]
@@ -466,12 +477,16 @@ class SqlExecutor:
     def scalar(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> Any:
         if not isinstance(conn, sqlite3.Connection) and not _is_pg(conn):
             return self.execute(conn, stmt, params).scalar()
-        row = self.execute(conn, stmt, params).fetchone()
+        cur = self.execute(conn, stmt, params)
+        _settle(conn)
+        row = cur.fetchone()
         return None if row is None else row[0]
 
     def tuples(self, conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[tuple]:
         """Plain rows (for aggregates: no column names, no decoding)."""
-        return [tuple(r) for r in self.execute(conn, stmt, params).fetchall()]
+        cur = self.execute(conn, stmt, params)
+        _settle(conn)
+        return [tuple(r) for r in cur.fetchall()]
 
     def count(
         self,
@@ -481,7 +496,35 @@ class SqlExecutor:
         keys: tuple[str, ...] | None = None,
     ) -> int:
         """Execute a write; return the affected row count."""
-        return int(self.execute(conn, stmt, params, keys).rowcount or 0)
+        cur = self.execute(conn, stmt, params, keys)
+        _settle(conn)
+        return int(cur.rowcount or 0)
+
+    def guarded(self, conn: Any, name: str, params: dict[str, Any], keys: tuple[str, ...]) -> None:
+        """A named update that must change exactly one row; otherwise its transaction
+        writes nothing and raises `StaleWrite` (on PostgreSQL from the server, when the
+        batch is sent: nothing is read here)."""
+        if _is_pg(conn):
+            from core.store import pgexec
+
+            sql, json_in, defaults = pgexec.guarded_sql(name, keys)
+            conn.execute(sql, pgexec.bind(defaults, params, json_in))
+            return
+        if self.count(conn, name, params, keys) != 1:
+            raise StaleWrite(f"{name}: the row changed")
+
+    def insert_later(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Callable[[], Any]:
+        """Insert one row without waiting for its key: the returned function gives it
+        once the transaction is over (at once off PostgreSQL)."""
+        if _is_pg(conn):
+            keys = tuple(sorted(values))
+            cur = self._pg_execute(conn, stmt, values, keys)
+            pk = self._pg_statement(stmt, keys, values)[3]
+            if pk is not None and values.get(pk) is not None:
+                return lambda: values[pk]
+            return lambda: cur.fetchone()[0]
+        key = self.insert_row(conn, stmt, values)
+        return lambda: key
 
     def insert_row(self, conn: Any, stmt: Any, values: dict[str, Any]) -> Any:
         """Insert one row; return its primary key (the rowid on the fast path)."""
@@ -492,6 +535,7 @@ class SqlExecutor:
                 pk = self._pg_statement(stmt, keys, values)[3]
                 if pk is not None and values.get(pk) is not None:
                     return values[pk]
+                _settle(conn)
                 row = cur.fetchone() if cur.description else None
                 return None if row is None else row[0]
             if isinstance(stmt, str):
@@ -510,6 +554,14 @@ class SqlExecutor:
         with self._pg_lock:
             if not self._pg_depth:
                 self._pg_drop()
+
+
+def _settle(conn: Any) -> None:
+    """Before reading a result inside a batch (pgexec.settle); else nothing."""
+    if getattr(conn, "_cpf_pipeline", None) is not None:
+        from core.store import pgexec
+
+        pgexec.settle(conn)
 
 
 def pg_url(url: str) -> bool:

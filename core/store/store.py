@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,10 +193,12 @@ class Store:
         except SQLAlchemyError as exc:
             raise PersistenceError(f"Store write failed: {_one_line(exc)}") from exc
 
-    def hot(self) -> Any:
-        """A write transaction: a `sqlite3` connection on SQLite, else a SQLAlchemy one.
-        Every method below that takes `conn` accepts either (and a `write()` one)."""
-        return self.sql.write()
+    def hot(self, batch: bool = False) -> Any:
+        """A write transaction: a `sqlite3` connection on SQLite, a psycopg one on
+        PostgreSQL, else a SQLAlchemy one. Every method below that takes `conn` accepts
+        either (and a `write()` one). `batch`: see `SqlExecutor.write` (one round trip
+        on PostgreSQL for a block that reads nothing back)."""
+        return self.sql.write(batch)
 
     @contextmanager
     def read(self) -> Iterator[Any]:
@@ -330,6 +332,15 @@ class Store:
         params = {"w_run_id": run_id, "w_version": version, **values}
         return self.sql.count(conn, "cas_run", params, tuple(sorted(values))) == 1
 
+    def set_run(self, conn: Any, run_id: str, version: int, **values: Any) -> None:
+        """`cas_run` that makes the whole transaction write nothing, raising
+        `StaleWrite`, when the run is no longer at `version` (in a batch, when it is
+        sent: the server checks, nothing is read back)."""
+        values.setdefault("updated_at", now_iso())
+        values["version"] = version + 1
+        params = {"w_run_id": run_id, "w_version": version, **values}
+        self.sql.guarded(conn, "cas_run", params, tuple(sorted(values)))
+
     # -- executor leases (core.liveness) --------------------------------------------------
 
     def grant_lease(self, conn: Any, run_id: str, seconds: float) -> None:
@@ -387,9 +398,15 @@ class Store:
     def insert_attempt(self, conn: Any, values: dict[str, Any]) -> int:
         return int(self.sql.insert_row(conn, "insert_step_attempts", values))
 
+    def insert_attempt_later(self, conn: Any, values: dict[str, Any]) -> Callable[[], int]:
+        """Insert an attempt; its id is given by the returned function once the
+        transaction is over (a batch reads nothing back while it is built)."""
+        key = self.sql.insert_later(conn, "insert_step_attempts", values)
+        return lambda: int(key())
+
     def update_attempt(self, conn: Any, attempt_id: int, **values: Any) -> None:
         params = {"w_id": attempt_id, **values}
-        self.sql.count(conn, "update_attempt", params, tuple(sorted(values)))
+        self.sql.execute(conn, "update_attempt", params, tuple(sorted(values)))
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         with self.sql.read() as conn:
@@ -505,24 +522,22 @@ class Store:
         body = compact_json(state)
         checkpoint_id = f"cp_{run_id}_{step:03d}"
         etag = checkpoint_etag(account, run_id, step, body)
-        self.sql.insert_row(
-            conn,
-            "insert_checkpoints",
-            {
-                "checkpoint_id": checkpoint_id,
-                "account": account,
-                "workflow_id": run_id,
-                "run_id": run_id,
-                "step": step,
-                "label": label,
-                "state": state,
-                "metadata": metadata,
-                "etag": etag,
-                "diff_from_previous": leaf_diff(previous_state, state),
-                "size_bytes": len(body.encode("utf-8")),
-                "created_at": now_iso(),
-            },
-        )
+        values = {
+            "checkpoint_id": checkpoint_id,
+            "account": account,
+            "workflow_id": run_id,
+            "run_id": run_id,
+            "step": step,
+            "label": label,
+            "state": state,
+            "metadata": metadata,
+            "etag": etag,
+            "diff_from_previous": leaf_diff(previous_state, state),
+            "size_bytes": len(body.encode("utf-8")),
+            "created_at": now_iso(),
+        }
+        # Its key is not read back (a batch stays one round trip).
+        self.sql.execute(conn, "insert_checkpoints", values, tuple(sorted(values)))
         return checkpoint_id
 
     def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
