@@ -651,17 +651,56 @@ def _top_imports(cpf: CpfRunner, *args: str, exit_codes: tuple[int, ...] = (0,))
 
 
 def test_an_unchanged_workflow_is_validated_once(cpf: CpfRunner, write_workflow) -> None:
-    """`run` remembers the documents it validated (by content): running the same file
-    again skips the schema validation and its jsonschema import; an edit is validated."""
+    """`run` remembers the documents it validated (by content) and their parsed form:
+    running the same file again skips the schema validation and the YAML parse, and
+    their jsonschema and yaml imports; an edit is parsed and validated."""
     text = _wf("    - {id: a, kind: cli, command: 'true'}\n")
     path = write_workflow(text)
-    assert "jsonschema" in _top_imports(cpf, "run", "-f", str(path))
-    assert "jsonschema" not in _top_imports(cpf, "run", "-f", str(path))
+    assert {"jsonschema", "yaml"} <= _top_imports(cpf, "run", "-f", str(path))
+    assert not {"jsonschema", "yaml"} & _top_imports(cpf, "run", "-f", str(path))
     path.write_text(text.replace("kind: cli", "kind: nope"), encoding="utf-8")
     env = cpf.ok("run", "-f", str(path), exit_code=10)
     assert env["error"]["code"] == "ERR_VALIDATION_WORKFLOW"
     path.write_text(text, encoding="utf-8")
     assert cpf.ok("run", "-f", str(path))["status"] == "completed"
+
+
+def test_resume_imports_neither_jsonschema_nor_yaml(cpf: CpfRunner, write_workflow) -> None:
+    """`resume` of a run whose workflow was validated when it started, with an event
+    schema of the common kind (typed, enumerated, bounded fields), checks the payload
+    without jsonschema and loads the workflow without parsing YAML; a payload the
+    schema refuses still gets jsonschema's own message."""
+    path = write_workflow(
+        _wf(
+            """
+    - id: gate
+      kind: await_event
+      audience: agent
+      event_name: go
+      input_schema:
+        type: object
+        required: [decision]
+        additionalProperties: false
+        properties:
+          decision: {type: string, enum: [approve, reject]}
+          comment: {type: string, maxLength: 200}
+          score: {type: integer, minimum: 0, maximum: 10}
+    - id: after
+      kind: end
+      result: {decision: "${steps.gate.outputs.decision}"}
+"""
+        )
+    )
+    run_id = cpf.ok("run", "-f", str(path), exit_code=40)["run_id"]
+    bad = ("resume", "--run-id", run_id, "--event", "go", "--input", '{"decision": "maybe"}')
+    env = cpf.ok(*bad, exit_code=10)
+    assert env["error"]["message"] == (
+        "Event validation failed: $.decision: 'maybe' is not one of ['approve', 'reject']"
+    )
+    payload = '{"decision": "approve", "comment": "ok", "score": 7}'
+    resume = ("resume", "--run-id", run_id, "--event", "go", "--input", payload)
+    assert not {"jsonschema", "yaml"} & _top_imports(cpf, *resume)
+    assert cpf.status(run_id)["result"] == {"decision": "approve"}
 
 
 @pytest.mark.sqlite_only(reason="the import budget of commands on the SQLite store")

@@ -337,3 +337,13 @@ def test_sqlite_store_of_schema_2_upgrades_without_the_orm(tmp_path: Path) -> No
     meta = dict(db.execute("SELECT key, value FROM cpf_meta"))
     assert meta == {"schema_version": str(SCHEMA_VERSION), "canary": "kept"}
     db.close()
+
+
+def test_new_id_is_a_uuid4_in_hex() -> None:
+    import uuid
+
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)

@@ -7,33 +7,46 @@ A document that passes gets its non-fatal warnings attached (`LoadedWorkflow.war
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from core import limits
 from core.envelope import ErrorCode, ValidationError
 from core.workflow import validation
 
-# libyaml's loader is several times faster; same YAML 1.1 semantics as yaml.safe_load.
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    import yaml
+
+# The parsed form of a remembered document is kept only up to this size (JSON bytes), and
+# at most this many documents are remembered: the cache stays small whatever is run.
+MAX_REMEMBERED_BYTES = 1024 * 1024
+MAX_REMEMBERED = 256
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Safe loader that keeps dates as strings: workflow values must be JSON."""
+@cache
+def _yaml_loader() -> Any:
+    """The safe YAML loader, built on first use: importing yaml costs a command that
+    loads a remembered document (see `_remembered`) more than the rest of loading."""
+    import yaml
 
+    # libyaml's loader is several times faster; same YAML 1.1 semantics as yaml.safe_load.
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
+    class Loader(base):  # type: ignore[misc,valid-type]
+        """Safe loader that keeps dates as strings: workflow values must be JSON."""
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    return Loader
 
 
 @dataclass
@@ -137,13 +150,15 @@ def load_workflow_text(text: str, path: str | Path) -> LoadedWorkflow:
 
 
 def _load(text: str, path: Path, digest: str, *, remember: bool = False) -> LoadedWorkflow:
-    doc = parse_yaml(text)
     marker = _marker(digest) if remember else None
-    warnings = _remembered(marker)
-    if warnings is None:
-        warnings = _validate(doc)
+    known = _remembered(marker, digest)
+    if known is not None and known[1] is not None:
+        warnings, doc = known[0], known[1]
+    else:
+        doc = parse_yaml(text)
+        warnings = _validate(doc) if known is None else known[0]
         if marker is not None:
-            _remember(marker, warnings)
+            _remember(marker, digest, warnings, doc)
     return LoadedWorkflow(
         path=Path(os.path.abspath(path)), text=text, sha256=digest, doc=doc, warnings=warnings
     )
@@ -170,8 +185,8 @@ def _validate(doc: Any) -> list[str]:
 
 def _marker(digest: str) -> Path | None:
     """Where the validation of a document with sha256 `digest` by this cpf is recorded:
-    keyed by the document and by the validator (schema and code), so an edited file or
-    another cpf validates afresh."""
+    keyed by the document and by the validator and parser (schema and code), so an edited
+    file or another cpf parses and validates afresh."""
     from core import __version__
     from core.paths import base_dir
 
@@ -179,33 +194,91 @@ def _marker(digest: str) -> Path | None:
         validator = hashlib.sha256(__version__.encode())
         validator.update(validation.SCHEMA_PATH.read_bytes())
         validator.update(Path(validation.__file__).read_bytes())
+        # and by the parser: the record keeps the parsed document too
+        validator.update(Path(__file__).read_bytes())
+        validator.update(Path(limits.__file__).read_bytes())
     except OSError:
         return None
     key = hashlib.sha256(f"{digest}:{validator.hexdigest()}".encode()).hexdigest()
     return base_dir() / "cache" / "valid-workflows" / f"{key}.json"
 
 
-def _remembered(marker: Path | None) -> list[str] | None:
-    """The warnings of a document validated before, or None."""
+def _remembered(marker: Path | None, digest: str) -> tuple[list[str], Any] | None:
+    """(warnings, parsed document or None) of a document validated before, or None.
+
+    The record is `<sha256 of the rest>\n<JSON>`: a torn, truncated or edited record fails
+    its checksum or its shape and is ignored (the file is parsed and validated afresh).
+    Records of earlier cpf builds (a bare JSON list of warnings) carry no document."""
     if marker is None:
         return None
     try:
-        warnings = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = marker.read_bytes()
+    except OSError:
         return None
-    if isinstance(warnings, list) and all(isinstance(w, str) for w in warnings):
-        return warnings
-    return None
+    head, sep, body = raw.partition(b"\n")
+    if not sep:
+        body, head = raw, b""
+    elif head.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
+        return None
+    try:
+        record = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not head:  # the old format: the warnings alone
+        return (record, None) if _strings(record) else None
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        return None
+    warnings, doc = record.get("warnings"), record.get("doc")
+    if not _strings(warnings):
+        return None
+    if doc is not None and not (isinstance(doc, dict) and isinstance(doc.get("workflow"), dict)):
+        return None
+    return warnings, doc
 
 
-def _remember(marker: Path, warnings: list[str]) -> None:
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(w, str) for w in value)
+
+
+def _remember(marker: Path, digest: str, warnings: list[str], doc: Any) -> None:
+    """Record the validation of the document (and its parsed form when JSON keeps it as
+    it is and it is not too big)."""
+    record: dict[str, Any] = {"sha256": digest, "warnings": warnings}
+    try:
+        text = json.dumps(doc)
+        # YAML keys like `on:` (True) or `1:` would come back as strings: keep none of that.
+        if len(text) <= MAX_REMEMBERED_BYTES and json.loads(text) == doc:
+            record["doc"] = doc
+    except (TypeError, ValueError, RecursionError):
+        pass
+    body = json.dumps(record).encode("ascii")
+    data = hashlib.sha256(body).hexdigest().encode("ascii") + b"\n" + body
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(warnings), encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, marker)  # readers never see half a file
+        _prune(marker.parent)
     except OSError:
         pass  # only a cache: the next run validates again
+
+
+def _prune(folder: Path) -> None:
+    """Keep the most recently written MAX_REMEMBERED records."""
+    try:
+        entries = [
+            (e.stat().st_mtime, e.path)
+            for e in os.scandir(folder)
+            if e.name.endswith(".json") and e.is_file()
+        ]
+    except OSError:
+        return
+    if len(entries) <= MAX_REMEMBERED:
+        return
+    entries.sort()
+    for _, name in entries[: len(entries) - MAX_REMEMBERED]:
+        with contextlib.suppress(OSError):  # another cpf pruned it first
+            os.unlink(name)
 
 
 def parse_yaml(text: str) -> Any:
@@ -213,8 +286,10 @@ def parse_yaml(text: str) -> Any:
 
     The document must be JSON data within `core.limits`: bounded depth and size (so no
     recursive alias and no alias bomb), no NaN/Infinity, no binary, set or other tags."""
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_Loader)  # a safe loader (no Python tags)
+        data = yaml.load(text, Loader=_yaml_loader())  # a safe loader (no Python tags)
     except yaml.YAMLError as exc:
         raise ValidationError(ErrorCode.ERR_YAML_PARSE, yaml_error_message(exc)) from exc
     except (ValueError, RecursionError, MemoryError) as exc:  # e.g. an int past 4300 digits
@@ -232,6 +307,8 @@ def parse_yaml(text: str) -> Any:
 
 def yaml_error_message(exc: yaml.YAMLError) -> str:
     """`YAML parse error at line 4, column 17: mapping values are not allowed here (...)`."""
+    import yaml
+
     if not isinstance(exc, yaml.MarkedYAMLError):
         return "YAML parse error: " + " ".join(str(exc).split())
     mark = exc.problem_mark or exc.context_mark
