@@ -270,3 +270,21 @@ async def test_a_screen_has_its_width_class_before_it_mounts(store, flows):
         await app.switch_mode("runs")
         await wait_until(pilot, lambda: app.current_mode == "runs")
         assert app.screen.has_class("-tiny") and not app.screen.has_class("-narrow", "-wide")
+
+
+async def test_closing_while_an_area_is_built_hidden_is_clean(store, flows):
+    app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
+    init_mode = app._init_mode  # where a hidden build starts
+
+    def init_then_quit(mode: str) -> Any:
+        mounted = init_mode(mode)
+        if mode == "checkpoints":
+            app.exit()  # quit before the screen composed
+        return mounted
+
+    app._init_mode = init_then_quit  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app._exit, what="the Checkpoints screen's build")
+    # run_test raises what went wrong in the app: the close raised nothing, and the
+    # screen's mount ran whole (with its own widgets there).
+    assert app.return_code in (None, 0)

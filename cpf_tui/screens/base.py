@@ -58,6 +58,16 @@ class CpfScreen(Screen[Any]):
         for _, name in (*across, *down):
             self.set_class(name in shown, name, update=False)
 
+    async def _pre_process(self) -> bool:
+        # A screen started as the app quits (an area being built hidden then) is not
+        # composed: its widgets cannot mount any more, and its mount handlers would
+        # fail looking for them.
+        app = self.app
+        if app._exit or not app.is_running or self._pruning or self._closing:
+            self._mounted_event.set()  # nothing waits for it in vain
+            return False
+        return await super()._pre_process()
+
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         # Textual restyles every widget of a screen each time it is shown again (~25 ms
         # on an area switch); a change of theme or CSS already restyles it (`refresh_css`
