@@ -48,9 +48,10 @@ AREAS = (
     Area("checkpoints", "4", "Checkpoints", "cpf_tui.screens.checkpoints:CheckpointsScreen"),
 )
 
-# Seconds the UI is left alone before each hidden screen is built (keys typed meanwhile
-# are answered first).
+# Seconds the UI is left alone before each step of building a hidden screen; and how
+# long no key must have been typed (keys typed fast keep their order and speed).
 IDLE_SLICE = 0.05
+QUIET_FOR = 0.5
 
 
 class CpfApp(KeysInOrder[None]):
@@ -140,10 +141,11 @@ class CpfApp(KeysInOrder[None]):
         forms need."""
         from importlib import import_module
 
+        quiet = partial(self.input_quiet_for, QUIET_FOR)
         for name in [a.screen.partition(":")[0] for a in self.AREAS]:
             await off_thread(import_module, name)
         for area in self.AREAS:  # one at a time, the UI free in between
-            await build_hidden(self, area.name, idle=IDLE_SLICE, data_within=0.5)
+            await build_hidden(self, area.name, idle=IDLE_SLICE, data_within=0.5, quiet=quiet)
         # What the run view and the forms need (the Checkpoints screen meanwhile reads
         # its store: the first read imports the ORM, ~1 s).
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
@@ -151,7 +153,7 @@ class CpfApp(KeysInOrder[None]):
         for name in modules:
             await off_thread(import_module, name)
         for area in self.AREAS:  # laid out again if their data changed them
-            await settle_hidden(self, area.name, idle=IDLE_SLICE, data_within=5.0)
+            await settle_hidden(self, area.name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
         gc.freeze()  # the screens just built live as long as the app, as at start-up
 
     # -- areas and help ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import App
@@ -31,19 +32,37 @@ def hidden_screen(app: App[Any], mode: str) -> Screen[Any] | None:
     return stack[0] if stack[0].is_attached else None
 
 
-async def build_hidden(app: App[Any], mode: str, *, idle: float, data_within: float) -> None:
+Quiet = Callable[[], bool]  # True while the user is not typing
+
+
+async def wait_quiet(quiet: Quiet, idle: float) -> None:
+    """Sleep `idle` seconds, then on in such slices until `quiet()`."""
+    await asyncio.sleep(idle)
+    while not quiet():
+        await asyncio.sleep(idle)
+
+
+async def build_hidden(
+    app: App[Any], mode: str, *, idle: float, data_within: float, quiet: Quiet
+) -> None:
     """Compose and mount the screen of `mode` without showing it, give it up to
     `data_within` seconds to read its data (screens with a `loaded` flag), then lay it
-    out at the app's size. `idle`: seconds the UI is left alone before each step."""
-    await asyncio.sleep(idle)
+    out at the app's size. Each step waits `idle` seconds and until `quiet()`."""
+    await wait_quiet(quiet, idle)
     if app._exit or not app.is_running or is_built(app, mode):
         return
     await app._init_mode(mode)
-    await settle_hidden(app, mode, idle=idle, data_within=data_within, force=True)
+    await settle_hidden(app, mode, idle=idle, data_within=data_within, quiet=quiet, force=True)
 
 
 async def settle_hidden(
-    app: App[Any], mode: str, *, idle: float, data_within: float, force: bool = False
+    app: App[Any],
+    mode: str,
+    *,
+    idle: float,
+    data_within: float,
+    quiet: Quiet,
+    force: bool = False,
 ) -> None:
     """Once the hidden screen of `mode` has its data (or `data_within` seconds passed),
     lay it out again if something on it asked for a layout since (or if `force`)."""
@@ -55,7 +74,7 @@ async def settle_hidden(
     # Two passes at most: the first sizes what was mounted or filled since (the
     # footer's keys, rows), whose resize handlers may ask for another.
     for _ in range(2):
-        await asyncio.sleep(idle)
+        await wait_quiet(quiet, idle)
         screen = hidden_screen(app, mode)
         if screen is None or not (force or screen._layout_required):
             return
