@@ -27,6 +27,7 @@ from cpf_tui.css import APP_CSS
 from cpf_tui.hints import hint
 from cpf_tui.keys import KeysInOrder
 from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
+from cpf_tui.prebuild import build_hidden, settle_hidden
 from cpf_tui.work import Track, off_thread
 
 
@@ -46,6 +47,11 @@ AREAS = (
     Area("waiting", "3", "Waiting", "cpf_tui.screens.waiting:WaitingScreen"),
     Area("checkpoints", "4", "Checkpoints", "cpf_tui.screens.checkpoints:CheckpointsScreen"),
 )
+
+# Seconds the UI is left alone before each step of building a hidden screen; and how
+# long no key must have been typed (keys typed fast keep their order and speed).
+IDLE_SLICE = 0.05
+QUIET_FOR = 0.5
 
 
 class CpfApp(KeysInOrder[None]):
@@ -95,8 +101,8 @@ class CpfApp(KeysInOrder[None]):
             module, _, name = spec.partition(":")
             return getattr(import_module(module), name)()
 
-        # A screen's module is imported when its area is first shown (start-up pays only
-        # for the first screen); `_warm` imports the others once the first screen is up.
+        # Start-up pays only for the first screen; `_warm` builds the others (hidden)
+        # once the first screen is up, or an area's first showing does.
         for area in self.AREAS:
             self.add_mode(area.name, partial(make, area.screen))
         if self.config.theme in self.available_themes:
@@ -118,20 +124,37 @@ class CpfApp(KeysInOrder[None]):
         self._warm_ticks = 0
         self._warm_timer = self.set_interval(0.1, self._warm)
 
-    async def _warm(self) -> None:
-        """Import what the other areas and the run view need, in a worker thread while
-        the user looks at the first screen, so the first switch does not wait for it."""
-        from importlib import import_module
-
+    def _warm(self) -> None:
         self._warm_ticks += 1
         if not getattr(self.screen, "loaded", True) and self._warm_ticks < 20:
             return  # the first screen is still being filled (up to 2 s): let it
+        # Stopping a timer cancels its task: the warm-up itself runs in a worker (run
+        # inside this callback, it died at its first await).
         self._warm_timer.stop()
-        modules = [a.screen.partition(":")[0] for a in self.AREAS]
-        modules += ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
+        # A failed warm-up leaves the first switch to build the screen, as without it.
+        self.run_worker(self._warm_up(), group="warm-up", exit_on_error=False)
+
+    async def _warm_up(self) -> None:
+        """While the user looks at the first screen: build the other areas' screens
+        (hidden, their modules imported in a worker thread), so the first switch to an
+        area only shows it, like every later one; then import what the run view and the
+        forms need."""
+        from importlib import import_module
+
+        quiet = partial(self.input_quiet_for, QUIET_FOR)
+        for name in [a.screen.partition(":")[0] for a in self.AREAS]:
+            await off_thread(import_module, name)
+        for area in self.AREAS:  # one at a time, the UI free in between
+            await build_hidden(self, area.name, idle=IDLE_SLICE, data_within=0.5, quiet=quiet)
+        # What the run view and the forms need (the Checkpoints screen meanwhile reads
+        # its store: the first read imports the ORM, ~1 s).
+        modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
             await off_thread(import_module, name)
+        for area in self.AREAS:  # laid out again if their data changed them
+            await settle_hidden(self, area.name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
+        gc.freeze()  # the screens just built live as long as the app, as at start-up
 
     # -- areas and help ------------------------------------------------------------------
 

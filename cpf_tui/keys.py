@@ -24,6 +24,7 @@ on the list and then run on the view, and the second `enter` went to the view it
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Generic, TypeVar
 
@@ -55,9 +56,15 @@ class KeysInOrder(App[ReturnT], Generic[ReturnT]):
         self._in_flight_token = 0
         self._hold_timer: Timer | None = None
         self._settling = False  # back at the app; waiting for the second marker
+        self.last_input = 0.0  # time.monotonic() of the last key or paste read
+
+    def input_quiet_for(self, seconds: float) -> bool:
+        """True when no key is held or in flight and none was read for `seconds`."""
+        return not (self._busy or self._held) and time.monotonic() - self.last_input >= seconds
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key | events.Paste) and not event.is_forwarded:
+            self.last_input = time.monotonic()
             if self._busy or self._held:
                 self._held.append(event)
                 return

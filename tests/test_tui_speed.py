@@ -22,10 +22,13 @@ from tui_seed import screen_ready, wait_until
 
 from cpf_tui.app import CpfApp
 from cpf_tui.config import TuiConfig
+from cpf_tui.prebuild import hidden_screen
 from cpf_tui.screens.base import CpfScreen
 from cpf_tui.screens.checkpoints import CheckpointsScreen
 from cpf_tui.screens.run_view import RunScreen
 from cpf_tui.screens.runs import RunsScreen
+from cpf_tui.screens.waiting import WaitingScreen
+from cpf_tui.screens.workflows import WorkflowsScreen
 from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.vtable import VirtualTable
 
@@ -207,3 +210,81 @@ async def test_checkpoints_show_at_once_and_say_they_are_reading(store, flows):
         gate.set()
         await wait_until(pilot, lambda: screen.loaded and table.row_count == 1)
         assert not table.empty_text.startswith("Reading")
+
+
+async def test_the_other_areas_are_built_and_read_while_the_first_one_shows(store, flows):
+    from core.service.api import service
+
+    run_id = cpf("run", "-f", str(flows / "hello.yaml"))["run_id"]
+    service().save("local", {"workflow_id": "order-1", "step": 0, "state": {"n": 1}})
+    app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen))
+        first = app.screen
+        # Built hidden, with their data read, while the Workflows screen stays on show.
+        await wait_until(
+            pilot,
+            lambda: (
+                all(
+                    getattr(hidden_screen(app, mode), "loaded", False)
+                    for mode in ("runs", "checkpoints")
+                )
+                and hidden_screen(app, "waiting") is not None
+            ),
+            what="the other areas built and read",
+        )
+        assert app.screen is first and app.current_mode == "workflows"
+        built = {mode: hidden_screen(app, mode) for mode in ("runs", "waiting", "checkpoints")}
+        assert isinstance(built["runs"], RunsScreen) and run_id in built["runs"].runs
+        assert isinstance(built["waiting"], WaitingScreen)
+        assert isinstance(built["checkpoints"], CheckpointsScreen)
+        await wait_until(
+            pilot,
+            lambda: (
+                built["checkpoints"].workflow_table.row_count >= 1
+                and not built["checkpoints"]._layout_required
+            ),
+            what="the checkpoint workflows listed and laid out",
+        )
+        # Laid out at the app's size: the tables and the footer keys have their sizes.
+        for screen in built.values():
+            assert screen.query_one(VirtualTable).size.width == 120
+            keys = list(screen.query_one(KeyFooter).query_children(FooterKey))
+            assert keys and all(k.size.width > 0 for k in keys)
+        # The first switch shows the screen built meanwhile (nothing is built again).
+        for key, mode in (("2", "runs"), ("3", "waiting"), ("4", "checkpoints")):
+            await pilot.press(key)
+            await wait_until(pilot, lambda m=mode: app.current_mode == m)
+            assert app.screen is built[mode]
+        await pilot.press("1")
+        await wait_until(pilot, lambda: app.screen is first)
+
+
+async def test_a_screen_has_its_width_class_before_it_mounts(store, flows):
+    app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        # Styled for its width from the start: not restyled whole at its first resize.
+        screen = RunsScreen()
+        assert screen.has_class("-tiny") and not screen.has_class("-narrow", "-wide")
+        await app.switch_mode("runs")
+        await wait_until(pilot, lambda: app.current_mode == "runs")
+        assert app.screen.has_class("-tiny") and not app.screen.has_class("-narrow", "-wide")
+
+
+async def test_closing_while_an_area_is_built_hidden_is_clean(store, flows):
+    app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
+    init_mode = app._init_mode  # where a hidden build starts
+
+    def init_then_quit(mode: str) -> Any:
+        mounted = init_mode(mode)
+        if mode == "checkpoints":
+            app.exit()  # quit before the screen composed
+        return mounted
+
+    app._init_mode = init_then_quit  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app._exit, what="the Checkpoints screen's build")
+    # run_test raises what went wrong in the app: the close raised nothing, and the
+    # screen's mount ran whole (with its own widgets there).
+    assert app.return_code in (None, 0)

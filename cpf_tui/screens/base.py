@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from textual import events
 from textual._context import NoActiveAppError
 from textual.binding import Binding, BindingType
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widget import Widget
 
@@ -41,6 +42,31 @@ class CpfScreen(Screen[Any]):
         # and restyles the whole screen the first time it is shown.
         with suppress(NoActiveAppError):
             self._css_update_count = self.app._css_update_count
+            self._set_breakpoints(self.app.size)
+
+    def _set_breakpoints(self, size: Size) -> None:
+        """The breakpoint classes for `size`, set before mounting: Textual sets them on
+        the first resize, restyling every widget of the screen (~30 ms of the first
+        showing) when they differ from the classes the widgets were styled with."""
+        app = self.app
+        across = self.HORIZONTAL_BREAKPOINTS
+        down = self.VERTICAL_BREAKPOINTS
+        across = (app.HORIZONTAL_BREAKPOINTS if across is None else across) or []
+        down = (app.VERTICAL_BREAKPOINTS if down is None else down) or []
+        shown = self._get_breakpoint_classes(size.width, across)
+        shown |= self._get_breakpoint_classes(size.height, down)
+        for _, name in (*across, *down):
+            self.set_class(name in shown, name, update=False)
+
+    async def _pre_process(self) -> bool:
+        # A screen started as the app quits (an area being built hidden then) is not
+        # composed: its widgets cannot mount any more, and its mount handlers would
+        # fail looking for them.
+        app = self.app
+        if app._exit or not app.is_running or self._pruning or self._closing:
+            self._mounted_event.set()  # nothing waits for it in vain
+            return False
+        return await super()._pre_process()
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         # Textual restyles every widget of a screen each time it is shown again (~25 ms
