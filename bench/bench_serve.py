@@ -23,8 +23,9 @@ preferably empty database; workflow ids are unique per run), creates a key with
 Clients are threads spread over several processes (so the client side's GIL does not
 cap the server), all on this machine: server and clients share its cores. Every
 response is checked (a failed call aborts the run). Prints a Markdown table with the
-CPU per operation of the servers and, for a PostgreSQL on this machine, of the
-database's processes (its backends and background writers: what a save costs it).
+CPU per operation of the servers, of the database's processes (a PostgreSQL on this
+machine: its backends and background writers) and of the benchmark's own clients
+(the snapstate-sdk and httpx): how the shared cores are spent.
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ def _client_proc(
     threads = [threading.Thread(target=worker, args=(c,)) for c in client_ids]
     for t in threads:
         t.start()
+    # This process's CPU (all its client threads) over the measured window.
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0 = time.process_time()
     for t in threads:
         t.join()
-    out.put(results)
+    out.put((results, time.process_time() - cpu0))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -193,8 +197,11 @@ def run_case(
     db = sum(_cpu_seconds(pid) - db0.get(pid, 0.0) for pid in db_pids) if db_pids else None
     lat: list[float] = []
     errors = 0
+    clients_cpu = 0.0
     for _ in procs:
-        for _cid, ls, errs in out.get():
+        results, cpu = out.get()
+        clients_cpu += cpu
+        for _cid, ls, errs in results:
             lat.extend(ls)
             errors += errs
     for p in procs:
@@ -214,6 +221,7 @@ def run_case(
         "mean": statistics.fmean(lat) * 1000 if n else float("nan"),
         "cpu_ms": (cpu1 - cpu0) / n * 1000 if n else float("nan"),
         "db_cpu_ms": db / n * 1000 if n and db is not None else float("nan"),
+        "clients_cpu_ms": clients_cpu / n * 1000 if n else float("nan"),
     }
 
 
@@ -353,14 +361,15 @@ def main() -> int:
     )
     print(
         "| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op "
-        "| PostgreSQL CPU ms/op |"
+        "| PostgreSQL CPU ms/op | clients' CPU ms/op |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         what = r["kind"] + (" (limit 100)" if r["kind"] == "replay" else "")
         print(
             f"| {what} | {_size(r['size'])} | {r['clients']} | {r['rate']:.0f} | "
-            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_ms']:.2f} | {_ms(r['db_cpu_ms'])} |"
+            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_ms']:.2f} | {_ms(r['db_cpu_ms'])} "
+            f"| {_ms(r['clients_cpu_ms'])} |"
         )
     return 0
 
@@ -377,7 +386,7 @@ def _fmt(r: dict) -> str:
     return (
         f"{r['kind']:7} {_size(r['size']):>7} x{r['clients']:<3} {r['rate']:8.0f}/s "
         f"p50 {r['p50']:7.1f} ms p99 {r['p99']:7.1f} ms  server cpu {r['cpu_ms']:.2f} ms/op"
-        f"  db cpu {_ms(r['db_cpu_ms'])} ms/op"
+        f"  db cpu {_ms(r['db_cpu_ms'])} ms/op  clients cpu {_ms(r['clients_cpu_ms'])} ms/op"
     )
 
 

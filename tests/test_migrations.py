@@ -372,6 +372,15 @@ def test_a_store_with_data_is_upgraded(
             assert head.status_code == 200, head.text
             assert head.json()["latest_checkpoint"]["state"] == {"step": 2}
             assert head.json()["total_checkpoints"] == 2
+            # A save works on the upgraded store (PostgreSQL: through revision 0006's
+            # cpf_save_checkpoint, which the upgrade created).
+            body = {"workflow_id": "agent-wf", "step": 3, "state": {"step": 3}}
+            saved = srv.http("POST", "/checkpoints", made["key"], json=body)
+            assert saved.status_code == 201, saved.text
+            assert saved.json()["diff_from_previous"]["changed"] == ["step"]
+            if not db.url.startswith("sqlite"):
+                found = db.sql("SELECT count(*) FROM pg_proc WHERE proname = 'cpf_save_checkpoint'")
+                assert found == [(1,)]
         finally:
             assert srv.stop() == 0, srv.logs()
 

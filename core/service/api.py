@@ -90,6 +90,7 @@ class CheckpointService:
     save_keyed = _Served("checkpoints")
     save_keyed_async = _Served("checkpoints")
     async_save = _Served("checkpoints")
+    close_async_saves = _Served("checkpoints")
     save_general = _Served("checkpoints")
     get = _Served("checkpoints")
     resume = _Served("checkpoints")

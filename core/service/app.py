@@ -187,6 +187,8 @@ def _lifespan(svc: CheckpointService, settings: Settings) -> Any:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            with contextlib.suppress(Exception):
+                await svc.close_async_saves()
 
     return lifespan
 

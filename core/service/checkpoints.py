@@ -296,6 +296,12 @@ class CheckpointsService(Area):
         """Whether `save_keyed_async` is available (it has its own connections)."""
         return self.one_trip_save() and self.ss.async_size > 0
 
+    async def close_async_saves(self) -> None:
+        """Close the event loop's save connections (at the server's shutdown)."""
+        pool = self.ss.async_saves() if self.async_save() else None
+        if pool is not None:
+            await pool.close()
+
     @retried
     def save(
         self,
