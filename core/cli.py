@@ -25,12 +25,37 @@ class _Parser(argparse.ArgumentParser):
 MAX_LIMIT = 1_000_000
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """Stands for the parser of a command this invocation does not run (see `_parser`)."""
+
+    required = False
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def add_subparsers(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_parser(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `cpf`. With `argv`, only the parser of the command it names is built:
+    building the other twenty costs a command more than its parsing (argparse looks up a
+    translation for every help text). Help and unknown commands get the whole parser, so
+    every usage and error message is the same (tests/test_cli_parser.py)."""
+    first = argv[0] if argv else None
+    only = first if first and not first.startswith("-") else None
+    if first in ("-v", "--version"):
+        only = ""  # the version is printed while parsing: no command's parser is needed
     p = _Parser(prog="cpf", description="cpf: resumable workflows for people and agents.")
     p.add_argument("-v", "--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+    def cmd(name: str, help_text: str) -> Any:
+        if only is not None and name != only:
+            return _Unbuilt()
         return sub.add_parser(name, help=help_text, description=help_text)
 
     c = cmd("validate", "Validate a workflow file (schema, duplicate ids, warnings).")
@@ -159,14 +184,18 @@ def _parser() -> argparse.ArgumentParser:
     db.add_parser("status", help="Schema version of the store; whether it needs an upgrade.")
     db.add_parser("upgrade", help="Create the store, or migrate it to this cpf's schema.")
     for name in ("run", "resume", "retry", "cancel"):
-        sub.choices[name].add_argument(
-            "--surface", choices=["cli", "tui", "api"], default="cli", help=argparse.SUPPRESS
-        )
+        if name in sub.choices:
+            sub.choices[name].add_argument(
+                "--surface", choices=["cli", "tui", "api"], default="cli", help=argparse.SUPPRESS
+            )
+    if only and only not in sub.choices:
+        return _parser()  # not a command: the whole parser names the valid ones
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -58,6 +58,7 @@ def _jsonschema_errors(schema: Any, data: Any) -> list[FieldError]:
     import json
 
     from jsonschema.exceptions import SchemaError
+    from referencing.exceptions import Unresolvable
 
     try:
         validator = _validator(json.dumps(schema, sort_keys=True))
@@ -68,6 +69,9 @@ def _jsonschema_errors(schema: Any, data: Any) -> list[FieldError]:
     except RecursionError:
         # A schema whose $ref leads back to itself without consuming the value.
         return [FieldError((), "the schema refers to itself without end (a $ref loop)")]
+    except Unresolvable as exc:  # a $ref to nowhere: the schema's fault, said as such
+        ref = str(getattr(exc, "ref", "") or "")[:200]
+        return [FieldError((), f"the schema refers to {ref!r}, which does not resolve")]
     errors = sorted(found, key=lambda e: (len(e.absolute_path), e.message))
     return [FieldError(_path(e), _message(e)) for e in errors]
 

@@ -152,7 +152,8 @@ def instances(draw: st.DrawFn, schema: Any, depth: int = 0) -> Any:
         if kind == "integer" or draw(st.booleans()):
             value = draw(st.integers(min_value=int(bound) - 1, max_value=int(bound) + 20))
             return float(value) if draw(st.integers(0, 4)) == 0 else value  # 3.0 is an integer
-        return draw(st.floats(min_value=bound - 1, max_value=bound + 20))
+        low_f = float(bound) - 1
+        return draw(st.floats(min_value=low_f, max_value=low_f + 21))
     if kind == "boolean":
         return draw(st.booleans())
     if kind == "null":
@@ -295,3 +296,12 @@ def test_resume_of_an_approval_schema_does_not_import_jsonschema() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_ref_to_nowhere_is_the_schemas_error() -> None:
+    """jsonschema raises on a `$ref` it cannot resolve; the payload check says so as one
+    error at the root (an event or input refusal, never an internal error)."""
+    for ref in ("#/nowhere", "elsewhere.json", "https://example.com/s.json"):
+        (error,) = check_payload({"properties": {"a": {"$ref": ref}}}, {"a": 1})
+        assert error.path == () and "does not resolve" in error.message, error
+        assert ref.removeprefix("#") in error.message
