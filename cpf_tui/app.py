@@ -52,6 +52,9 @@ AREAS = (
 # long no key must have been typed (keys typed fast keep their order and speed).
 IDLE_SLICE = 0.05
 QUIET_FOR = 0.5
+# Checkpoints first: its first read opens the checkpoint store, importing the ORM in a
+# thread (~1 s), while the others are built.
+BUILD_ORDER = ("checkpoints", "runs", "waiting", "workflows")
 
 
 class CpfApp(KeysInOrder[None]):
@@ -144,16 +147,16 @@ class CpfApp(KeysInOrder[None]):
         quiet = partial(self.input_quiet_for, QUIET_FOR)
         for name in [a.screen.partition(":")[0] for a in self.AREAS]:
             await off_thread(import_module, name)
-        for area in self.AREAS:  # one at a time, the UI free in between
-            await build_hidden(self, area.name, idle=IDLE_SLICE, data_within=0.5, quiet=quiet)
-        # What the run view and the forms need (the Checkpoints screen meanwhile reads
-        # its store: the first read imports the ORM, ~1 s).
+        for name in BUILD_ORDER:  # one at a time, the UI free in between
+            await build_hidden(self, name, idle=IDLE_SLICE, data_within=0.2, quiet=quiet)
+        # What the run view and the forms need (while the Checkpoints screen may still
+        # be reading its store).
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
             await off_thread(import_module, name)
-        for area in self.AREAS:  # laid out again if their data changed them
-            await settle_hidden(self, area.name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
+        for name in BUILD_ORDER:  # laid out again if their data changed them
+            await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
         gc.freeze()  # the screens just built live as long as the app, as at start-up
 
     # -- areas and help ------------------------------------------------------------------
