@@ -140,7 +140,7 @@ class CpfApp(KeysInOrder[None]):
     async def _warm_up(self) -> None:
         """While the user looks at the first screen: build the other areas' screens
         (hidden, their modules imported in a worker thread) and let them read their
-        data, so the first switch to an area only shows it, like every later one; then
+        data, so the first switch to an area only shows it, like every later one; and
         import what the run view and the forms need."""
         from importlib import import_module
 
@@ -149,13 +149,14 @@ class CpfApp(KeysInOrder[None]):
             await off_thread(import_module, name)
         for name in BUILD_ORDER:  # one at a time, the UI free in between
             await build_hidden(self, name, idle=IDLE_SLICE, data_within=0.2, quiet=quiet)
-        for name in BUILD_ORDER:  # laid out again if their data changed them
-            await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
-        # What the run view and the forms need.
+        # What the run view and the forms need (not waiting for a pause in the typing,
+        # as the settling below does: the user may be about to open them).
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
             await off_thread(import_module, name)
+        for name in BUILD_ORDER:  # laid out again if their data changed them
+            await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
         gc.freeze()  # the screens just built live as long as the app, as at start-up
 
     # -- areas and help ------------------------------------------------------------------
