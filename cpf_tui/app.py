@@ -149,6 +149,7 @@ class CpfApp(KeysInOrder[None]):
             await off_thread(import_module, name)
         for name in BUILD_ORDER:  # one at a time, the UI free in between
             await build_hidden(self, name, idle=IDLE_SLICE, data_within=0.2, quiet=quiet)
+        gc.freeze()  # the screens just built live as long as the app, as at start-up
         # What the run view and the forms need (not waiting for a pause in the typing,
         # as the settling below does: the user may be about to open them).
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
@@ -157,7 +158,7 @@ class CpfApp(KeysInOrder[None]):
             await off_thread(import_module, name)
         for name in BUILD_ORDER:  # laid out again if their data changed them
             await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
-        gc.freeze()  # the screens just built live as long as the app, as at start-up
+        gc.freeze()  # and the modules imported meanwhile
 
     # -- areas and help ------------------------------------------------------------------
 
