@@ -27,7 +27,7 @@ from cpf_tui.css import APP_CSS
 from cpf_tui.hints import hint
 from cpf_tui.keys import KeysInOrder
 from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
-from cpf_tui.prebuild import build_hidden, settle_hidden
+from cpf_tui.prebuild import build_hidden, settle_hidden, wait_quiet
 from cpf_tui.work import Track, off_thread
 
 
@@ -146,15 +146,17 @@ class CpfApp(KeysInOrder[None]):
 
         quiet = partial(self.input_quiet_for, QUIET_FOR)
         for name in [a.screen.partition(":")[0] for a in self.AREAS]:
+            await wait_quiet(quiet, IDLE_SLICE)
             await off_thread(import_module, name)
         for name in BUILD_ORDER:  # one at a time, the UI free in between
             await build_hidden(self, name, idle=IDLE_SLICE, data_within=0.2, quiet=quiet)
         gc.freeze()  # the screens just built live as long as the app, as at start-up
-        # What the run view and the forms need (not waiting for a pause in the typing,
-        # as the settling below does: the user may be about to open them).
+        # What the run view and the forms need. Each import waits for a pause in the
+        # typing too: in a thread it still slows the UI (the GIL) while it runs.
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
+            await wait_quiet(quiet, IDLE_SLICE)
             await off_thread(import_module, name)
         for name in BUILD_ORDER:  # laid out again if their data changed them
             await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
