@@ -404,7 +404,7 @@ def startup_s(size: tuple[int, int], examples: Path) -> tuple[float, float, floa
     return elapsed, cpu, drawn
 
 
-async def bench_felt(size: tuple[int, int], examples: Path) -> dict[str, Any]:
+async def bench_felt(size: tuple[int, int], examples: Path, settle: float) -> dict[str, Any]:
     from cpf_tui.config import TuiConfig
     from cpf_tui.screens.run_view import RunScreen
     from cpf_tui.screens.start import StartRunScreen
@@ -421,7 +421,8 @@ async def bench_felt(size: tuple[int, int], examples: Path) -> dict[str, Any]:
         frames = FrameClock(app)
         await wait_until(pilot, lambda: isinstance(app.screen, WorkflowsScreen), 60, "workflows")
         await wait_until(pilot, lambda: app.screen.loaded, 60, "checked files")
-        await pilot.pause(1.5)  # let the first screen settle (and the warm-up imports run)
+        # The user's first key comes after this: the app builds the other areas meanwhile.
+        await pilot.pause(settle)
         for which in ("switch_cold", "switch_warm"):
             for key, name in (
                 ("2", "runs"),
@@ -500,6 +501,9 @@ def main() -> int:
     parser.add_argument("--skip-felt", action="store_true")
     parser.add_argument("--starts", type=int, default=3, help="start-ups to time (median)")
     parser.add_argument(
+        "--settle", type=float, default=1.5, help="seconds from the first screen to the first key"
+    )
+    parser.add_argument(
         "--producers", default="seq,unbuffered", help="flood producers: seq, unbuffered"
     )
     args = parser.parse_args()
@@ -534,7 +538,7 @@ def main() -> int:
                      "--input", json.dumps({"name": "Ada", "number": n})],
                     cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
-            felt = asyncio.run(bench_felt(size, examples))  # type: ignore[arg-type]
+            felt = asyncio.run(bench_felt(size, examples, args.settle))  # type: ignore[arg-type]
             for which, label in (("switch_cold", "first time"), ("switch_warm", "again")):
                 row = ", ".join(
                     f"{k} {d:.0f} ({w:.0f}/{c:.0f})" for k, (w, c, d) in felt[which].items()

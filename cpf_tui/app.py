@@ -27,7 +27,7 @@ from cpf_tui.css import APP_CSS
 from cpf_tui.hints import hint
 from cpf_tui.keys import KeysInOrder
 from cpf_tui.nav import OpenApproval, OpenRun, StartWorkflow
-from cpf_tui.prebuild import build_hidden, settle_hidden
+from cpf_tui.prebuild import build_hidden, settle_hidden, wait_quiet
 from cpf_tui.work import Track, off_thread
 
 
@@ -52,6 +52,9 @@ AREAS = (
 # long no key must have been typed (keys typed fast keep their order and speed).
 IDLE_SLICE = 0.05
 QUIET_FOR = 0.5
+# Checkpoints first: its first read opens the checkpoint store, importing the ORM in a
+# thread (~1 s), while the others are built.
+BUILD_ORDER = ("checkpoints", "runs", "waiting", "workflows")
 
 
 class CpfApp(KeysInOrder[None]):
@@ -136,25 +139,28 @@ class CpfApp(KeysInOrder[None]):
 
     async def _warm_up(self) -> None:
         """While the user looks at the first screen: build the other areas' screens
-        (hidden, their modules imported in a worker thread), so the first switch to an
-        area only shows it, like every later one; then import what the run view and the
-        forms need."""
+        (hidden, their modules imported in a worker thread) and let them read their
+        data, so the first switch to an area only shows it, like every later one; and
+        import what the run view and the forms need."""
         from importlib import import_module
 
         quiet = partial(self.input_quiet_for, QUIET_FOR)
         for name in [a.screen.partition(":")[0] for a in self.AREAS]:
+            await wait_quiet(quiet, IDLE_SLICE)
             await off_thread(import_module, name)
-        for area in self.AREAS:  # one at a time, the UI free in between
-            await build_hidden(self, area.name, idle=IDLE_SLICE, data_within=0.5, quiet=quiet)
-        # What the run view and the forms need (the Checkpoints screen meanwhile reads
-        # its store: the first read imports the ORM, ~1 s).
+        for name in BUILD_ORDER:  # one at a time, the UI free in between
+            await build_hidden(self, name, idle=IDLE_SLICE, data_within=0.2, quiet=quiet)
+        gc.freeze()  # the screens just built live as long as the app, as at start-up
+        # What the run view and the forms need. Each import waits for a pause in the
+        # typing too: in a thread it still slows the UI (the GIL) while it runs.
         modules = ["cpf_tui.screens.run_view", "cpf_tui.screens.approval", "core.queries"]
         modules += ["cpf_tui.screens.start", "cpf_tui.forms.form", "core.spawn"]
         for name in modules:
+            await wait_quiet(quiet, IDLE_SLICE)
             await off_thread(import_module, name)
-        for area in self.AREAS:  # laid out again if their data changed them
-            await settle_hidden(self, area.name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
-        gc.freeze()  # the screens just built live as long as the app, as at start-up
+        for name in BUILD_ORDER:  # laid out again if their data changed them
+            await settle_hidden(self, name, idle=IDLE_SLICE, data_within=5.0, quiet=quiet)
+        gc.freeze()  # and the modules imported meanwhile
 
     # -- areas and help ------------------------------------------------------------------
 

@@ -82,3 +82,9 @@ async def settle_hidden(
         screen._refresh_layout(app.size)
         # As Textual's own pass does: else the first showing lays it out once more.
         screen._layout_required = False
+        # A first render, discarded: the widgets keep their rendered lines, so the first
+        # showing only composes them (a first render of a Checkpoints screen with its
+        # state pane takes ~60 ms).
+        await wait_quiet(quiet, idle)
+        if hidden_screen(app, mode) is screen:
+            screen._compositor.render_update(full=True)

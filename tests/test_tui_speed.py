@@ -238,19 +238,25 @@ async def test_the_other_areas_are_built_and_read_while_the_first_one_shows(stor
         assert isinstance(built["runs"], RunsScreen) and run_id in built["runs"].runs
         assert isinstance(built["waiting"], WaitingScreen)
         assert isinstance(built["checkpoints"], CheckpointsScreen)
+
+        def laid_out(screen: Any) -> bool:
+            """Laid out at the app's size: the table and the footer keys have sizes."""
+            keys = list(screen.query_one(KeyFooter).query_children(FooterKey))
+            return (
+                screen.query_one(VirtualTable).size.width == 120
+                and bool(keys)
+                and all(k.size.width > 0 for k in keys)
+            )
+
         await wait_until(
             pilot,
             lambda: (
                 built["checkpoints"].workflow_table.row_count >= 1
-                and not built["checkpoints"]._layout_required
+                and all(laid_out(screen) for screen in built.values())
             ),
-            what="the checkpoint workflows listed and laid out",
+            what="the screens laid out hidden, the checkpoint workflow listed",
         )
-        # Laid out at the app's size: the tables and the footer keys have their sizes.
-        for screen in built.values():
-            assert screen.query_one(VirtualTable).size.width == 120
-            keys = list(screen.query_one(KeyFooter).query_children(FooterKey))
-            assert keys and all(k.size.width > 0 for k in keys)
+        assert app.screen is first and app.current_mode == "workflows"
         # The first switch shows the screen built meanwhile (nothing is built again).
         for key, mode in (("2", "runs"), ("3", "waiting"), ("4", "checkpoints")):
             await pilot.press(key)
