@@ -516,3 +516,30 @@ def test_runs_are_readonly_workflows(srv: ServeProcess, tmp_path: Path) -> None:
         other.resume(run_id)
     local.close()
     other.close()
+
+
+def test_nul_characters_are_refused_alike_on_every_store(srv: ServeProcess, key_a: str) -> None:
+    # PostgreSQL's text cannot hold U+0000: before, it surfaced there as a 503 "store
+    # unavailable". Ids with a NUL cannot exist (404); free text with one is a 400.
+    for path in ("/agents/a%00b", "/webhooks/wh_%00", "/webhooks/wh_%00/deliveries"):
+        r = srv.http("GET", path, key_a)
+        assert r.status_code == 404, (path, r.text)
+    assert srv.http("DELETE", "/agents/%00", key_a).status_code == 404
+    assert srv.http("PATCH", "/agents/%00", key_a, json={"name": "x"}).status_code == 404
+    w = wid("nul")
+    for field in ("label", "agent_id"):
+        r = srv.http("POST", "/checkpoints", key_a,
+                     json={"workflow_id": w, "step": 0, "state": {}, field: "a\x00b"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert field in r.json()["error"]["message"]
+    r = srv.http("POST", "/agents", key_a, json={"agent_id": "nul", "name": "a\x00"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # NUL inside state and metadata is JSON, kept exactly.
+    r = srv.http("POST", "/checkpoints", key_a,
+                 json={"workflow_id": w, "step": 0, "state": {"s": "a\x00b"},
+                       "metadata": {"m": "\x00"}})
+    assert r.status_code == 201, r.text
+    r = srv.http("GET", f"/workflows/{w}/resume", key_a)
+    assert r.status_code == 200 and r.json()["latest_checkpoint"]["state"] == {"s": "a\x00b"}
+    assert srv.http("GET", "/agents/nul", key_a).status_code == 404

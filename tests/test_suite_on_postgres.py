@@ -34,6 +34,8 @@ FILES = (
     "test_service_store.py",
     "test_service_api.py",
     "test_service_webhooks.py",
+    "test_service_hostile.py",
+    "test_step_commits.py",
 )
 
 pytestmark = [

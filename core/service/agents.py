@@ -53,6 +53,17 @@ AGENT_PATCH_SCHEMA: dict[str, Any] = {
 }
 
 
+def _agent_not_found(agent_id: str) -> ApiError:
+    return ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+
+
+def _known_shape(agent_id: str) -> None:
+    """An id outside the pattern cannot exist: 404 before the store is asked (which
+    PostgreSQL would refuse for a NUL, as a store error)."""
+    if not AGENT_ID_RE.fullmatch(agent_id):
+        raise _agent_not_found(agent_id)
+
+
 def check_agent_id(agent_id: str) -> None:
     if not AGENT_ID_RE.fullmatch(agent_id):
         raise invalid(
@@ -103,22 +114,24 @@ class AgentsService(Area):
 
     @retried
     def get_agent(self, account: str, agent_id: str) -> dict[str, Any]:
+        _known_shape(agent_id)
         with self.ss.read() as conn:
             row = self.ss.agent(conn, account, agent_id)
         if row is None:
-            raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+            raise _agent_not_found(agent_id)
         return _agent_record(row)
 
     @retried
     def patch_agent(self, account: str, agent_id: str, body: Any) -> dict[str, Any]:
         if isinstance(body, dict) and not body:
             raise invalid("Nothing to update: send at least one field")
+        _known_shape(agent_id)
         check_body(AGENT_PATCH_SCHEMA, body)
         now = iso(common.utc_now())
         with self.ss.write() as conn:
             row = self.ss.agent(conn, account, agent_id)
             if row is None:
-                raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+                raise _agent_not_found(agent_id)
             self.ss.update_agent(conn, row["id"], {**_agent_fields(body), "updated_at": now})
             row = self.ss.agent(conn, account, agent_id)
         assert row is not None
@@ -126,9 +139,10 @@ class AgentsService(Area):
 
     @retried
     def delete_agent(self, account: str, agent_id: str) -> None:
+        _known_shape(agent_id)
         with self.ss.write() as conn:
             if not self.ss.delete_agent(conn, account, agent_id):
-                raise ApiError("AGENT_NOT_FOUND", f"Agent {agent_id} not found")
+                raise _agent_not_found(agent_id)
 
     @retried
     def list_agents(self, account: str) -> dict[str, Any]:

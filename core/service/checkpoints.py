@@ -97,8 +97,8 @@ def _plain_save_body(body: dict[str, Any]) -> bool:
         return False
     label, agent, meta = body.get("label"), body.get("agent_id"), body.get("metadata")
     return (
-        (label is None or (type(label) is str and len(label) <= 256))
-        and (agent is None or (type(agent) is str and len(agent) <= 255))
+        (label is None or (type(label) is str and len(label) <= 256 and "\x00" not in label))
+        and (agent is None or (type(agent) is str and len(agent) <= 255 and "\x00" not in agent))
         and (meta is None or type(meta) is dict)
     )
 

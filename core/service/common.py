@@ -33,7 +33,9 @@ LOCAL_ACCOUNT = "local"
 
 # Request schemas are validated by the project's one payload validator (core.payload);
 # the same schemas make the OpenAPI document.
-NULLABLE_STR = {"type": ["string", "null"]}
+# Free text is stored as text, and PostgreSQL's text cannot hold U+0000: refused on
+# every store alike, so a request means the same whatever the store.
+NULLABLE_STR = {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"}
 
 
 class ApiError(CpfError):

@@ -28,6 +28,7 @@ from core.service.common import (
 
 EVENTS = ("checkpoint.saved", "workflow.resumed", "workflow.expired")
 WEBHOOK_ID_PATTERN = "^wh_[0-9a-f]{24}$"
+_WEBHOOK_ID_RE = re.compile(WEBHOOK_ID_PATTERN[1:-1])
 
 WEBHOOK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -162,6 +163,7 @@ class WebhooksService(Area):
 
     @retried
     def get_webhook(self, account: str, webhook_id: str) -> dict[str, Any]:
+        _known_shape(webhook_id)
         with self.ss.read() as conn:
             row = self.ss.webhook(conn, account, webhook_id)
         if row is None:
@@ -170,6 +172,7 @@ class WebhooksService(Area):
 
     @retried
     def delete_webhook(self, account: str, webhook_id: str) -> None:
+        _known_shape(webhook_id)
         with self.ss.write() as conn:
             if not self.ss.delete_webhook(conn, account, webhook_id):
                 raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
@@ -181,6 +184,7 @@ class WebhooksService(Area):
         """The delivery log of one webhook, newest first."""
         if not 1 <= limit <= REPLAY_MAX_LIMIT:
             raise invalid(f"limit must be between 1 and {REPLAY_MAX_LIMIT}")
+        _known_shape(webhook_id)
         with self.ss.read() as conn:
             if self.ss.webhook(conn, account, webhook_id) is None:
                 raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
@@ -262,6 +266,13 @@ class WebhooksService(Area):
             return None
         when = datetime.fromisoformat(due)
         return max(0.0, (when - common.utc_now()).total_seconds())
+
+
+def _known_shape(webhook_id: str) -> None:
+    """An id outside the pattern cannot exist: 404 before the store is asked (which
+    PostgreSQL would refuse for a NUL, as a store error)."""
+    if not _WEBHOOK_ID_RE.fullmatch(webhook_id):
+        raise ApiError("NOT_FOUND", f"Webhook {webhook_id} not found")
 
 
 def _webhook_record(row: dict[str, Any]) -> dict[str, Any]:
