@@ -156,6 +156,17 @@ def store_url() -> Iterator[str | None]:
 
 
 @pytest.fixture
+def tui_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The TUI's pilot tests: a fresh SQLite base dir, default settings, cwd in tmp."""
+    base = tmp_path / "base"
+    monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(base))
+    monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CPF_TUI_CONFIG", "")
+    monkeypatch.chdir(tmp_path)
+    return base
+
+
+@pytest.fixture
 def cpf_base(tmp_path: Path) -> Path:
     base = tmp_path / "base"
     base.mkdir()

@@ -177,16 +177,6 @@ workflow:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "base"
-    monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(base))
-    monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
-    monkeypatch.setenv("CPF_TUI_CONFIG", "")
-    monkeypatch.chdir(tmp_path)
-    return base
-
-
-@pytest.fixture
 def flows(tmp_path: Path) -> Path:
     folder = tmp_path / "flows"
     folder.mkdir()
@@ -228,7 +218,7 @@ def log_text(app: CpfApp) -> str:
 # -- start a run ----------------------------------------------------------------------------
 
 
-async def test_start_a_run_from_the_inputs_form_and_see_it_complete(store, flows):
+async def test_start_a_run_from_the_inputs_form_and_see_it_complete(tui_store, flows):
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
@@ -254,7 +244,7 @@ async def test_start_a_run_from_the_inputs_form_and_see_it_complete(store, flows
         assert start[0]["surface"] == "tui"
 
 
-async def test_invalid_inputs_stay_on_the_form(store, flows):
+async def test_invalid_inputs_stay_on_the_form(tui_store, flows):
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
@@ -272,7 +262,7 @@ async def test_invalid_inputs_stay_on_the_form(store, flows):
 # -- answer a waiting run ---------------------------------------------------------------------
 
 
-async def test_approve_a_waiting_run_through_the_form(store, flows):
+async def test_approve_a_waiting_run_through_the_form(tui_store, flows):
     env = cpf("run", "-f", str(flows / "approval.yaml"))
     assert env["status"] == "waiting"
     run_id = env["run_id"]
@@ -311,7 +301,7 @@ async def test_approve_a_waiting_run_through_the_form(store, flows):
         assert screen not in app.screen_stack
 
 
-async def test_invalid_answer_shows_the_engine_error_at_the_field(store, flows):
+async def test_invalid_answer_shows_the_engine_error_at_the_field(tui_store, flows):
     env = cpf("run", "-f", str(flows / "count.yaml"))
     run_id = env["run_id"]
     app = app_for(flows)
@@ -333,7 +323,7 @@ async def test_invalid_answer_shows_the_engine_error_at_the_field(store, flows):
     assert [e for e in queries.events(run_id) if e["kind"] == "event"] == []
 
 
-async def test_escape_asks_before_discarding_an_edited_answer(store, flows):
+async def test_escape_asks_before_discarding_an_edited_answer(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "count.yaml"))["run_id"]
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -355,7 +345,7 @@ async def test_escape_asks_before_discarding_an_edited_answer(store, flows):
 # -- control ---------------------------------------------------------------------------------
 
 
-async def test_cancel_a_running_run_with_a_reason(store, flows):
+async def test_cancel_a_running_run_with_a_reason(tui_store, flows):
     proc = cpf_background("run", "-f", str(flows / "sleeper.yaml"))
     app = app_for(flows, start_area="runs")
     try:
@@ -386,7 +376,7 @@ async def test_cancel_a_running_run_with_a_reason(store, flows):
             proc.kill()
 
 
-async def test_retry_a_failed_run_from_its_failed_step(store, flows, tmp_path):
+async def test_retry_a_failed_run_from_its_failed_step(tui_store, flows, tmp_path):
     marker = tmp_path / "marker"
     env = cpf(
         "run", "-f", str(flows / "flaky.yaml"), "--input", json.dumps({"marker": str(marker)})
@@ -414,7 +404,7 @@ async def test_retry_a_failed_run_from_its_failed_step(store, flows, tmp_path):
     assert not any(s == "build" for s, _ in steps[2:])  # earlier outputs kept
 
 
-async def test_delete_a_finished_run_after_confirming(store, flows):
+async def test_delete_a_finished_run_after_confirming(tui_store, flows):
     env = cpf("run", "-f", str(flows / "hello.yaml"), "--input", '{"name": "x", "number": 2}')
     run_id = env["run_id"]
     app = app_for(flows, start_area="runs")
@@ -432,7 +422,7 @@ async def test_delete_a_finished_run_after_confirming(store, flows):
 # -- live ------------------------------------------------------------------------------------
 
 
-async def test_live_output_appears_while_the_step_still_runs(store, flows, tmp_path):
+async def test_live_output_appears_while_the_step_still_runs(tui_store, flows, tmp_path):
     gate = tmp_path / "gate"
     proc = cpf_background(
         "run", "-f", str(flows / "gated.yaml"), "--input", json.dumps({"gate": str(gate)})
@@ -460,7 +450,7 @@ async def test_live_output_appears_while_the_step_still_runs(store, flows, tmp_p
             proc.kill()
 
 
-async def test_a_run_that_starts_waiting_notifies_and_rings(store, flows):
+async def test_a_run_that_starts_waiting_notifies_and_rings(tui_store, flows):
     app = app_for(flows, start_area="runs", waiting_poll=0.2)
     bells = []
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
@@ -479,7 +469,7 @@ async def test_a_run_that_starts_waiting_notifies_and_rings(store, flows):
 # -- conventions -----------------------------------------------------------------------------
 
 
-async def test_keymap_from_the_settings_file(store, flows, tmp_path):
+async def test_keymap_from_the_settings_file(tui_store, flows, tmp_path):
     settings = tmp_path / "tui.yaml"
     settings.write_text("theme: nord\nkeymap:\n  app.runs: f2\n")
     from cpf_tui.config import load_config
@@ -493,7 +483,7 @@ async def test_keymap_from_the_settings_file(store, flows, tmp_path):
         assert app.current_mode == "runs"
 
 
-async def test_command_palette_holds_the_app_commands(store, flows):
+async def test_command_palette_holds_the_app_commands(tui_store, flows):
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
@@ -516,7 +506,7 @@ async def test_command_palette_holds_the_app_commands(store, flows):
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])
-async def test_every_screen_at_small_and_large_sizes(store, flows, size):
+async def test_every_screen_at_small_and_large_sizes(tui_store, flows, size):
     waiting = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     done = cpf("run", "-f", str(flows / "hello.yaml"), "--input", '{"name": "a", "number": 3}')
     app = app_for(flows)
@@ -549,7 +539,7 @@ async def test_every_screen_at_small_and_large_sizes(store, flows, size):
     assert app.return_code in (None, 0)
 
 
-def test_the_console_script_is_wired(store):
+def test_the_console_script_is_wired(tui_store):
     proc = subprocess.run(
         [str(Path(CPF).parent / "cpf-tui"), "--help"], capture_output=True, text=True, timeout=30
     )
@@ -577,7 +567,7 @@ workflow:
 """
 
 
-async def test_timeline_nests_foreach_iterations(store, tmp_path):
+async def test_timeline_nests_foreach_iterations(tui_store, tmp_path):
     flow = tmp_path / "loop.yaml"
     flow.write_text(LOOP)
     env = cpf("run", "-f", str(flow))
@@ -594,7 +584,7 @@ async def test_timeline_nests_foreach_iterations(store, tmp_path):
         assert "── each[1]/say ──" in log_text(app)
 
 
-async def test_an_answer_given_elsewhere_closes_the_form(store, flows):
+async def test_an_answer_given_elsewhere_closes_the_form(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "count.yaml"))["run_id"]
     app = app_for(flows)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:

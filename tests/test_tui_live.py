@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from textual.app import App, ComposeResult
 from tui_seed import screen_ready, wait_until
 
@@ -26,16 +25,6 @@ from cpf_tui.widgets.logview import LogView
 
 CPF = str(Path(os.sys.executable).parent / "cpf")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "base"
-    monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(base))
-    monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
-    monkeypatch.setenv("CPF_TUI_CONFIG", "")
-    monkeypatch.chdir(tmp_path)
-    return base
 
 
 def cpf(*args: str) -> dict[str, Any]:
@@ -54,7 +43,7 @@ def head_text(app: Any) -> str:
 # -- section headers ------------------------------------------------------------------------
 
 
-async def test_section_headers_do_not_depend_on_when_the_attempts_were_read(store, tmp_path):
+async def test_section_headers_do_not_depend_on_when_the_attempts_were_read(tui_store, tmp_path):
     """A feed that meets output of an attempt it has not seen (the live case: the step
     started after the run view last read the attempts) labels it as a reopened view does."""
     env = cpf("run", "-f", str(EXAMPLES / "foreach.yaml"))
@@ -85,7 +74,7 @@ async def test_section_headers_do_not_depend_on_when_the_attempts_were_read(stor
 # -- durations --------------------------------------------------------------------------------
 
 
-async def test_a_running_step_ticks_with_the_header(store, tmp_path):
+async def test_a_running_step_ticks_with_the_header(tui_store, tmp_path):
     """The timeline's duration of the running step and the header's "running for" come
     from the same clock and move on together."""
     gate = tmp_path / "gate"
@@ -128,7 +117,7 @@ async def test_a_running_step_ticks_with_the_header(store, tmp_path):
 # -- a failed step without output -------------------------------------------------------------
 
 
-async def test_a_failed_api_step_shows_its_error_not_no_output(store, tmp_path):
+async def test_a_failed_api_step_shows_its_error_not_no_output(tui_store, tmp_path):
     with socket.socket() as s:  # a port nobody listens on: the request is refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

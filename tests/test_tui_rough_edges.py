@@ -92,16 +92,6 @@ NOT_STARTABLE = {"broken.yaml"}
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "base"
-    monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(base))
-    monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
-    monkeypatch.setenv("CPF_TUI_CONFIG", "")
-    monkeypatch.chdir(tmp_path)
-    return base
-
-
-@pytest.fixture
 def flows(tmp_path: Path) -> Path:
     folder = tmp_path / "flows"
     folder.mkdir()
@@ -215,7 +205,7 @@ async def test_keys_typed_fast_across_fields_land_where_they_were_typed():
         assert app.form.value == {"name": "Ada", "age": 21, "city": "Oslo"}
 
 
-async def test_keys_typed_fast_on_the_start_form_of_the_real_app(store, flows):
+async def test_keys_typed_fast_on_the_start_form_of_the_real_app(tui_store, flows):
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
@@ -243,7 +233,7 @@ async def test_keys_typed_fast_on_the_start_form_of_the_real_app(store, flows):
 # -- escape always leads back ------------------------------------------------------------------
 
 
-async def test_escape_leaves_the_run_view_while_the_log_has_focus(store, flows):
+async def test_escape_leaves_the_run_view_while_the_log_has_focus(tui_store, flows):
     cpf("run", "-f", str(flows / "hello.yaml"), "--input", '{"name": "a", "number": 2}')
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -271,7 +261,7 @@ async def test_escape_leaves_the_run_view_while_the_log_has_focus(store, flows):
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
 
 
-async def test_escape_is_shown_wherever_it_leads_back(store, flows):
+async def test_escape_is_shown_wherever_it_leads_back(tui_store, flows):
     waiting = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     app = app_for(flows, start_area="runs")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -317,7 +307,7 @@ async def test_escape_is_shown_wherever_it_leads_back(store, flows):
 # -- toasts ----------------------------------------------------------------------------------
 
 
-async def test_the_waiting_toast_is_not_shown_where_the_run_already_is(store, flows):
+async def test_the_waiting_toast_is_not_shown_where_the_run_already_is(tui_store, flows):
     app = app_for(flows, start_area="runs", waiting_poll=0.2)
     async with app.run_test(size=(60, 20), notifications=True) as pilot:
         await wait_until(pilot, lambda: app._waiting_seen is not None, what="first poll")
@@ -343,7 +333,7 @@ async def test_the_waiting_toast_is_not_shown_where_the_run_already_is(store, fl
         await wait_until(pilot, lambda: "a: answer" in head_text(app), what=head_text(app))
 
 
-async def test_no_toast_for_a_run_that_starts_waiting_on_its_own_view(store, flows):
+async def test_no_toast_for_a_run_that_starts_waiting_on_its_own_view(tui_store, flows):
     gate = flows.parent / "gate"
     (flows / "gated.yaml").write_text(
         APPROVAL.replace("id: approval", "id: gated").replace(
@@ -376,7 +366,7 @@ async def test_no_toast_for_a_run_that_starts_waiting_on_its_own_view(store, flo
 # -- refusals say why ------------------------------------------------------------------------
 
 
-async def test_retry_key_on_a_cancelled_run_says_why(store, flows):
+async def test_retry_key_on_a_cancelled_run_says_why(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     cpf("cancel", "--run-id", run_id, "--reason", "test")
     app = app_for(flows)
@@ -399,7 +389,7 @@ async def test_retry_key_on_a_cancelled_run_says_why(store, flows):
         )
 
 
-async def test_cancel_with_an_empty_reason_says_a_reason_is_required(store, flows):
+async def test_cancel_with_an_empty_reason_says_a_reason_is_required(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -422,7 +412,7 @@ async def test_cancel_with_an_empty_reason_says_a_reason_is_required(store, flow
     assert queries.get_run(run_id)["status"] == "waiting"
 
 
-async def test_a_wrong_step_id_in_the_high_risk_dialog_says_so(store, flows):
+async def test_a_wrong_step_id_in_the_high_risk_dialog_says_so(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -535,7 +525,7 @@ async def _palette_names(app: Any, pilot: Any, query: str) -> list[str]:
     return result
 
 
-async def test_palette_search_start_finds_every_startable_workflow(store, flows):
+async def test_palette_search_start_finds_every_startable_workflow(tui_store, flows):
     app = app_for(flows, start_area="runs")  # the Workflows area was never opened
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, RunsScreen), what="runs")
@@ -546,7 +536,7 @@ async def test_palette_search_start_finds_every_startable_workflow(store, flows)
         assert any("(hello2)" in h for h in starts) and not any("broken" in h for h in starts)
 
 
-async def test_palette_entries_are_unique_on_every_screen(store, flows):
+async def test_palette_entries_are_unique_on_every_screen(tui_store, flows):
     waiting = cpf("run", "-f", str(flows / "approval.yaml"))["run_id"]
     app = app_for(flows, start_area="waiting")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -567,7 +557,7 @@ async def test_palette_entries_are_unique_on_every_screen(store, flows):
             assert sum("answer:" in n for n in names) == 1  # the screen's and the app's: one
 
 
-async def test_enter_then_escape_typed_at_once_opens_and_leaves_the_run(store, flows):
+async def test_enter_then_escape_typed_at_once_opens_and_leaves_the_run(tui_store, flows):
     cpf("run", "-f", str(flows / "hello.yaml"), "--input", '{"name": "a", "number": 2}')
     app = app_for(flows, start_area="runs")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -586,7 +576,7 @@ async def test_enter_then_escape_typed_at_once_opens_and_leaves_the_run(store, f
         assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
 
 
-async def test_escape_on_the_workflows_area_comes_back_to_the_tree(store, flows):
+async def test_escape_on_the_workflows_area_comes_back_to_the_tree(tui_store, flows):
     app = app_for(flows)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: screen_ready(app, WorkflowsScreen), what="workflows")
@@ -602,7 +592,7 @@ async def test_escape_on_the_workflows_area_comes_back_to_the_tree(store, flows)
         assert app.focused is tree
 
 
-async def test_enter_then_escape_typed_at_once_on_the_waiting_list(store, flows):
+async def test_enter_then_escape_typed_at_once_on_the_waiting_list(tui_store, flows):
     cpf("run", "-f", str(flows / "approval.yaml"))
     app = app_for(flows, start_area="waiting")
     async with app.run_test(size=(100, 30)) as pilot:

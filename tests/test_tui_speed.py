@@ -51,16 +51,6 @@ workflow:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "base"
-    monkeypatch.setenv("CHECKPOINTFLOW_BASE_DIR", str(base))
-    monkeypatch.delenv("CPF_DATABASE_URL", raising=False)
-    monkeypatch.setenv("CPF_TUI_CONFIG", "")
-    monkeypatch.chdir(tmp_path)
-    return base
-
-
-@pytest.fixture
 def flows(tmp_path: Path) -> Path:
     folder = tmp_path / "flows"
     folder.mkdir()
@@ -84,7 +74,7 @@ def footer_keys(app: Any) -> list[FooterKey]:
     return list(app.screen.query_one(KeyFooter).query_children(FooterKey))
 
 
-async def test_enter_escape_enter_typed_fast_reopens_the_run_view(store, flows):
+async def test_enter_escape_enter_typed_fast_reopens_the_run_view(tui_store, flows):
     run_id = cpf("run", "-f", str(flows / "hello.yaml"))["run_id"]
     app = CpfApp([str(flows)], config=TuiConfig(), start_area="runs")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -103,7 +93,7 @@ async def test_enter_escape_enter_typed_fast_reopens_the_run_view(store, flows):
             await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen))
 
 
-async def test_every_screen_runs_the_common_mount_once(store, flows, monkeypatch):
+async def test_every_screen_runs_the_common_mount_once(tui_store, flows, monkeypatch):
     cpf("run", "-f", str(flows / "hello.yaml"))
     mounted: list[str] = []
     common = CpfScreen.on_mount
@@ -127,7 +117,7 @@ async def test_every_screen_runs_the_common_mount_once(store, flows, monkeypatch
         assert len(app.screen.query(KeyFooter)) == 1
 
 
-async def test_the_footer_keeps_its_keys_when_nothing_shown_changes(store, flows):
+async def test_the_footer_keeps_its_keys_when_nothing_shown_changes(tui_store, flows):
     cpf("run", "-f", str(flows / "hello.yaml"))
     cpf("run", "-f", str(flows / "hello.yaml"))
     app = CpfApp([str(flows)], config=TuiConfig(), start_area="runs")
@@ -151,7 +141,7 @@ async def test_the_footer_keeps_its_keys_when_nothing_shown_changes(store, flows
         await wait_until(pilot, lambda: not any(k.description == "Back" for k in footer_keys(app)))
 
 
-async def test_a_footer_key_that_stops_applying_is_dimmed_in_place(store, flows, monkeypatch):
+async def test_a_footer_key_that_stops_applying_is_dimmed_in_place(tui_store, flows, monkeypatch):
     cpf("run", "-f", str(flows / "hello.yaml"))
     app = CpfApp([str(flows)], config=TuiConfig(), start_area="runs")
     async with app.run_test(size=(120, 30)) as pilot:
@@ -189,7 +179,7 @@ class GatedService:
         return getattr(self._svc, name)
 
 
-async def test_checkpoints_show_at_once_and_say_they_are_reading(store, flows):
+async def test_checkpoints_show_at_once_and_say_they_are_reading(tui_store, flows):
     from core.service.api import service
 
     service().save("local", {"workflow_id": "order-1", "step": 0, "state": {"n": 1}})
@@ -212,7 +202,7 @@ async def test_checkpoints_show_at_once_and_say_they_are_reading(store, flows):
         assert not table.empty_text.startswith("Reading")
 
 
-async def test_the_other_areas_are_built_and_read_while_the_first_one_shows(store, flows):
+async def test_the_other_areas_are_built_and_read_while_the_first_one_shows(tui_store, flows):
     from core.service.api import service
 
     run_id = cpf("run", "-f", str(flows / "hello.yaml"))["run_id"]
@@ -266,7 +256,7 @@ async def test_the_other_areas_are_built_and_read_while_the_first_one_shows(stor
         await wait_until(pilot, lambda: app.screen is first)
 
 
-async def test_a_screen_has_its_width_class_before_it_mounts(store, flows):
+async def test_a_screen_has_its_width_class_before_it_mounts(tui_store, flows):
     app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
     async with app.run_test(size=(60, 20)) as pilot:
         await pilot.pause()
@@ -278,7 +268,7 @@ async def test_a_screen_has_its_width_class_before_it_mounts(store, flows):
         assert app.screen.has_class("-tiny") and not app.screen.has_class("-narrow", "-wide")
 
 
-async def test_closing_while_an_area_is_built_hidden_is_clean(store, flows):
+async def test_closing_while_an_area_is_built_hidden_is_clean(tui_store, flows):
     app = CpfApp([str(flows)], config=TuiConfig(), start_area="workflows")
     init_mode = app._init_mode  # where a hidden build starts
 
