@@ -68,6 +68,9 @@ async def open_run(pilot: Pilot[Any], run_id: str, tab: str | None = None) -> No
     await wait_until(pilot, lambda: view.feed is not None and view.feed.loaded, what="log")
     if tab:
         await pilot.press(tab)
+        # The tab underline glides for 0.3 s: a loaded machine could take the picture
+        # mid-glide, with the pane not laid out yet.
+        await pilot.wait_for_scheduled_animations()
     await pilot.pause()
 
 
