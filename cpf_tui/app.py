@@ -94,6 +94,7 @@ class CpfApp(KeysInOrder[None]):
         self._waiting_busy = False
         self._announced: dict[str, Notification] = {}  # run id -> its "needs input" toast
         self.store_error: str | None = None
+        self.warmed = False  # the hidden screens are built (or their warm-up gave up)
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -142,6 +143,12 @@ class CpfApp(KeysInOrder[None]):
         (hidden, their modules imported in a worker thread) and let them read their
         data, so the first switch to an area only shows it, like every later one; and
         import what the run view and the forms need."""
+        try:
+            await self._warm_areas()
+        finally:
+            self.warmed = True
+
+    async def _warm_areas(self) -> None:
         from importlib import import_module
 
         quiet = partial(self.input_quiet_for, QUIET_FOR)
@@ -267,6 +274,11 @@ class CpfApp(KeysInOrder[None]):
             )
 
     # -- waiting runs ----------------------------------------------------------------------
+
+    @property
+    def waiting_polled(self) -> bool:
+        """True once the store answered the first poll for waiting runs (or failed to)."""
+        return self._waiting_seen is not None or self.store_error is not None
 
     async def _poll_waiting(self) -> None:
         if self._waiting_busy:

@@ -167,6 +167,28 @@ def tui_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def snap_compare(snap_compare: Callable[..., bool]) -> Callable[..., bool]:
+    """pytest-textual-snapshot's `snap_compare`, taking its picture only once the app
+    has settled (tests/tui_seed.py `settled`): a busy CI machine drew some screens a
+    frame late, or before the first poll answered."""
+    import inspect
+
+    from tui_seed import settled
+
+    def compare(app: Any, *args: Any, run_before: Any = None, **kwargs: Any) -> bool:
+        async def before(pilot: Any) -> None:
+            if run_before is not None:
+                result = run_before(pilot)
+                if inspect.isawaitable(result):
+                    await result
+            await settled(pilot)
+
+        return snap_compare(app, *args, run_before=before, **kwargs)
+
+    return compare
+
+
+@pytest.fixture
 def cpf_base(tmp_path: Path) -> Path:
     base = tmp_path / "base"
     base.mkdir()

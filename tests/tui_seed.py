@@ -553,5 +553,31 @@ async def wait_until(pilot: Any, predicate: Any, *, timeout: float = 30.0, what:
         await pilot.pause(0.05)
 
 
+async def settled(pilot: Any, *, timeout: float = 30.0) -> None:
+    """Let the app come to rest before a picture: the first poll for waiting runs has
+    answered (the Waiting badge), the hidden screens are built, and two frames 50 ms
+    apart are the same (a loaded machine lays out or fills a widget a frame late)."""
+    import time
+
+    app = pilot.app
+    await wait_until(
+        pilot,
+        lambda: getattr(app, "waiting_polled", True) and getattr(app, "warmed", True),
+        timeout=timeout,
+        what="the waiting poll and the warm-up",
+    )
+    deadline = time.monotonic() + timeout
+    previous = None
+    while time.monotonic() < deadline:
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+        frame = app.export_screenshot()
+        if frame == previous:
+            return
+        previous = frame
+        await pilot.pause(0.05)
+    raise AssertionError(f"the screen still changed after {timeout}s")
+
+
 def screen_ready(app: Any, cls: type) -> bool:
     return isinstance(app.screen, cls) and bool(getattr(app.screen, "loaded", False))
