@@ -365,3 +365,31 @@ async def test_log_header_lines_are_ours_and_not_searched():
         await pilot.pause()
         assert view.lines() == ["half a li", "── step two ──", "ne two"]
         assert view.search("two") == 1  # the header is not output
+
+
+class TabsHost(App[None]):
+    def compose(self) -> ComposeResult:
+        from textual.widgets import Static, TabbedContent, TabPane
+
+        with TabbedContent():
+            with TabPane("One"):
+                yield Static("1")
+
+
+async def test_tabs_resized_after_their_bar_is_pruned_do_not_crash_the_app():
+    # A Resize still queued while the app prunes a screen at exit reaches tabs whose
+    # underline bar is already gone (Textual 8.2 raised NoMatches and ended the app).
+    from textual import events
+    from textual.geometry import Size
+    from textual.widgets import Tabs
+    from textual.widgets._tabs import Underline
+
+    import cpf_tui.screens.run_view  # noqa: F401  (applies cpf_tui.textual_fixes)
+
+    app = TabsHost()
+    async with app.run_test(size=(60, 10)) as pilot:
+        tabs = app.query_one(Tabs)
+        await tabs.query_one(Underline).remove()
+        tabs.post_message(events.Resize(Size(60, 2), Size(60, 2)))
+        await pilot.pause()
+        assert app.is_running and app._exception is None

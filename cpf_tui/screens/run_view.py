@@ -18,6 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
+from cpf_tui import textual_fixes
 from cpf_tui.clock import ago, duration, stamp
 from cpf_tui.commands import answer_name
 from cpf_tui.control import ACTIVE, RunControl, allowed, refusal
@@ -31,6 +32,8 @@ from cpf_tui.widgets.line import Line
 from cpf_tui.widgets.logpane import LogPane
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread
+
+textual_fixes.apply()  # this screen has tabs
 
 FAST = 0.2  # poll period while the run is active (output reaches the screen < 0.5 s)
 SLOW_EVERY = 5  # ticks between polls of a finished run (it may be retried elsewhere)

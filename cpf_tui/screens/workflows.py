@@ -20,6 +20,7 @@ from textual.css.query import NoMatches
 from textual.widgets import Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
+from cpf_tui import textual_fixes
 from cpf_tui.commands import start_name
 from cpf_tui.look import display_path, palette
 from cpf_tui.nav import start_workflow
@@ -28,6 +29,8 @@ from cpf_tui.widgets.footer import KeyFooter
 from cpf_tui.widgets.topbar import TopBar
 from cpf_tui.work import off_thread
 from cpf_tui.workflows import WorkflowFile, check, discover, outline
+
+textual_fixes.apply()  # this screen has tabs
 
 MARKS = {"valid": "✓", "warnings": "!", "invalid": "✗", "other": "·", "pending": "…"}
 
