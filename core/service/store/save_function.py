@@ -231,6 +231,24 @@ _ARG_TYPES = [
     "text",
     "text",
 ]
-CALL_SAVE_FUNCTION = (
-    "SELECT * FROM cpf_save_checkpoint(" + ", ".join(f"%s::{t}" for t in _ARG_TYPES) + ")"
-)
+
+
+def call_statement(function: str, types: list[str]) -> str:
+    """One call of `function`, its arguments typed (one prepared statement)."""
+    return f"SELECT * FROM {function}(" + ", ".join(f"%s::{t}" for t in types) + ")"
+
+
+def batch_statement(function: str, types: list[str]) -> str:
+    """Calls of `function`, one per element of a JSON array of argument lists (one
+    parameter: a batch costs the driver one string), one after the other in one
+    statement, so in one transaction; the answers in the same order. Whatever the
+    batch's size, one prepared statement."""
+    args = ", ".join(f"(a.v->>{i})::{t}" for i, t in enumerate(types))
+    return (
+        "SELECT r.* FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(v, ord) "
+        f"CROSS JOIN LATERAL {function}({args}) AS r ORDER BY a.ord"
+    )
+
+
+CALL_SAVE_FUNCTION = call_statement("cpf_save_checkpoint", _ARG_TYPES)
+BATCH_SAVE_FUNCTION = batch_statement("cpf_save_checkpoint", _ARG_TYPES)
