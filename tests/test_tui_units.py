@@ -371,9 +371,8 @@ class TabsHost(App[None]):
     def compose(self) -> ComposeResult:
         from textual.widgets import Static, TabbedContent, TabPane
 
-        with TabbedContent():
-            with TabPane("One"):
-                yield Static("1")
+        with TabbedContent(), TabPane("One"):
+            yield Static("1")
 
 
 async def test_tabs_resized_after_their_bar_is_pruned_do_not_crash_the_app():
