@@ -79,6 +79,15 @@ def _calls(url: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def _calls_since(url: str, before: int, want: int) -> int:
+    """The function's calls since `before`, once `want` of them show or after 30 s:
+    backends publish their function counts when idle for a while (PostgreSQL 15: ~10 s)."""
+    deadline = time.monotonic() + 30
+    while _calls(url) - before < want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _calls(url) - before
+
+
 def test_saves_alternating_replicas_diff_against_the_true_previous_state(pair: Pair) -> None:
     key = pair.a.key("alt")
     a, b = pair.a.client(key), pair.b.client(key)
@@ -96,12 +105,8 @@ def test_saves_alternating_replicas_diff_against_the_true_previous_state(pair: P
     assert resumed.total_checkpoints == 6
     assert resumed.latest_checkpoint.step == 5
     assert [c.step for c in a.replay(wf).checkpoints] == list(range(6))
-    # The saves went through the function (a stale head costs a second call). Backends
-    # publish their function counts when idle for a while (PostgreSQL 15: ~10 s).
-    deadline = time.monotonic() + 30
-    while _calls(pair.url) - before < 6 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _calls(pair.url) - before >= 6
+    # The saves went through the function (a stale head costs a second call).
+    assert _calls_since(pair.url, before, 6) >= 6
 
 
 def test_large_saves_take_the_worker_thread_path_with_the_same_answers(pair: Pair) -> None:
@@ -121,10 +126,7 @@ def test_large_saves_take_the_worker_thread_path_with_the_same_answers(pair: Pai
     with pytest.raises(ConflictError):
         b.save(wf, 3, {"blob": blob})
     assert a.resume(wf).total_checkpoints == 4
-    deadline = time.monotonic() + 30
-    while _calls(pair.url) - before < 5 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _calls(pair.url) - before >= 5
+    assert _calls_since(pair.url, before, 5) >= 5
 
 
 def test_conflicts_and_idempotent_resave_keep_their_answers(pair: Pair) -> None:

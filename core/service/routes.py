@@ -565,20 +565,24 @@ class Handlers:
             return (self.limiter.limit, self.limiter.window)
         return None
 
+    def _keyed_args(self, route: Route, request: Request, raw: Any) -> dict[str, Any]:
+        """The arguments of `save_keyed`: the key, the parsed body (its 400/413 raised
+        here), the TTL and If-Match headers, the rate limit."""
+        headers = request.headers
+        return {
+            "raw_key": bearer_key(headers.get("authorization")),
+            "body": _parse_body(raw),
+            "ttl_header": headers.get("x-checkpoint-ttl"),
+            "if_match": headers.get("if-match"),
+            "rate": self._rate(route),
+        }
+
     def _save_keyed(self, route: Route, request: Request, raw: Any) -> KeyedSave:
         """A save in one store round trip (key, rate limit and save together). Its
         outcome "auth" sends the request down the general path: a body that is not a
         valid save, or a key that does not pass (authenticated first: 401 before 400)."""
-        key = bearer_key(request.headers.get("authorization"))
-        headers = request.headers
         try:
-            return self.svc.save_keyed(
-                key,
-                _parse_body(raw),
-                ttl_header=headers.get("x-checkpoint-ttl"),
-                if_match=headers.get("if-match"),
-                rate=self._rate(route),
-            )
+            return self.svc.save_keyed(**self._keyed_args(route, request, raw))
         except (ApiError, UnicodeEncodeError):
             return KeyedSave("auth")
 
@@ -587,15 +591,8 @@ class Handlers:
     ) -> Response | KeyedSave:
         """`_save_keyed` on the event loop: the response when it is one, else what the
         worker thread does next (the general save, or the general path)."""
-        headers = request.headers
         try:
-            keyed = await self.svc.save_keyed_async(
-                bearer_key(headers.get("authorization")),
-                _parse_body(raw),
-                ttl_header=headers.get("x-checkpoint-ttl"),
-                if_match=headers.get("if-match"),
-                rate=self._rate(route),
-            )
+            keyed = await self.svc.save_keyed_async(**self._keyed_args(route, request, raw))
         except (ApiError, UnicodeEncodeError):
             return KeyedSave("auth")
         except PersistenceError as err:

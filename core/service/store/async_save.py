@@ -9,7 +9,7 @@ Python runs there and the call of `cpf_save_checkpoint` (save_function.py) is aw
 on one of these connections. Large bodies still go to a thread (parsing a MiB on the
 loop would stall every other request).
 
-Group commit: the saves wait in one queue, drained by at most `drainers` connections.
+Group commit: the saves wait in one queue, drained by `size` connections (DRAINERS).
 A drainer sends what has queued up while its previous batch was in the store as one
 statement (the function called over arrays of arguments, save_function.py
 `batch_statement`), so one transaction and one round trip: a busy replica pays the
@@ -21,7 +21,7 @@ sent again one save at a time, each with its own error, so no save fails for ano
 sake. Nobody's answer leaves before the COMMIT that holds it succeeded.
 
 The replica's connection bound (`PoolConfig.size`) is shared: these connections are
-`async_size` of it and the thread pool's SQLAlchemy pool has the rest. Connecting and
+`async_size` of it (base.py) and the thread pool's SQLAlchemy pool has the rest. Connecting and
 the statement's errors are classified as in `core.store.pgexec.Tx.statement`.
 """
 
@@ -56,8 +56,8 @@ def save_lock_order(args: tuple[Any, ...]) -> tuple[str, str]:
 
 
 class AsyncSavePool:
-    """At most `size` asyncio psycopg connections (autocommit, prepared statements),
-    of which `drainers` send the queued saves."""
+    """`size` asyncio psycopg connections (autocommit, prepared statements), each
+    draining the queue of saves."""
 
     def __init__(
         self,
@@ -73,9 +73,8 @@ class AsyncSavePool:
         self.statement = statement
         self.batch_statement = batch_statement
         self.lock_order = lock_order
-        self.size = size
+        self.size = max(1, size)
         self.timeout = timeout
-        self.drainers = max(1, min(size, DRAINERS))
         self._idle: list[psycopg.AsyncConnection] = []
         self._queue: list[Pending] = []
         self._draining = 0
@@ -86,7 +85,7 @@ class AsyncSavePool:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         entry: Pending = (args, fut)
         self._queue.append(entry)
-        if self._draining < self.drainers:
+        if self._draining < self.size:
             self._draining += 1
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)

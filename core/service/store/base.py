@@ -102,11 +102,14 @@ class StoreBase(SqlExecutor):
 
     @property
     def async_size(self) -> int:
-        """Connections of the event loop's save pool (store/async_save.py): half of the
-        bound, on PostgreSQL through psycopg with a bound of 2 or more; else 0."""
+        """Connections of the event loop's save pool (store/async_save.py): its
+        drainers, at most half of the bound, on PostgreSQL through psycopg with a bound
+        of 2 or more; else 0. The thread pool has the rest."""
         if self.is_sqlite or not self.pg or self.pool.size < 2:
             return 0
-        return self.pool.size // 2
+        from core.service.store.async_save import DRAINERS
+
+        return min(DRAINERS, self.pool.size // 2)
 
     def async_saves(self) -> Any:
         """The event loop's save pool (None when `async_size` is 0)."""
