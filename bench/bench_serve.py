@@ -20,6 +20,15 @@ preferably empty database; workflow ids are unique per run), creates a key with
 `--replicas N` starts N servers over the same store and spreads the clients over them
 (client i talks to replica i mod N), as a load balancer would.
 
+`--against URL --against-key KEY` measures another SnapState server (the reference,
+already running) side by side in the same run, with the same clients and cases: each
+case alternates between `cpf serve` and it for `--rounds` rounds (who goes first swaps
+every round), so both see the same minutes of a machine whose speed drifts. The table
+then gives each server's medians over the rounds and the ratio cpf / other (the median
+of the rounds' ratios). `--against-pids` names its processes (say node and redis-server)
+for its CPU column; its database's CPU is counted when it shares the cluster of
+`--database-url`.
+
 Clients are threads spread over several processes (so the client side's GIL does not
 cap the server), all on this machine: server and clients share its cores. Every
 response is checked (a failed call aborts the run). Prints a Markdown table with the
@@ -43,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,6 +169,24 @@ def _db_pids(database_url: str | None) -> list[int]:
         return [int(r[0]) for r in rows]
 
 
+@dataclass
+class Target:
+    """A server under test: cpf serve's replicas, or the other server (--against)."""
+
+    name: str
+    base_urls: list[str]
+    key: str
+    pids: list[int]
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """One row of a case's rounds: the median of each figure (the rounds' speeds drift)."""
+    out = dict(rows[0])
+    for k in ("rate", "p50", "p99", "mean", "cpu_ms", "db_cpu_ms", "clients_cpu_ms"):
+        out[k] = statistics.median(r[k] for r in rows)
+    return out
+
+
 def run_case(
     base_urls: list[str],
     key: str,
@@ -219,7 +247,7 @@ def run_case(
         "p50": lat[n // 2] * 1000 if n else float("nan"),
         "p99": lat[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
         "mean": statistics.fmean(lat) * 1000 if n else float("nan"),
-        "cpu_ms": (cpu1 - cpu0) / n * 1000 if n else float("nan"),
+        "cpu_ms": (cpu1 - cpu0) / n * 1000 if n and pids else float("nan"),
         "db_cpu_ms": db / n * 1000 if n and db is not None else float("nan"),
         "clients_cpu_ms": clients_cpu / n * 1000 if n else float("nan"),
     }
@@ -240,7 +268,17 @@ def main() -> int:
         "--rate-limit", type=int, default=0, help="cpf serve --rate-limit (default 0: off)"
     )
     ap.add_argument("--no-reads", action="store_true", help="measure saves only")
+    ap.add_argument("--against", metavar="URL", help="another SnapState server, side by side")
+    ap.add_argument("--against-key", metavar="KEY", help="an API key of that server")
+    ap.add_argument(
+        "--against-pids", type=int, nargs="*", default=[], help="its processes, for CPU"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="rounds per case (alternated with --against)"
+    )
     args = ap.parse_args()
+    if args.against and not args.against_key:
+        raise SystemExit("--against needs --against-key")
     if args.replicas < 1:
         raise SystemExit("--replicas must be >= 1")
 
@@ -297,49 +335,53 @@ def main() -> int:
                 if time.time() > deadline or server.poll() is not None:
                     raise SystemExit("cpf serve did not start")
                 time.sleep(0.1)
-        pids = [s.pid for s in servers]
+        targets = [Target("cpf", base_urls, key, [s.pid for s in servers])]
+        if args.against:
+            other = Target("other", [args.against.rstrip("/")], args.against_key, args.against_pids)
+            targets.append(other)
 
-        rows = []
-        for size in args.sizes:
-            for c in args.clients:
-                rows.append(
-                    run_case(
-                        base_urls,
-                        key,
-                        "save",
-                        c,
+        def measure(kind: str, clients: int, size: int) -> None:
+            by_target: list[list[dict]] = [[] for _ in targets]
+            for r in range(max(1, args.rounds)):
+                order = list(enumerate(targets))
+                for i, t in order if r % 2 == 0 else order[::-1]:
+                    row = run_case(
+                        t.base_urls,
+                        t.key,
+                        kind,
+                        clients,
                         size,
                         args.seconds,
-                        pids,
+                        t.pids,
+                        read_workflow,
                         database_url=args.database_url,
                     )
-                )
-                print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+                    row["server"] = t.name
+                    by_target[i].append(row)
+                    print(f"{t.name:5} {_fmt(row)}", file=sys.stderr, flush=True)
+            merged = [_median_row(rs) for rs in by_target]
+            if len(merged) > 1:
+                pairs = zip(by_target[0], by_target[1], strict=True)
+                merged[0]["ratio"] = statistics.median(a["rate"] / b["rate"] for a, b in pairs)
+            rows.extend(merged)
+
+        rows: list[dict] = []
+        for size in args.sizes:
+            for c in args.clients:
+                measure("save", c, size)
         if not args.no_reads:
-            # A 100-checkpoint workflow of ~1 KB states to resume and replay.
+            # A 100-checkpoint workflow of ~1 KB states to resume and replay, on each server.
             from snapstate_sdk import SnapStateClient
 
-            client = SnapStateClient(api_key=key, base_url=base_urls[0])
             state = _state(1024, 0)
-            for step in range(100):
-                client.save(workflow_id=read_workflow, step=step, state={**state, "run": step})
-            client.close()
+            for t in targets:
+                client = SnapStateClient(api_key=t.key, base_url=t.base_urls[0])
+                for step in range(100):
+                    client.save(workflow_id=read_workflow, step=step, state={**state, "run": step})
+                client.close()
             for kind in ("resume", "replay"):
                 for c in (1, 8):
-                    rows.append(
-                        run_case(
-                            base_urls,
-                            key,
-                            kind,
-                            c,
-                            1024,
-                            args.seconds,
-                            pids,
-                            read_workflow,
-                            database_url=args.database_url,
-                        )
-                    )
-                    print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+                    measure(kind, c, 1024)
     finally:
         for server in servers:
             server.terminate()
@@ -359,17 +401,29 @@ def main() -> int:
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{args.seconds:g} s per case\n"
     )
+    side = len(targets) > 1
+    rounds = f", medians of {args.rounds} rounds" if args.rounds > 1 else ""
+    if side:
+        print(f"Side by side: cpf serve and {args.against} (other), alternated{rounds}.\n")
+    head = "| server " if side else ""
+    tail = " cpf / other ops/s |" if side else ""
     print(
-        "| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op "
-        "| PostgreSQL CPU ms/op | clients' CPU ms/op |"
+        f"{head}| operation | state | clients | ops/s | p50 ms | p99 ms | servers' CPU ms/op "
+        f"| PostgreSQL CPU ms/op | clients' CPU ms/op |{tail}"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        ("|---" if side else "")
+        + "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if side else "")
+    )
     for r in rows:
         what = r["kind"] + (" (limit 100)" if r["kind"] == "replay" else "")
+        ratio = f" {r['ratio']:.2f} |" if "ratio" in r else " |" if side else ""
         print(
-            f"| {what} | {_size(r['size'])} | {r['clients']} | {r['rate']:.0f} | "
-            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_ms']:.2f} | {_ms(r['db_cpu_ms'])} "
-            f"| {_ms(r['clients_cpu_ms'])} |"
+            (f"| {r['server']} " if side else "")
+            + f"| {what} | {_size(r['size'])} | {r['clients']} | {r['rate']:.0f} | "
+            f"{r['p50']:.1f} | {r['p99']:.1f} | {_ms(r['cpu_ms'])} | {_ms(r['db_cpu_ms'])} "
+            f"| {_ms(r['clients_cpu_ms'])} |{ratio}"
         )
     return 0
 
@@ -385,7 +439,7 @@ def _ms(value: float) -> str:
 def _fmt(r: dict) -> str:
     return (
         f"{r['kind']:7} {_size(r['size']):>7} x{r['clients']:<3} {r['rate']:8.0f}/s "
-        f"p50 {r['p50']:7.1f} ms p99 {r['p99']:7.1f} ms  server cpu {r['cpu_ms']:.2f} ms/op"
+        f"p50 {r['p50']:7.1f} ms p99 {r['p99']:7.1f} ms  server cpu {_ms(r['cpu_ms'])} ms/op"
         f"  db cpu {_ms(r['db_cpu_ms'])} ms/op  clients cpu {_ms(r['clients_cpu_ms'])} ms/op"
     )
 
