@@ -353,7 +353,7 @@ def main() -> int:
                         size,
                         args.seconds,
                         t.pids,
-                        read_workflow,
+                        f"{read_workflow}-{t.name}",  # one store may serve both
                         database_url=args.database_url,
                     )
                     row["server"] = t.name
@@ -377,7 +377,11 @@ def main() -> int:
             for t in targets:
                 client = SnapStateClient(api_key=t.key, base_url=t.base_urls[0])
                 for step in range(100):
-                    client.save(workflow_id=read_workflow, step=step, state={**state, "run": step})
+                    client.save(
+                        workflow_id=f"{read_workflow}-{t.name}",
+                        step=step,
+                        state={**state, "run": step},
+                    )
                 client.close()
             for kind in ("resume", "replay"):
                 for c in (1, 8):

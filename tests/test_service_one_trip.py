@@ -254,3 +254,116 @@ def test_stale_head_and_a_clock_behind(pair: Pair) -> None:
         (wf,),
     )
     assert rows == [(2, late["o_id"], first["o_created_at"])]
+
+
+# -- the one-round-trip resume (Route.one_trip: the key and the reads in one statement) --
+
+
+def _general_and_keyed(url: str, account: str, key: str, wf: str) -> tuple[Any, Any]:
+    """The resume's answer (or ApiError code) by the general path and by the keyed one,
+    in this process over the pair's database, as JSON."""
+    import json
+
+    from core.service.api import CheckpointService
+    from core.service.common import ApiError
+    from core.service.routes import render
+    from core.store.store import Store
+
+    def outcome(call: Any) -> Any:
+        try:
+            return json.loads(render(call()))
+        except ApiError as err:
+            return err.code
+
+    store = Store(url)
+    svc = CheckpointService(store)
+    try:
+        keyed = svc.resume_keyed(key, wf)
+        assert keyed is not None
+        who, answer = keyed
+        assert who.account == account
+        return outcome(lambda: svc.resume(account, wf, raw=True)), outcome(answer)
+    finally:
+        svc.ss.close()
+        store.close()
+
+
+def test_resume_in_one_trip_answers_as_the_general_resume(pair: Pair) -> None:
+    key = pair.a.key("resume1")
+    a, b = pair.a.client(key), pair.b.client(key)
+    wf = f"rs-{uuid.uuid4().hex[:8]}"
+    for step in range(3):
+        a.save(wf, step, {"n": step, "deep": {"l": [step, None]}}, label=f"s{step}",
+               metadata={"m": step})  # fmt: skip
+    over_http = [srv.http("GET", f"/workflows/{wf}/resume", key) for srv in (pair.a, pair.b)]
+    assert [r.status_code for r in over_http] == [200, 200]
+    assert over_http[0].json() == over_http[1].json()
+    body = over_http[0].json()
+    assert body["total_checkpoints"] == 3 and body["latest_checkpoint"]["label"] == "s2"
+    assert body["latest_checkpoint"]["state"] == {"n": 2, "deep": {"l": [2, None]}}
+    assert body["latest_checkpoint"]["metadata"] == {"m": 2}
+    assert over_http[0].headers["etag"] == body["latest_checkpoint"]["etag"]
+    resumed = b.resume(wf)  # the SDK reads it too
+    assert resumed.latest_checkpoint.step == 2 and resumed.total_checkpoints == 3
+    general, keyed = _general_and_keyed(pair.url, "resume1", key, wf)
+    assert general == keyed == body
+    # Unknown to this account (another account's workflow too): the general 404.
+    other = pair.a.key("resume1-other")
+    r = pair.b.http("GET", f"/workflows/{wf}/resume", other)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    assert _general_and_keyed(pair.url, "resume1-other", other, wf) == ("NOT_FOUND",) * 2
+
+
+def test_resume_in_one_trip_keeps_the_order_of_errors(pair: Pair) -> None:
+    key = pair.a.key("resume2")
+    wf = f"rs-{uuid.uuid4().hex[:8]}"
+    pair.a.client(key).save(wf, 0, {"v": 0})
+    cases = [
+        ("snp_" + "0" * 32, f"/workflows/{wf}/resume", 401),  # unknown key
+        ("snp_" + "0" * 32, "/workflows/bad%20id/resume", 401),  # 401 before 400
+        (key, "/workflows/bad%20id/resume", 400),
+        (key, f"/workflows/{wf}/resume?limit=1", 400),  # resume takes no query
+        (None, f"/workflows/{wf}/resume", 401),
+    ]
+    for k, path, status in cases:
+        assert pair.b.http("GET", path, k).status_code == status, (k, path)
+    key_id = pair.a.cpf("keys", "list", "--account", "resume2")["result"]["keys"][0]["key_id"]
+    assert pair.a.cpf("keys", "revoke", "--key-id", key_id)["ok"] is True
+    for srv in (pair.a, pair.b):
+        r = srv.http("GET", f"/workflows/{wf}/resume", key)
+        assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+
+
+def test_resume_in_one_trip_leaves_expiring_and_hooked_workflows_to_the_general_path(
+    pair: Pair,
+) -> None:
+    key = pair.a.key("resume3")
+    a = pair.a.client(key)
+    # A first checkpoint that expires before the others: the total counts the live ones.
+    wf = f"rs-{uuid.uuid4().hex[:8]}"
+    a.save(wf, 0, {"v": 0}, ttl_seconds=1)
+    a.save(wf, 1, {"v": 1})
+    a.save(wf, 2, {"v": 2})
+    time.sleep(1.2)
+    assert pair.b.client(key).resume(wf).total_checkpoints == 2
+    general, keyed = _general_and_keyed(pair.url, "resume3", key, wf)
+    assert general == keyed and keyed["total_checkpoints"] == 2
+    # A workflow whose every checkpoint expired: gone.
+    gone = f"rs-{uuid.uuid4().hex[:8]}"
+    a.save(gone, 0, {"v": 0}, ttl_seconds=1)
+    time.sleep(1.2)
+    assert pair.b.http("GET", f"/workflows/{gone}/resume", key).status_code == 404
+    # A webhook that wants workflow.resumed: each resume enqueues its delivery.
+    hook = pair.a.http(
+        "POST",
+        "/webhooks",
+        key,
+        json={"url": "http://127.0.0.1:9/hook", "events": ["workflow.resumed"]},
+    ).json()
+    live = f"rs-{uuid.uuid4().hex[:8]}"  # nothing expiring: only the hook is different
+    a.save(live, 0, {"v": 0})
+    a.save(live, 1, {"v": 1})
+    assert pair.b.client(key).resume(live).latest_checkpoint.step == 1
+    log = pair.a.http("GET", f"/webhooks/{hook['webhook_id']}/deliveries", key).json()
+    [delivery] = [d for d in log["deliveries"] if d["event"] == "workflow.resumed"]
+    assert delivery["data"]["workflow_id"] == live and delivery["data"]["step"] == 1

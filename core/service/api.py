@@ -94,6 +94,7 @@ class CheckpointService:
     save_general = _Served("checkpoints")
     get = _Served("checkpoints")
     resume = _Served("checkpoints")
+    resume_keyed = _Served("checkpoints")
     replay = _Served("checkpoints")
     list_workflows = _Served("checkpoints")
     delete_workflow = _Served("checkpoints")

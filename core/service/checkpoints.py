@@ -26,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -49,7 +49,7 @@ from core.service.common import (
     iso,
     retried,
 )
-from core.service.keys import Principal, hash_key
+from core.service.keys import Principal, hash_key, key_principal
 from core.service.webhooks import emit
 from core.statediff import leaf_diff
 
@@ -714,16 +714,7 @@ class CheckpointsService(Area):
             if wf["min_expires_at"] is not None and wf["min_expires_at"] <= now:
                 total = ss.count_live(conn, account, workflow_id, now)
             hooks = ss.hooks_for(conn, account)
-        out = {
-            "workflow_id": workflow_id,
-            "latest_checkpoint": _full_record(head, empty_metadata={}, raw=raw),
-            "total_checkpoints": int(total),
-            "workflow_started_at": api_time(wf["started_at"]),
-            "last_activity_at": api_time(wf["last_activity_at"]),
-            "expires_at": api_time(wf["expires_at"]),
-        }
-        if wf.get("run_id"):
-            out["run_id"] = wf["run_id"]
+        out = _resume_record(workflow_id, wf, head, total, raw)
         if any("workflow.resumed" in events for _, events in hooks):
             with ss.write() as conn:
                 self._emit(
@@ -740,6 +731,49 @@ class CheckpointsService(Area):
                 )
             self._notify()
         return out
+
+    def resume_keyed(
+        self, raw_key: str, workflow_id: str
+    ) -> tuple[Principal, Callable[[], dict[str, Any]]] | None:
+        """`authenticate` and `resume` (states raw) with the key and the reads in one
+        round trip (PostgreSQL through psycopg): the principal, or the 401/403 that
+        `authenticate` raises, and the answer to give once the rate limit let the request
+        through. The rare cases (a run's workflow, checkpoints past their expiry, a
+        `workflow.resumed` webhook) get `resume` itself. None leaves the request to the
+        general path: an unknown key or an invalid workflow id (401 before 400)."""
+        try:
+            check_workflow_id(workflow_id)
+        except ApiError:
+            return None
+        row = self._resume_row(hash_key(raw_key), workflow_id)
+        if row is None:
+            return None
+        who = key_principal({**row, "expires_at": row["key_expires_at"]})
+        now = iso(common.utc_now())
+
+        def answer() -> dict[str, Any]:
+            expired = row["w_expires_at"] is not None and row["w_expires_at"] <= now
+            if row["w_id"] is None and who.account == LOCAL_ACCOUNT:
+                return self.resume(who.account, workflow_id, raw=True)  # a cpf run's
+            if row["w_id"] is None or expired or row["h_id"] is None:
+                raise ApiError("NOT_FOUND", f"No checkpoints found for workflow {workflow_id}")
+            if row["resumed_hook"] or (
+                row["min_expires_at"] is not None and row["min_expires_at"] <= now
+            ):
+                return self.resume(who.account, workflow_id, raw=True)
+            wf = {
+                "started_at": row["started_at"],
+                "last_activity_at": row["last_activity_at"],
+                "expires_at": row["w_expires_at"],
+            }
+            head = {**row, "id": row["h_id"], "expires_at": row["h_expires_at"]}
+            return _resume_record(workflow_id, wf, head, row["total"], True)
+
+        return who, answer
+
+    @retried
+    def _resume_row(self, key_hash: str, workflow_id: str) -> dict[str, Any] | None:
+        return self.ss.resume_in_one(key_hash, workflow_id)  # type: ignore[no-any-return]
 
     @retried
     def replay(
@@ -968,6 +1002,22 @@ def _save_record(cp: dict[str, Any]) -> dict[str, Any]:
         or {"added": [], "removed": [], "changed": []},
         "size_bytes": cp["size_bytes"],
     }
+
+
+def _resume_record(
+    workflow_id: str, wf: dict[str, Any], head: dict[str, Any], total: Any, raw: bool
+) -> dict[str, Any]:
+    out = {
+        "workflow_id": workflow_id,
+        "latest_checkpoint": _full_record(head, empty_metadata={}, raw=raw),
+        "total_checkpoints": int(total),
+        "workflow_started_at": api_time(wf["started_at"]),
+        "last_activity_at": api_time(wf["last_activity_at"]),
+        "expires_at": api_time(wf["expires_at"]),
+    }
+    if wf.get("run_id"):
+        out["run_id"] = wf["run_id"]
+    return out
 
 
 def _full_record(cp: dict[str, Any], *, empty_metadata: Any, raw: bool = False) -> dict[str, Any]:

@@ -98,13 +98,18 @@ class KeysService(Area):
     @retried
     def authenticate(self, raw_key: str) -> Principal:
         """The account of an API key, or 401 (unknown, revoked, expired) / 403."""
-        row = self.ss.key_by_hash(hash_key(raw_key)) if raw_key else None
-        if row is None:
-            raise ApiError("UNAUTHORIZED", "Invalid API key")
-        if row["revoked_at"] is not None:
-            raise ApiError("UNAUTHORIZED", "API key has been revoked")
-        if row["expires_at"] is not None and row["expires_at"] <= iso(common.utc_now()):
-            raise ApiError("UNAUTHORIZED", "API key has expired")
-        if (row["status"] or "active") != "active":
-            raise ApiError("FORBIDDEN", f"Account {row['account']} is not active")
-        return Principal(account=row["account"], key_id=row["key_id"])
+        return key_principal(self.ss.key_by_hash(hash_key(raw_key)) if raw_key else None)
+
+
+def key_principal(row: dict[str, Any] | None) -> Principal:
+    """The principal of a key's row (key_id, account, revoked_at, expires_at and its
+    account's status), or the 401/403 of a key that does not pass."""
+    if row is None:
+        raise ApiError("UNAUTHORIZED", "Invalid API key")
+    if row["revoked_at"] is not None:
+        raise ApiError("UNAUTHORIZED", "API key has been revoked")
+    if row["expires_at"] is not None and row["expires_at"] <= iso(common.utc_now()):
+        raise ApiError("UNAUTHORIZED", "API key has expired")
+    if (row["status"] or "active") != "active":
+        raise ApiError("FORBIDDEN", f"Account {row['account']} is not active")
+    return Principal(account=row["account"], key_id=row["key_id"])

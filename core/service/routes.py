@@ -152,6 +152,9 @@ class Route:
     errors: tuple[int, ...] = ()
     params: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, Any]] = field(default_factory=list)
+    # The key check and the operation's reads in one store round trip, where the store
+    # can (PostgreSQL): (svc, key, path params) -> (principal, answer) or None (general).
+    one_trip: Callable[[CheckpointService, str, dict[str, str]], Any] | None = None
 
 
 # -- operations (run in a worker thread) -------------------------------------------------
@@ -353,6 +356,7 @@ ROUTES: list[Route] = [
         response="WorkflowResume",
         errors=(400, 401, 403, 404, 429),
         params=[_WF],
+        one_trip=lambda s, key, path: s.resume_keyed(key, path["workflow_id"]),
     ),
     Route(
         "GET",
@@ -538,9 +542,11 @@ class Handlers:
                 keyed = self._save_keyed(route, request, raw)
             if keyed is not None and keyed.outcome != "auth":
                 return self._keyed_answer(route, request, keyed)
-            who = authenticate(self.svc, request.headers.get("authorization"))
+            who, answer = self._principal(route, request)
             if route.rate_limited:
                 self.limiter.check(who.key_id)
+            if answer is not None:
+                return self._answer(route, answer())
             body = None
             if route.body_schema is not None:
                 body = _parse_body(raw)
@@ -559,6 +565,18 @@ class Handlers:
         except RateLimited as exc:
             return self._rate_limited(exc.retry_after)
         return self._answer(route, result)
+
+    def _principal(
+        self, route: Route, request: Request
+    ) -> tuple[Principal, Callable[[], Any] | None]:
+        """The request's principal (its 401/403 raised), and the answer when the route's
+        reads came with the key check in one round trip (`Route.one_trip`)."""
+        header = request.headers.get("authorization")
+        if route.one_trip is not None and not request.query_params and self.svc.one_trip_save():
+            keyed = route.one_trip(self.svc, bearer_key(header), request.path_params)
+            if keyed is not None:
+                return keyed  # type: ignore[no-any-return]
+        return authenticate(self.svc, header), None
 
     def _rate(self, route: Route) -> tuple[int, float] | None:
         if route.rate_limited and self.limiter.limit > 0:

@@ -65,6 +65,26 @@ _SEL_WORKFLOW_LOCKED = {
     "wait": _SEL_WORKFLOW.with_for_update(),
     "skip": _SEL_WORKFLOW.with_for_update(skip_locked=True),
 }
+# A resume's key and reads in one statement (PostgreSQL, autocommit): the key row as
+# `KeysSql.key_by_hash` reads it, the workflow row, its head (the state as its JSON text)
+# and whether a webhook of the account wants `workflow.resumed` (the save function's test).
+# No row: the key is unknown. The workflow and head columns are NULL when there are none.
+KEYED_RESUME = """
+SELECT a.key_id, a.account, a.revoked_at, a.expires_at AS key_expires_at, c.status,
+       w.id AS w_id, w.head_id, w.total, w.min_expires_at, w.started_at, w.last_activity_at,
+       w.expires_at AS w_expires_at,
+       h.id AS h_id, h.checkpoint_id, h.workflow_id, h.run_id, h.step, h.label,
+       h.state::text AS state, h.metadata, h.etag, h.diff_from_previous, h.size_bytes,
+       h.created_at, h.expires_at AS h_expires_at,
+       EXISTS (SELECT 1 FROM svc_webhooks k
+                WHERE k.account = a.account AND k.events IS NOT NULL
+                  AND k.events::jsonb @> '["workflow.resumed"]'::jsonb) AS resumed_hook
+  FROM svc_api_keys a
+  LEFT JOIN svc_accounts c ON c.name = a.account
+  LEFT JOIN svc_workflows w ON w.account = a.account AND w.workflow_id = %s
+  LEFT JOIN checkpoints h ON h.id = w.head_id
+ WHERE a.key_hash = %s
+"""
 _SEL_CP_AT = {
     raw: select(*_cp_cols(raw)).where(_cp_of_wf, CP.c.step == bindparam("step"))
     for raw in (False, True)
@@ -286,6 +306,14 @@ class CheckpointsSql(StoreBase):
     async def save_in_one_async(self, args: tuple[Any, ...]) -> dict[str, Any]:
         """`save_in_one` awaited on the event loop's own connections."""
         return await self.async_saves().save(args)
+
+    def resume_in_one(self, key_hash: str, workflow_id: str) -> dict[str, Any] | None:
+        """`KEYED_RESUME` as its own statement: None when the key is unknown."""
+        with self.pg_statement("read") as conn:
+            cur = conn.execute(KEYED_RESUME, (workflow_id, key_hash))
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
+        return None if row is None else dict(zip(names, row, strict=True))
 
     def checkpoint_at(
         self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False
