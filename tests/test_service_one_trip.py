@@ -165,18 +165,25 @@ def test_auth_comes_first_and_a_revocation_holds_at_once(pair: Pair) -> None:
             srv.client(key).save(wf, 1, {"v": 1})
 
 
+def _webhook(pair: Pair, key: str, event: str) -> str:
+    """A webhook of the key's account for `event` (never reached: port 9); its id."""
+    body = {"url": "http://127.0.0.1:9/hook", "events": [event]}
+    return str(pair.a.http("POST", "/webhooks", key, json=body).json()["webhook_id"])
+
+
+def _delivery(pair: Pair, key: str, hook_id: str, event: str) -> dict[str, Any]:
+    """The webhook's one delivery of `event`, from its delivery log."""
+    log = pair.a.http("GET", f"/webhooks/{hook_id}/deliveries", key).json()
+    [delivery] = [d for d in log["deliveries"] if d["event"] == event]
+    return delivery  # type: ignore[no-any-return]
+
+
 def test_outbox_rows_of_a_save(pair: Pair) -> None:
     key = pair.a.key("hooks")
-    hook = pair.a.http(
-        "POST",
-        "/webhooks",
-        key,
-        json={"url": "http://127.0.0.1:9/hook", "events": ["checkpoint.saved"]},
-    ).json()
+    hook_id = _webhook(pair, key, "checkpoint.saved")
     wf = f"wh-{uuid.uuid4().hex[:8]}"
     saved = pair.b.client(key).save(wf, 0, {"v": 0}, label="first")
-    log = pair.a.http("GET", f"/webhooks/{hook['webhook_id']}/deliveries", key).json()
-    [delivery] = [d for d in log["deliveries"] if d["event"] == "checkpoint.saved"]
+    delivery = _delivery(pair, key, hook_id, "checkpoint.saved")
     assert delivery["delivery_id"].startswith("dlv_") and len(delivery["delivery_id"]) == 28
     assert delivery["data"] == {
         "workflow_id": wf,
@@ -354,16 +361,10 @@ def test_resume_in_one_trip_leaves_expiring_and_hooked_workflows_to_the_general_
     time.sleep(1.2)
     assert pair.b.http("GET", f"/workflows/{gone}/resume", key).status_code == 404
     # A webhook that wants workflow.resumed: each resume enqueues its delivery.
-    hook = pair.a.http(
-        "POST",
-        "/webhooks",
-        key,
-        json={"url": "http://127.0.0.1:9/hook", "events": ["workflow.resumed"]},
-    ).json()
+    hook_id = _webhook(pair, key, "workflow.resumed")
     live = f"rs-{uuid.uuid4().hex[:8]}"  # nothing expiring: only the hook is different
     a.save(live, 0, {"v": 0})
     a.save(live, 1, {"v": 1})
     assert pair.b.client(key).resume(live).latest_checkpoint.step == 1
-    log = pair.a.http("GET", f"/webhooks/{hook['webhook_id']}/deliveries", key).json()
-    [delivery] = [d for d in log["deliveries"] if d["event"] == "workflow.resumed"]
+    delivery = _delivery(pair, key, hook_id, "workflow.resumed")
     assert delivery["data"]["workflow_id"] == live and delivery["data"]["step"] == 1

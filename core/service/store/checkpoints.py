@@ -294,14 +294,21 @@ class CheckpointsSql(StoreBase):
         """Whether saves can go through `cpf_save_checkpoint` (psycopg and a pool)."""
         return bool(self.pg) and not self.is_sqlite
 
+    def _in_one(self, what: str, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        """A driver statement as its own transaction (psycopg, autocommit): its first row
+        by column name, None without one."""
+        with self.pg_statement(what) as conn:
+            cur = conn.execute(sql, args)
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return dict(zip([d[0] for d in cur.description], row, strict=True))
+
     def save_in_one(self, args: tuple[Any, ...]) -> dict[str, Any]:
         """Call `cpf_save_checkpoint` (save_function.py) as its own transaction."""
-        with self.pg_statement("save") as conn:
-            cur = conn.execute(CALL_SAVE_FUNCTION, args)
-            names = [d[0] for d in cur.description]
-            row = cur.fetchone()
+        row = self._in_one("save", CALL_SAVE_FUNCTION, args)
         assert row is not None
-        return dict(zip(names, row, strict=True))
+        return row
 
     async def save_in_one_async(self, args: tuple[Any, ...]) -> dict[str, Any]:
         """`save_in_one` awaited on the event loop's own connections."""
@@ -309,11 +316,7 @@ class CheckpointsSql(StoreBase):
 
     def resume_in_one(self, key_hash: str, workflow_id: str) -> dict[str, Any] | None:
         """`KEYED_RESUME` as its own statement: None when the key is unknown."""
-        with self.pg_statement("read") as conn:
-            cur = conn.execute(KEYED_RESUME, (workflow_id, key_hash))
-            names = [d[0] for d in cur.description]
-            row = cur.fetchone()
-        return None if row is None else dict(zip(names, row, strict=True))
+        return self._in_one("read", KEYED_RESUME, (workflow_id, key_hash))
 
     def checkpoint_at(
         self, conn: Any, account: str, workflow_id: str, step: int, raw_state: bool = False
